@@ -1,0 +1,88 @@
+"""The ``segssl`` command: one sub-command per module, imported only when it runs.
+
+Each command module defines ``HELP`` (one line), ``configure(parser)`` and ``run(args, progress)``;
+heavy imports (torch models, sam2) stay inside ``run`` so ``segssl --help`` and ``evaluate`` start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from SegSSLLib.cli.common import OneLineArgumentParser, add_common_options, configure_logging
+from SegSSLLib.errors import SegSSLError
+from SegSSLLib.progress import Progress
+
+# name -> module; the order is the order of ``segssl --help``.
+COMMANDS = {
+    "evaluate": "SegSSLLib.cli.evaluate_command",
+    "demo": "SegSSLLib.cli.demo_command",
+}
+
+log = logging.getLogger("segssl")
+
+
+def build_parser() -> OneLineArgumentParser:
+    parser = OneLineArgumentParser(
+        prog="segssl",
+        description="Label-efficient medical image segmentation: S3-Net, PolyCL, SAM and SAM 2.",
+    )
+    from SegSSLLib import __version__
+
+    parser.add_argument("--version", action="version", version=f"segssl {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        module.configure(sub)
+        add_common_options(sub)
+        sub.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    progress = Progress(args.progress)
+    configure_logging(args.log_level, progress)
+    prefix = f"segssl {args.command}"
+    try:
+        code = args._module.run(args, progress)
+    except SegSSLError as exc:
+        return _fail(progress, f"{prefix}: error: {exc}", exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail(progress, f"{prefix}: interrupted; no partial output was left behind", 130)
+    except MemoryError:
+        return _fail(progress, f"{prefix}: error: out of memory — use a smaller --batch-size or --image-size", 1)
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, full traceback only on request
+        if _is_cuda_oom(exc):
+            return _fail(
+                progress,
+                f"{prefix}: error: out of GPU memory — use a smaller --batch-size or --image-size, or --device cpu",
+                1,
+            )
+        if args.debug:
+            raise
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        return _fail(
+            progress,
+            f"{prefix}: internal error: {type(exc).__name__}: {message} (rerun with --debug for the traceback)",
+            3,
+        )
+    progress.done()
+    return int(code or 0)
+
+
+def _fail(progress: Progress, line: str, code: int) -> int:
+    print(line, file=sys.stderr, flush=True)
+    progress.error(line)
+    return code
+
+
+def _is_cuda_oom(exc: Exception) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return isinstance(exc, torch.cuda.OutOfMemoryError)

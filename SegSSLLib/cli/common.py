@@ -1,0 +1,106 @@
+"""Options and helpers that every ``segssl`` command shares."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+
+from SegSSLLib.errors import SegSSLError
+from SegSSLLib.progress import PROGRESS_MODES, JsonLogHandler, Progress
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line that says where to look, not the whole usage text."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output and logging")
+    group.add_argument(
+        "--progress",
+        choices=PROGRESS_MODES,
+        default="bar",
+        help="bar: progress bars on stderr; json: one JSON event per stdout line (for programs); none",
+    )
+    group.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    group.add_argument("--debug", action="store_true", help="show the full traceback of unexpected errors")
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (GPU when available), cpu, cuda, cuda:N or mps (default: auto)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
+    )
+
+
+def add_random_seed_option(parser: argparse.ArgumentParser, flag: str = "--seed") -> None:
+    parser.add_argument(flag, dest="random_seed", type=int, default=0, help="random seed, for repeatable runs")
+
+
+def configure_logging(level: str, progress: Progress) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    if progress.mode == "json":
+        handler: logging.Handler = JsonLogHandler(progress)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("segssl: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("PIL", "matplotlib", "urllib3", "hydra"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so that runs repeat."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def setup_torch(args) -> "torch.device":  # noqa: F821 - torch is imported lazily
+    """Apply --threads and return the torch device chosen by --device."""
+    import torch
+
+    from SegSSLLib.device import select_device
+
+    if getattr(args, "threads", None):
+        if args.threads < 1:
+            raise SegSSLError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    return select_device(getattr(args, "device", "auto"))
+
+
+def parse_index(text: str, dimension: int, what: str = "seed") -> tuple[int, ...]:
+    """'I,J,K' (or 'X,Y' in 2D) -> a tuple of zero-based voxel indices."""
+    parts = text.replace(" ", "").split(",")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != dimension:
+        form = "I,J,K" if dimension == 3 else "X,Y"
+        raise SegSSLError(f"{what} {text!r} is not {dimension} whole numbers {form} (zero-based voxel indices)")
+    return values
+
+
+def check_index_inside(index: tuple[int, ...], size: tuple[int, ...], what: str = "seed") -> None:
+    if any(not 0 <= v < n for v, n in zip(index, size)):
+        form = "I,J,K" if len(size) == 3 else "X,Y"
+        limits = ",".join(str(n - 1) for n in size)
+        raise SegSSLError(
+            f"{what} {','.join(map(str, index))} is outside the image (size {'×'.join(map(str, size))}): "
+            f"give zero-based {form} indices between 0 and {limits}"
+        )

@@ -1,0 +1,41 @@
+"""``segssl evaluate``: Dice and 95% Hausdorff distance per label."""
+
+from __future__ import annotations
+
+import json
+
+from SegSSLLib.volumes import check_output_path
+
+HELP = "Dice and 95% Hausdorff distance (mm) of a predicted label map against a reference"
+
+
+def configure(parser) -> None:
+    parser.add_argument("--pred", required=True, help="predicted label map")
+    parser.add_argument("--truth", required=True, help="reference label map on the same grid")
+    parser.add_argument(
+        "--label", type=int, action="append", help="label value to score (repeatable; default: all in --truth)"
+    )
+    parser.add_argument("--json", help="also write the results to this JSON file")
+
+
+def run(args, progress) -> int:
+    from SegSSLLib.atomic import atomic_output
+    from SegSSLLib.evaluation import evaluate_label_maps, format_report
+    from SegSSLLib.volumes import read_label_map
+
+    if args.json:
+        check_output_path(args.json, (args.pred, args.truth), "JSON output", suffixes=(".json",))
+    truth = read_label_map(args.truth, what="reference label map")
+    pred = read_label_map(
+        args.pred, reference=truth, what="predicted label map", reference_name="the reference label map"
+    )
+    metrics = evaluate_label_maps(pred, truth, args.label)
+    if progress.mode != "json":
+        print(format_report(metrics))
+    else:
+        progress.emit("metrics", **metrics)
+    if args.json:
+        with atomic_output(args.json) as temporary:
+            temporary.write_text(json.dumps(metrics, indent=2) + "\n")
+        progress.output(args.json)
+    return 0

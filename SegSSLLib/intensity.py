@@ -1,0 +1,69 @@
+"""Intensity normalisation to [0, 1]: CT windows and MR percentiles (MONAI transforms underneath)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from monai.transforms import ScaleIntensityRange, ScaleIntensityRangePercentiles
+
+from SegSSLLib.errors import SegSSLError
+
+# Below this minimum the data are taken to be CT in Hounsfield units (air is -1000 HU).
+_CT_MINIMUM_HU = -500.0
+
+
+@dataclass(frozen=True)
+class IntensityWindow:
+    """How raw voxel values map to [0, 1]; stored in checkpoints so inference repeats training.
+
+    mode "ct": a window of ``width`` HU centred on ``level``; below it 0, above it 1.
+    mode "percentile": the ``lower``..``upper`` percentiles of each volume map to 0..1 (MR, unknown units).
+    """
+
+    mode: str = "ct"
+    level: float = 40.0
+    width: float = 400.0
+    lower: float = 0.5
+    upper: float = 99.5
+
+    def __post_init__(self):
+        if self.mode not in ("ct", "percentile"):
+            raise SegSSLError(f"unknown intensity mode {self.mode!r}: use 'ct' or 'percentile'")
+        if self.mode == "ct" and not self.width > 0:
+            raise SegSSLError(f"CT window width must be positive, got {self.width}")
+        if self.mode == "percentile" and not 0 <= self.lower < self.upper <= 100:
+            raise SegSSLError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {self.lower}, {self.upper}")
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        """Return a float32 copy of ``array`` mapped to [0, 1]."""
+        array = np.asarray(array, dtype=np.float32)
+        if not np.all(np.isfinite(array)):
+            raise SegSSLError("the image contains NaN or infinite values — fix or mask them before segmenting")
+        if self.mode == "ct":
+            low = self.level - self.width / 2
+            transform = ScaleIntensityRange(a_min=low, a_max=low + self.width, b_min=0.0, b_max=1.0, clip=True)
+        else:
+            transform = ScaleIntensityRangePercentiles(
+                lower=self.lower, upper=self.upper, b_min=0.0, b_max=1.0, clip=True
+            )
+        return np.asarray(transform(array), dtype=np.float32)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "IntensityWindow":
+        return cls(**values)
+
+
+def guess_window(array: np.ndarray) -> IntensityWindow:
+    """A soft-tissue CT window for data in HU, percentiles otherwise (MR, photographs, unknown)."""
+    if float(np.min(array)) < _CT_MINIMUM_HU:
+        return IntensityWindow(mode="ct")
+    return IntensityWindow(mode="percentile")
+
+
+def to_uint8(normalized: np.ndarray) -> np.ndarray:
+    """[0, 1] floats to 0..255 bytes (what SAM and overlay pictures take)."""
+    return np.round(np.clip(normalized, 0.0, 1.0) * 255.0).astype(np.uint8)
