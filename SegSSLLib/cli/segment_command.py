@@ -1,0 +1,76 @@
+"""``segssl segment``: a label map from a volume (or a 2D image) with one of the methods.
+
+A method is a module listed in ``METHODS`` that defines::
+
+    ACCEPTS_2D: bool                               # may the input be a 2D (RGB or grey) image?
+    def add_arguments(group) -> None               # its own options; keep imports light
+    def segment(image, seeds, args, progress, device) -> numpy array of labels in (k, j, i) order
+
+``seeds`` are zero-based index tuples (I,J,K or X,Y), already checked to be inside the image.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from SegSSLLib.cli.common import add_device_option, add_random_seed_option
+
+HELP = "segment a volume (or a 2D image) with PolyCL or S3-Net"
+
+METHODS: dict[str, str] = {}
+
+
+def _method_module(name: str):
+    return importlib.import_module(METHODS[name])
+
+
+def configure(parser) -> None:
+    parser.add_argument("--input", required=True, help="volume (NIfTI, NRRD, MHA, DICOM folder) or 2D image")
+    parser.add_argument("--output", required=True, help="label map to write, on the input's grid")
+    parser.add_argument("--method", required=True, choices=sorted(METHODS))
+    parser.add_argument(
+        "--seed",
+        action="append",
+        dest="seed_points",
+        default=[],
+        metavar="I,J,K",
+        help="zero-based voxel index (ITK/Slicer IJK order) inside the structure; X,Y for 2D; repeatable",
+    )
+    add_device_option(parser)
+    add_random_seed_option(parser, "--random-seed")
+    for name in sorted(METHODS):
+        _method_module(name).add_arguments(parser.add_argument_group(f"{name} options"))
+
+
+def run(args, progress) -> int:
+    from SegSSLLib.cli.common import check_index_inside, parse_index, set_random_seed, setup_torch
+    from SegSSLLib.errors import SegSSLError
+    from SegSSLLib.volumes import check_output_path, label_array_to_image, read_image, write_image
+
+    method = _method_module(args.method)
+    check_output_path(args.output, (args.input,), "--output")
+    image = read_image(args.input, "input")
+    if image.GetDimension() == 2 and not method.ACCEPTS_2D:
+        raise SegSSLError(
+            f"--input {args.input} is a 2D image but --method {args.method} segments 3D volumes — "
+            "give a volume, or use --method s3net for 2D images"
+        )
+    if image.GetDimension() not in (2, 3):
+        raise SegSSLError(f"--input {args.input} is {image.GetDimension()}D; give a 2D image or a 3D volume")
+    seeds = [parse_index(text, image.GetDimension()) for text in args.seed_points]
+    for seed in seeds:
+        check_index_inside(seed, image.GetSize())
+    device = setup_torch(args)
+    set_random_seed(args.random_seed)
+    labels = method.segment(image, seeds, args, progress, device)
+    reference = image if image.GetNumberOfComponentsPerPixel() == 1 else _grey_reference(image)
+    write_image(label_array_to_image(labels, reference), args.output)
+    progress.output(args.output)
+    return 0
+
+
+def _grey_reference(image):
+    """A single-component image with the geometry of a multi-component (RGB) one."""
+    import SimpleITK as sitk
+
+    return sitk.VectorIndexSelectionCast(image, 0)

@@ -1,0 +1,112 @@
+"""Finding cases on disk: Medical Segmentation Decathlon folders and plain folders of volumes.
+
+An MSD folder has ``dataset.json`` (``"training": [{"image": ..., "label": ...}]``, ``"labels"``,
+``"modality"``) with ``imagesTr/`` and ``labelsTr/``. A plain folder holds volume files (or DICOM
+series sub-folders) and no labels, for unlabelled pretraining.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from SegSSLLib.atomic import full_suffix
+from SegSSLLib.errors import SegSSLError
+from SegSSLLib.volumes import VOLUME_SUFFIXES
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    image: Path
+    label: Path | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    root: Path
+    cases: tuple[Case, ...]
+    label_names: dict[int, str]  # empty for unlabelled folders
+    modality: str = "unknown"  # "CT", "MR", ... from dataset.json
+
+    @property
+    def labelled(self) -> bool:
+        return all(case.label is not None for case in self.cases)
+
+
+def load_dataset(folder: str | os.PathLike) -> Dataset:
+    """Read an MSD folder (when it has ``dataset.json``) or a plain folder of volumes."""
+    root = Path(folder)
+    if not root.exists():
+        raise SegSSLError(f"data folder not found: {root} — check the path")
+    if not root.is_dir():
+        raise SegSSLError(f"--data {root} is a file; give a folder (MSD layout or a folder of volumes)")
+    if (root / "dataset.json").exists():
+        return _load_msd(root)
+    return _load_plain(root)
+
+
+def _load_msd(root: Path) -> Dataset:
+    try:
+        description = json.loads((root / "dataset.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SegSSLError(f"{root / 'dataset.json'} is not valid JSON ({exc.__class__.__name__}) — fix or remove it") from None
+    entries = description.get("training") or []
+    cases = []
+    for entry in entries:
+        if isinstance(entry, str):  # some tools list bare image paths
+            entry = {"image": entry}
+        image = (root / entry["image"]).resolve()
+        label = (root / entry["label"]).resolve() if entry.get("label") else None
+        for path, kind in ((image, "image"), (label, "label map")):
+            if path is not None and not path.exists():
+                raise SegSSLError(f"{root / 'dataset.json'} lists {kind} {path}, which does not exist — fix the entry")
+        cases.append(Case(_case_name(image), image, label))
+    if not entries:
+        # dataset.json without a training list: pair imagesTr/ with labelsTr/ by file name.
+        cases = _pair_by_name(root)
+    if not cases:
+        raise SegSSLError(f"data folder {root} has a dataset.json but no training cases — add images to imagesTr/")
+    labels = {int(k): str(v) for k, v in (description.get("labels") or {}).items() if str(k).isdigit()}
+    modality = str((description.get("modality") or {}).get("0", "unknown"))
+    return Dataset(root, tuple(cases), labels, modality)
+
+
+def _pair_by_name(root: Path) -> list[Case]:
+    images = _volume_files(root / "imagesTr") if (root / "imagesTr").is_dir() else []
+    cases = []
+    for image in images:
+        name = _case_name(image)
+        label = next((p for p in _volume_files(root / "labelsTr") if _case_name(p) == name.removesuffix("_0000")), None) \
+            if (root / "labelsTr").is_dir() else None
+        cases.append(Case(name.removesuffix("_0000"), image, label))
+    return cases
+
+
+def _load_plain(root: Path) -> Dataset:
+    files = _volume_files(root)
+    if not files:
+        raise SegSSLError(
+            f"data folder {root} holds no volumes — give an MSD folder (dataset.json, imagesTr/, labelsTr/) "
+            f"or a folder of {', '.join(VOLUME_SUFFIXES)} files or DICOM series folders"
+        )
+    return Dataset(root, tuple(Case(_case_name(f), f) for f in files), {})
+
+
+def _volume_files(folder: Path) -> list[Path]:
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_file() and full_suffix(path).lower() in VOLUME_SUFFIXES:
+            found.append(path)
+        elif path.is_dir() and any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
+            found.append(path)
+    return found
+
+
+def _case_name(path: Path) -> str:
+    suffix = full_suffix(path)
+    return path.name[: len(path.name) - len(suffix)] if suffix and path.is_file() else path.name
