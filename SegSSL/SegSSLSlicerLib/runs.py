@@ -302,8 +302,3 @@ def weights_file(name: str, python=None, timeout: float = 60) -> Path | None:
 def download_arguments(name: str) -> list[str]:
     return ["weights", "download", name]
 
-
-def downloaded_path(events: list[dict]) -> Path | None:
-    outputs = [e.get("path") for e in events if e.get("event") == "output"]
-    return Path(outputs[-1]) if outputs else None
-
