@@ -153,7 +153,6 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         editor = self.ui.segmentEditorWidget
         editor.setMRMLScene(slicer.mrmlScene)
-        editor.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
         editor.setSegmentationNodeSelectorVisible(False)
         editor.setSourceVolumeNodeSelectorVisible(False)
         self.ui.seedPlaceWidget.setMRMLScene(slicer.mrmlScene)
@@ -183,6 +182,9 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """The application closes: stop a run rather than leave it behind."""
         if self._run:
             self._run[0].cancel(grace_seconds=1.0)
+        for timer in (self._pollTimer, self._weightsTimer):
+            if timer:
+                timer.stop()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -207,6 +209,8 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- parameter node ----------------------------------------------------------------------------
 
     def initializeParameterNode(self) -> None:
+        # The editor's own parameter node (a singleton) is gone after a scene close: set it each time.
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
             self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
@@ -233,7 +237,8 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if editor.sourceVolumeNode() is not volume:
             editor.setSourceVolumeNode(volume)
         for selector in (self.ui.propagateSegmentSelector, self.ui.refineSegmentSelector):
-            selector.setCurrentNode(segmentation)
+            if selector.currentNode() is not segmentation:
+                selector.setCurrentNode(segmentation)
         s3net = parameters.segmentMethod == "S3-Net"
         fromSegment = parameters.refineSource == "Selected segment"
         visibility = {
@@ -387,9 +392,13 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _lookupWeights(self) -> None:
         """Ask ``segssl weights path`` (in a thread: it starts a process) where the chosen weights are."""
-        if self._parameterNode is None:
+        if self._parameterNode is None or dependencies.describe_missing():
+            self._showWeightsStatus()  # without the packages `segssl weights` cannot run yet
             return
-        python = self.logic.pythonExecutable()
+        try:
+            python = self.logic.pythonExecutable()
+        except SegSSLError:
+            return
         for kind in ("sam2", "sam"):
             name = self._weightsName(kind)
             if name in self._weightsFound or name in self._weightsLookups:
@@ -414,7 +423,9 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             name = self._weightsName(kind)
             chosen = self._chosenFile(kind)
             found = self._weightsFound.get(name)
-            if chosen is not None:
+            if chosen is None and dependencies.describe_missing():
+                label.text = _("install the Python packages first (Inputs section)")
+            elif chosen is not None:
                 label.text = _("using {file}").format(file=chosen.name) if chosen.is_file() else _("file not found: {file}").format(file=chosen)
             elif name in self._weightsLookups and name not in self._weightsFound:
                 label.text = _("checking...")
@@ -532,6 +543,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         missing = dependencies.describe_missing()
         self.ui.dependencyStatusLabel.text = missing or _("all Python packages are installed")
         self.ui.installDependenciesButton.visible = bool(missing)
+        self._lookupWeights()
 
     def _dependenciesReady(self) -> bool:
         if not dependencies.describe_missing():

@@ -149,8 +149,8 @@ def test_cmake_files_parse_and_list_existing_files(tmp_path):
     module.write_text(
         _MACRO_STANDINS
         + f'set(PROJECT_SOURCE_DIR "{REPO.as_posix()}")\nset(BUILD_TESTING ON)\n'
-        + f'set(Slicer_QTSCRIPTEDMODULES_LIB_DIR "lib/qt-scripted-modules")\n'
-        + f'set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR "lib/qt-scripted-modules")\n'
+        + 'set(Slicer_QTSCRIPTEDMODULES_LIB_DIR "lib/qt-scripted-modules")\n'
+        + 'set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR "lib/qt-scripted-modules")\n'
         + f'include("{(MODULE / "CMakeLists.txt").as_posix()}")\n'
     )
     result = subprocess.run(["cmake", "-P", str(module)], capture_output=True, text=True, cwd=MODULE)
