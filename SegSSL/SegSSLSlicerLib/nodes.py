@@ -56,11 +56,15 @@ def ijk_to_ras_from_image(image: sitk.Image) -> np.ndarray:
     return matrix
 
 
+def require_volume(volume_node) -> None:
+    if volume_node is None or volume_node.GetImageData() is None:
+        raise SegSSLError("no input volume is selected — load a CT or MR volume and select it as Input volume")
+
+
 def volume_to_image(volume_node) -> sitk.Image:
     """A copy of a scalar volume as a SimpleITK image with the node's exact geometry (its own grid;
     a parent transform is not applied, results come back onto the same grid)."""
-    if volume_node is None or volume_node.GetImageData() is None:
-        raise SegSSLError("no input volume is selected — load a CT or MR volume and select it as Input volume")
+    require_volume(volume_node)
     array = np.array(slicer.util.arrayFromVolume(volume_node), copy=True)
     if array.ndim != 3:
         raise SegSSLError(

@@ -88,7 +88,7 @@ def _new_work_folder(parent):
 
 
 def given_file(path) -> Path | None:
-    """A path chosen in the panel, or None when the field is empty (an empty path reads as '.')."""
+    """A path chosen in the panel, or None when the field is empty."""
     if path is None or str(path).strip() in ("", "."):
         return None
     return Path(path)
@@ -132,6 +132,7 @@ def prepare_segment(
     work_parent=None,
 ) -> PreparedRun:
     """Segment: S3-Net from seed points (no labels, no weights) or a PolyCL model file."""
+    nodes.require_volume(volume_node)
     if method not in SEGMENT_METHODS:
         raise SegSSLError(f"unknown segmentation method {method!r}: choose one of {', '.join(SEGMENT_METHODS)}")
     if method == "S3-Net":
@@ -169,6 +170,7 @@ def prepare_propagate(
     work_parent=None,
 ) -> PreparedRun:
     """Propagate: the segments as painted on the slice shown in ``slice_node``, through the volume."""
+    nodes.require_volume(volume_node)
     backend = PROPAGATION_BACKENDS.get(backend, backend)
     options = ["--backend", backend]
     if backend == "sam2":
@@ -212,6 +214,7 @@ def prepare_refine(
 
     Without SAM weights nothing is written or run: the message says how to get them.
     """
+    nodes.require_volume(volume_node)
     checkpoint = require_file(
         sam_checkpoint, f"{sam_model} weights", "Refine with SAM needs SAM weights: click Download, or Browse to a checkpoint file you already have"
     )

@@ -76,6 +76,8 @@ def test_segment_command_lines_carry_seeds_and_refuse_missing_inputs(mrml_scene,
     assert [arguments[n + 1] for n, a in enumerate(arguments) if a == "--seed"] == ["10,20,5", "30,12,17"]
     assert option(arguments, "--clusters-output") == str(prepared.clusters) and option(arguments, "--device") == "auto"
 
+    with pytest.raises(SegSSLError, match="no input volume is selected"):
+        runs.prepare_segment(None, "S3-Net", "CPU", seeds_node=seeds, work_parent=tmp_path)
     with pytest.raises(SegSSLError, match="PolyCL model file: no file is chosen"):
         runs.prepare_segment(volume, "PolyCL", "CPU", checkpoint=".", work_parent=tmp_path)
     model = tmp_path / "liver.pt"
