@@ -124,3 +124,19 @@ def test_child_finds_this_library_first(tmp_path, monkeypatch):
     assert segssl_command(["evaluate", tmp_path], python="PythonSlicer") == [
         "PythonSlicer", "-m", "SegSSLLib", "evaluate", str(tmp_path), "--progress", "json",
     ]
+
+
+def test_partial_files_are_the_unfinished_writes_of_exactly_that_output(tmp_path):
+    from SegSSLLib.atomic import atomic_output, partial_files
+
+    output = tmp_path / "scan[1].nii.gz"  # glob characters and a compound suffix
+    with pytest.raises(RuntimeError):
+        with atomic_output(output) as temporary:
+            temporary.write_text("half")
+            assert partial_files(output) == [temporary] and temporary.name == f".scan[1].partial-{os.getpid()}.nii.gz"
+            raise RuntimeError("writer failed")
+    assert partial_files(output) == [] and not output.exists()
+    left = [tmp_path / ".scan[1].partial-77.nii.gz", tmp_path / ".scan[1].partial-78.nii.gz"]
+    for path in left + [tmp_path / ".scan[2].partial-77.nii.gz", tmp_path / ".scan[1].partial-77.nrrd"]:
+        path.write_text("killed writer")
+    assert partial_files(output) == left
