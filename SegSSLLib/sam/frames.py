@@ -34,7 +34,9 @@ def rgb_slice(normalised_slice: np.ndarray) -> np.ndarray:
 
 def slice_of(volume: np.ndarray, itk_axis: int, index: int) -> np.ndarray:
     """Slice ``index`` perpendicular to ITK axis ``itk_axis`` of a (k, j, i) array (a view)."""
-    return np.take(volume, index, axis=array_axis(itk_axis))
+    where = [slice(None)] * volume.ndim
+    where[array_axis(itk_axis)] = index
+    return volume[tuple(where)]
 
 
 def frame_stack(image: sitk.Image, itk_axis: int, size: int, window: IntensityWindow | None = None):
