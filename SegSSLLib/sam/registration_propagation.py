@@ -51,33 +51,49 @@ def propagate_by_registration(
     spacing = _slice_spacing(image.GetSpacing(), annotation.axis)  # (row, col) mm
     smoothed = ndimage.gaussian_filter(volume, sigma=(0.0, *(settings.smoothing_mm / s for s in spacing)))
 
-    result = np.zeros_like(drawn)
-    distance = np.full(drawn.shape[0], np.inf)
-    for k in annotation.slices:
-        result[k] = drawn[k]
-        distance[k] = 0
     ranges = _intensity_ranges(smoothed, drawn, annotation, settings)
     annotated_area = {
         value: max(np.sum(drawn[k] == value) for k in annotation.slices_of(labels, value))
         for value in annotation.labels
     }
+    # Objects painted on the same slices travel together (one registration per step for all of them);
+    # an object painted elsewhere travels from its own slices.
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for value in annotation.labels:
+        groups.setdefault(tuple(annotation.slices_of(labels, value)), []).append(value)
 
-    sources = sorted(annotation.slices)
-    steps = sum(_walk_length(k, sources, drawn.shape[0]) for k in sources)
+    result = np.zeros_like(drawn)
+    steps = sum(_walk_length(k, list(sources), drawn.shape[0]) for sources in groups for k in sources)
     with progress.stage("propagate (registration)", total=steps):
-        for k in sources:
-            for direction in (+1, -1):
-                current = drawn[k]
-                target = k + direction
-                while 0 <= target < drawn.shape[0] and target not in annotation.slices and current.any():
-                    current = _carry(smoothed[target - direction], smoothed[target], current, spacing, settings)
-                    current = _keep_plausible(current, smoothed[target], ranges, annotated_area, spacing, settings)
-                    gap = abs(target - k)
-                    if gap < distance[target]:  # between two annotated slices the nearer one wins
-                        result[target], distance[target] = current, gap
-                    progress.advance()
-                    target += direction
+        for sources, values in groups.items():
+            group_labels = np.where(np.isin(drawn, values), drawn, 0)
+            carried = _propagate_group(smoothed, group_labels, sources, spacing, ranges, annotated_area, settings, progress)
+            free = result == 0
+            result[free] = carried[free]
+    for k in annotation.slices:  # the painted slices stay exactly as painted
+        result[k] = drawn[k]
     return np.moveaxis(result, 0, position)
+
+
+def _propagate_group(smoothed, drawn, sources, spacing, ranges, annotated_area, settings, progress) -> np.ndarray:
+    """Walk outwards from each of ``sources``; between two of them the nearer one wins."""
+    result = np.zeros_like(drawn)
+    distance = np.full(drawn.shape[0], np.inf)
+    for k in sources:
+        result[k], distance[k] = drawn[k], 0
+    for k in sources:
+        for direction in (+1, -1):
+            current = drawn[k]
+            target = k + direction
+            while 0 <= target < drawn.shape[0] and target not in sources and current.any():
+                current = _carry(smoothed[target - direction], smoothed[target], current, spacing, settings)
+                current = _keep_plausible(current, smoothed[target], ranges, annotated_area, spacing, settings)
+                gap = abs(target - k)
+                if gap < distance[target]:
+                    result[target], distance[target] = current, gap
+                progress.advance()
+                target += direction
+    return result
 
 
 def _walk_length(k: int, sources: list[int], count: int) -> int:
@@ -176,7 +192,7 @@ def _keep_plausible(labels, smoothed_slice, ranges, annotated_area, spacing, set
     kept = np.zeros_like(labels)
     reach = _disk(settings.grow_mm, spacing)
     for value, (low, high) in ranges.items():
-        warped = labels == value
+        warped = labels == value  # objects of other groups are simply absent here
         if not warped.any():
             continue
         fits = (smoothed_slice >= low) & (smoothed_slice <= high) & ~((labels != 0) & ~warped)
