@@ -57,14 +57,21 @@ def run(args, progress) -> int:
         read_label_map(args.annotation, reference=image, what="--annotation", reference_name="the input volume")
     )
     annotation = find_annotation(drawn, args.axis)
-    log.info("annotation: %s", describe(annotation))
     backend = _choose_backend(args)
     device = setup_torch(args)
-    if backend == "sam2":
-        labels = _propagate_sam2(args, image, drawn, annotation, device, progress)
+    # Everything that can be wrong is checked (and the model loaded) before the first message is logged,
+    # so that a mistake is reported as one line.
+    predictor = _sam2_predictor(args, device, progress) if backend == "sam2" else None
+    log.info("annotation: %s", describe(annotation))
+    if predictor is not None:
+        from SegSSLLib.sam.sam2_propagation import propagate_with_sam2
+
+        log.info("backend: SAM 2 at %d px on %s", predictor.image_size, device)
+        labels = propagate_with_sam2(predictor, image, drawn, annotation, progress).labels
     else:
         from SegSSLLib.sam.registration_propagation import propagate_by_registration
 
+        log.info("backend: registration%s", "" if args.backend == "registration" else " (no SAM 2 checkpoint configured)")
         labels = propagate_by_registration(image, drawn, annotation, progress=progress)
     write_image(label_array_to_image(labels, image), args.output)
     progress.output(args.output)
@@ -76,14 +83,11 @@ def _choose_backend(args) -> str:
         return args.backend
     from SegSSLLib.sam.weights import configured_checkpoint
 
-    backend = "sam2" if args.sam2_checkpoint or configured_checkpoint("sam2") else "registration"
-    log.info("backend: %s%s", backend, "" if backend == "sam2" else " (no SAM 2 checkpoint given or configured)")
-    return backend
+    return "sam2" if args.sam2_checkpoint or configured_checkpoint("sam2") else "registration"
 
 
-def _propagate_sam2(args, image, drawn, annotation, device, progress):
+def _sam2_predictor(args, device, progress):
     from SegSSLLib.sam.models import load_sam2_video_predictor, resolve_sam2_config
-    from SegSSLLib.sam.sam2_propagation import propagate_with_sam2
     from SegSSLLib.sam.weights import registry_entry_for_file, resolve_checkpoint
 
     if args.sam2_config:
@@ -92,8 +96,4 @@ def _propagate_sam2(args, image, drawn, annotation, device, progress):
     known = registry_entry_for_file(checkpoint)
     config = args.sam2_config or (known.sam2_config if known else None) or "sam2.1_hiera_t"
     image_size = args.image_size or (known.image_size if known else None)
-    if image_size is not None and image_size < 64:
-        raise SegSSLError(f"--image-size {image_size} is too small; use 64 or more (multiples of 32)")
-    predictor = load_sam2_video_predictor(checkpoint, config, device, image_size)
-    log.info("SAM 2 %s at %d px on %s", config, predictor.image_size, device)
-    return propagate_with_sam2(predictor, image, drawn, annotation, progress).labels
+    return load_sam2_video_predictor(checkpoint, config, device, image_size)
