@@ -81,6 +81,6 @@ def _sam2(context: DemoContext, image, drawn, annotation, checkpoint):
 
     known = registry_entry_for_file(checkpoint)
     config = known.sam2_config if known and known.sam2_config else "sam2.1_hiera_t"
-    size = 128 if context.quick else DEMO_IMAGE_SIZE
+    size = 64 if context.quick else DEMO_IMAGE_SIZE
     predictor = load_sam2_video_predictor(checkpoint, config, select_device(context.device), size)
     return propagate_with_sam2(predictor, image, drawn, annotation, context.progress).labels

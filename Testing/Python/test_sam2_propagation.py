@@ -161,3 +161,18 @@ def test_propagate_cli_bad_inputs(tiny_phantom, sam2_file, tmp_path):
         assert_one_line_error(result, *fragments)
         assert not out.exists()
     assert (good.read_bytes(), image_path.read_bytes()) == before
+
+
+@pytest.mark.slow
+def test_demo_step_uses_a_configured_sam2_checkpoint(sam2_file, tmp_path, monkeypatch):
+    from SegSSLLib.demo import run_demo
+    from SegSSLLib.progress import NO_PROGRESS
+
+    monkeypatch.setenv("SEGSSL_SAM2_CHECKPOINT", str(sam2_file))
+    steps = ["SegSSLLib.demo:phantom_step", "SegSSLLib.sam.demo_step:propagation_step"]
+    report = run_demo(tmp_path / "demo", NO_PROGRESS, device="cpu", quick=True, steps=steps)
+    assert f"SAM 2 ({sam2_file.name})" in report.read_text()
+    drawn = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "demo" / "propagation_annotation.nii.gz")))
+    result = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "demo" / "propagation.nii.gz")))
+    k = find_annotation(drawn).slices[0]
+    assert np.array_equal(result[k], drawn[k])
