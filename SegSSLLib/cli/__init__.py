@@ -17,6 +17,9 @@ from SegSSLLib.progress import Progress
 # name -> module; the order is the order of ``segssl --help``.
 COMMANDS = {
     "evaluate": "SegSSLLib.cli.evaluate_command",
+    "propagate": "SegSSLLib.cli.propagate_command",
+    "refine": "SegSSLLib.cli.refine_command",
+    "weights": "SegSSLLib.cli.weights_command",
     "demo": "SegSSLLib.cli.demo_command",
 }
 
