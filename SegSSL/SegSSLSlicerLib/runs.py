@@ -31,10 +31,10 @@ SEGMENT_METHODS = ("S3-Net", "PolyCL")
 PROPAGATION_BACKENDS = {"Registration (no weights)": "registration", "SAM 2": "sam2"}
 # Panel choice -> (name in ``segssl weights``, ``--sam2-config``). MedSAM2 uses the tiny config.
 SAM2_MODELS = {
-    "SAM 2.1 tiny": ("sam2.1_hiera_tiny", "sam2.1_hiera_t"),
-    "SAM 2.1 small": ("sam2.1_hiera_small", "sam2.1_hiera_s"),
-    "SAM 2.1 base+": ("sam2.1_hiera_base_plus", "sam2.1_hiera_b+"),
-    "SAM 2.1 large": ("sam2.1_hiera_large", "sam2.1_hiera_l"),
+    "SAM 2.1 tiny": ("sam2.1_hiera_t", "sam2.1_hiera_t"),
+    "SAM 2.1 small": ("sam2.1_hiera_s", "sam2.1_hiera_s"),
+    "SAM 2.1 base+": ("sam2.1_hiera_b+", "sam2.1_hiera_b+"),
+    "SAM 2.1 large": ("sam2.1_hiera_l", "sam2.1_hiera_l"),
     "MedSAM2": ("medsam2", "sam2.1_hiera_t"),
 }
 # Panel choice -> name in ``segssl weights``.
@@ -297,7 +297,6 @@ def weights_file(name: str, python=None, timeout: float = 60) -> Path | None:
     if run_to_end(process, timeout=timeout, on_event=events.append) != 0:
         return None
     reported = [e.get("path") for e in events if e.get("event") == "output"]
-    reported += [e.get("message") for e in events if e.get("event") == "text"]
     path = Path(str(reported[-1]).strip()) if reported else None
     return path if path is not None and path.is_file() else None
 

@@ -24,15 +24,19 @@ def run(args, progress) -> int:
         raise SegSSLError(f"segssl weights {args.action} needs a name, e.g. sam_vit_b (segssl weights list)")
     weights = known_weights(args.name)
     if args.action == "path":
-        print(cached_path(weights))
+        _report_path(cached_path(weights), progress)
         return 0
     from SegSSLLib.sam.download import download_weights
 
-    path = download_weights(weights, url=args.url, progress=progress)
+    _report_path(download_weights(weights, url=args.url, progress=progress), progress)
+    return 0
+
+
+def _report_path(path, progress) -> None:
+    """An ``output`` event for programs (stdout stays pure JSON), the bare path for people and scripts."""
     progress.output(path)
     if progress.mode != "json":
         print(path)
-    return 0
 
 
 def _list(entries, verify: bool, folder) -> None:

@@ -168,3 +168,14 @@ def test_self_test_propagation_with_registration(mrml_scene, tmp_path):
 def test_self_test_s3net_segment(mrml_scene, tmp_path):
     volume, segmentation, truth = selftest.add_phantom()
     assert selftest.check_segment(volume, segmentation, truth, work_parent=tmp_path) > 0.0  # overlaps the liver
+
+
+def test_panel_model_choices_name_weights_and_configs_the_library_knows():
+    from SegSSLLib.sam.models import sam2_config_names
+    from SegSSLLib.sam.weights import REGISTRY
+
+    for weights_name, config in runs.SAM2_MODELS.values():
+        assert REGISTRY[weights_name].family == "sam2"
+        assert config in sam2_config_names()
+    for weights_name in runs.SAM_MODELS.values():
+        assert REGISTRY[weights_name].family == "sam"
