@@ -2,10 +2,10 @@
 
 From each annotated slice we walk outwards in both directions. At each step the previous slice is
 registered to the next one (SimpleITK: a B-spline transform on mean squares, multi-resolution, on a
-crop around the current masks), the previous labels are warped across, and each label is kept only
-where the new slice's intensity still looks like that structure on the annotated slice (its robust
-intensity range there). A label stops where its area falls below a fraction of its annotated area:
-the structure has ended. No weights and no GPU are needed; it is the baseline SAM 2 must beat.
+crop around the current masks) and the previous labels are warped across. Each label is then fitted
+to its structure's tissue and stopped where the structure ends, by the rules in
+``propagation_rules`` (learned on the painted slice only). No weights and no GPU are needed; it is the
+baseline SAM 2 must beat.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from SegSSLLib.progress import NO_PROGRESS, Progress
 from SegSSLLib.sam.annotation import Annotation
+from SegSSLLib.sam.propagation_rules import RuleSettings, TaperWatch, TissueModel, fit_to_structure
 from SegSSLLib.slicing import array_axis
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,8 @@ class RegistrationSettings:
     grid_spacing_mm: float = 40.0  # B-spline control point spacing: coarse enough to stay smooth
     iterations: int = 30
     margin_mm: float = 30.0  # crop around the masks: registration looks where the structures are
-    intensity_quantiles: tuple[float, float] = (0.02, 0.98)  # per-label intensity range on the annotated slice
-    intensity_tolerance: float = 0.25  # widen that range by this fraction of its width
-    stop_fraction: float = 0.1  # a label ends when its area falls below this fraction of the annotated area
-    smoothing_mm: float = 1.5  # Gaussian smoothing of slices before intensity checks
-    grow_mm: float = 3.0  # let a label grow this far into fitting intensities at each step (organs widen)
-    max_growth: float = 1.15  # ... but by at most this area factor per slice, so it cannot leak away
+    smoothing_mm: float = 1.5  # Gaussian smoothing of slices before registration and intensity checks
+    rules: RuleSettings = RuleSettings()  # tissue fitting and stopping rules
 
 
 def propagate_by_registration(
@@ -51,9 +48,13 @@ def propagate_by_registration(
     spacing = _slice_spacing(image.GetSpacing(), annotation.axis)  # (row, col) mm
     smoothed = ndimage.gaussian_filter(volume, sigma=(0.0, *(settings.smoothing_mm / s for s in spacing)))
 
-    ranges = _intensity_ranges(smoothed, drawn, annotation, settings)
-    annotated_area = {
-        value: max(np.sum(drawn[k] == value) for k in annotation.slices_of(labels, value))
+    models = {
+        value: TissueModel.learn(
+            [smoothed[k] for k in annotation.slices_of(labels, value)],
+            [drawn[k] == value for k in annotation.slices_of(labels, value)],
+            spacing,
+            settings.rules,
+        )
         for value in annotation.labels
     }
     # Objects painted on the same slices travel together (one registration per step for all of them);
@@ -67,7 +68,7 @@ def propagate_by_registration(
     with progress.stage("propagate (registration)", total=steps):
         for sources, values in groups.items():
             group_labels = np.where(np.isin(drawn, values), drawn, 0)
-            carried = _propagate_group(smoothed, group_labels, sources, spacing, ranges, annotated_area, settings, progress)
+            carried = _propagate_group(smoothed, group_labels, sources, spacing, models, settings, progress)
             free = result == 0
             result[free] = carried[free]
     for k in annotation.slices:  # the painted slices stay exactly as painted
@@ -75,7 +76,7 @@ def propagate_by_registration(
     return np.moveaxis(result, 0, position)
 
 
-def _propagate_group(smoothed, drawn, sources, spacing, ranges, annotated_area, settings, progress) -> np.ndarray:
+def _propagate_group(smoothed, drawn, sources, spacing, models, settings, progress) -> np.ndarray:
     """Walk outwards from each of ``sources``; between two of them the nearer one wins."""
     result = np.zeros_like(drawn)
     distance = np.full(drawn.shape[0], np.inf)
@@ -85,9 +86,11 @@ def _propagate_group(smoothed, drawn, sources, spacing, ranges, annotated_area, 
         for direction in (+1, -1):
             current = drawn[k]
             target = k + direction
+            # The labels still walking, each with the watch on its area along this walk.
+            walking = {int(v): TaperWatch(int(np.sum(current == v)), settings.rules) for v in np.unique(current) if v}
             while 0 <= target < drawn.shape[0] and target not in sources and current.any():
-                current = _carry(smoothed[target - direction], smoothed[target], current, spacing, settings)
-                current = _keep_plausible(current, smoothed[target], ranges, annotated_area, spacing, settings)
+                warped = _carry(smoothed[target - direction], smoothed[target], current, spacing, settings)
+                current = _fit_labels(warped, smoothed[target], models, walking, spacing, settings.rules)
                 gap = abs(target - k)
                 if gap < distance[target]:
                     result[target], distance[target] = current, gap
@@ -159,55 +162,34 @@ def _register(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSetti
     method.SetSmoothingSigmasPerLevel([1.0, 0.0])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     method.SetInitialTransform(initial, inPlace=True)
+    # Past a structure's end the optimiser may wander off the crop; ITK then prints warnings on stderr,
+    # which would break the one-line-error contract of the command. The rules judge the result instead.
+    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
         method.Execute(fixed, moving)
     except RuntimeError as exc:  # e.g. too few overlapping pixels on a tiny crop: keep the identity
         log.debug("registration failed (%s); carrying the labels over unchanged", str(exc).splitlines()[0])
         return sitk.Transform(2, sitk.sitkIdentity)
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
     return initial
 
 
-def _disk(radius_mm: float, spacing) -> np.ndarray | None:
-    """A boolean elliptic footprint of ``radius_mm`` on a grid of (row, col) ``spacing``."""
-    half = [int(radius_mm // s) for s in spacing]
-    if radius_mm <= 0 or max(half) == 0:
-        return None
-    rows, cols = np.ogrid[-half[0] : half[0] + 1, -half[1] : half[1] + 1]
-    return (rows * spacing[0]) ** 2 + (cols * spacing[1]) ** 2 <= radius_mm**2
-
-
-def _intensity_ranges(smoothed, drawn, annotation: Annotation, settings) -> dict[int, tuple[float, float]]:
-    ranges = {}
-    low_q, high_q = settings.intensity_quantiles
-    for value in annotation.labels:
-        inside = np.concatenate([smoothed[k][drawn[k] == value] for k in annotation.slices])
-        low, high = np.quantile(inside, [low_q, high_q])
-        pad = settings.intensity_tolerance * max(high - low, 1e-6)
-        ranges[value] = (float(low - pad), float(high + pad))
-    return ranges
-
-
-def _keep_plausible(labels, smoothed_slice, ranges, annotated_area, spacing, settings) -> np.ndarray:
-    """Fit each label to the intensities of its structure, tidy the shape, stop labels that ended."""
-    kept = np.zeros_like(labels)
-    reach = _disk(settings.grow_mm, spacing)
-    for value, (low, high) in ranges.items():
-        warped = labels == value  # objects of other groups are simply absent here
-        if not warped.any():
+def _fit_labels(warped, image, models, walking, spacing, rules: RuleSettings) -> np.ndarray:
+    """Fit each carried label to its structure on ``image``; labels whose structure ends leave ``walking``."""
+    fitted = np.zeros_like(warped)
+    for value, watch in list(walking.items()):
+        carried = warped == value
+        if not carried.any():
+            del walking[value]  # registration lost it
             continue
-        fits = (smoothed_slice >= low) & (smoothed_slice <= high) & ~((labels != 0) & ~warped)
-        # Keep fitting pixels of the warped mask, and grow from them into fitting pixels nearby:
-        # registration alone follows a boundary that moves, but not an organ that widens.
-        seed = ndimage.binary_opening(warped & fits)
-        band = ndimage.binary_dilation(warped, structure=reach) if reach is not None else warped
-        grown = ndimage.binary_propagation(seed, mask=fits & band)
-        mask = grown if grown.sum() <= settings.max_growth * warped.sum() else seed
-        mask = ndimage.binary_opening(mask)
-        mask = ndimage.binary_fill_holes(mask)
-        components, count = ndimage.label(mask)
-        if count > 1:  # keep the main piece: organs are one piece in a slice near the annotated one
-            sizes = ndimage.sum(mask, components, index=range(1, count + 1))
-            mask = components == (1 + int(np.argmax(sizes)))
-        if mask.sum() >= settings.stop_fraction * annotated_area[value]:
-            kept[mask & (kept == 0)] = value
-    return kept
+        others = (warped != 0) & ~carried
+        mask, ends_here = fit_to_structure(carried, image, models[value], others, spacing, rules)
+        if not watch.accept(int(mask.sum())):
+            ends_here, mask = True, None  # spreading onto a neighbour: this slice is already past the end
+        if ends_here:
+            del walking[value]  # a walk never picks an ended structure up again
+        if mask is not None:
+            fitted[mask & (fitted == 0)] = value
+    return fitted
