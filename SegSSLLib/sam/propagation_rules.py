@@ -97,11 +97,11 @@ def fit_to_structure(
     band = ndimage.binary_dilation(warped, structure=disk(settings.grow_mm, spacing))
     grown = ndimage.binary_propagation(core, mask=tissue & band)
     mask = grown if grown.sum() <= settings.max_growth * warped.sum() else core
-    # Edge pixels (partial volume) only in a thin rim around the tissue, never as a bridge to elsewhere.
-    # The rim may reach past the carried mask as far as growth may, so an edge lost on one slice comes
-    # back on the next instead of the mask shrinking slice after slice.
+    # Edge pixels (partial volume) of the carried mask, only in a rim around the tissue as deep as the
+    # painted outline's: never a bridge to elsewhere. Outside the carried mask only tissue may be added
+    # (growth above); edge pixels added there would widen the mask by a ring on every slice.
     rim = ndimage.binary_dilation(mask, structure=disk(model.edge_mm, spacing))
-    mask = mask | (rim & band & model.is_edge(image) & ~taken)
+    mask = mask | (rim & warped & model.is_edge(image) & ~taken)
     mask = ndimage.binary_fill_holes(ndimage.binary_opening(mask))
     mask = _pieces_carried_over(mask, warped)
     too_small = mask.sum() < settings.stop_fraction * model.painted_area

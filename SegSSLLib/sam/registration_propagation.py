@@ -162,8 +162,8 @@ def _register(fixed: sitk.Image, moving: sitk.Image, settings: RegistrationSetti
     method.SetSmoothingSigmasPerLevel([1.0, 0.0])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     method.SetInitialTransform(initial, inPlace=True)
-    # Past a structure's end the optimiser may wander off the crop; ITK then prints warnings on stderr,
-    # which would break the one-line-error contract of the command. The rules judge the result instead.
+    # Past a structure's end the optimiser may wander off the crop; ITK would then print warnings on
+    # the command's stderr. They say nothing a user can act on: the rules judge the result instead.
     warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
