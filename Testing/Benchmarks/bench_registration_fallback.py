@@ -12,7 +12,8 @@ and 70 % of its extent (``--positions``), and propagated through the volume:
 The result is scored (Dice, HD95) against the full reference. For real CT a copy of the painted slice
 onto the structure's true extent (an oracle that knows where it ends) is printed as a floor.
 ``--baseline REV`` also runs ``registration_propagation.py`` as it was at git revision REV on the same
-cases in the same run, alternating case by case so both see the same machine load.
+cases in the same run, alternating case by case so both see the same machine load. ``--rules`` changes
+the new method's ``RuleSettings`` (ablations: e.g. ``tail_fraction=0`` switches the taper rule off).
 
     flock /tmp/segssl-bench.lock /work/venv/bin/python Testing/Benchmarks/bench_registration_fallback.py \\
         --baseline 67b9a94
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,7 @@ from SegSSLLib.evaluation import dice_and_hd95  # noqa: E402
 from SegSSLLib.phantoms import make_ct_phantom  # noqa: E402
 from SegSSLLib.sam import registration_propagation  # noqa: E402
 from SegSSLLib.sam.annotation import find_annotation  # noqa: E402
+from SegSSLLib.sam.propagation_rules import RuleSettings  # noqa: E402
 
 ORGANS = {1: "liver", 2: "spleen", 3: "kidney_right", 4: "kidney_left"}
 LEAK_MM = 20.0  # an HD95 above this is counted as a leak (or a large miss)
@@ -50,11 +53,15 @@ def main() -> None:
     parser.add_argument("--positions", type=float, nargs="+", default=[0.3, 0.5, 0.7],
                         help="painted slice, as a fraction of the structure's extent")
     parser.add_argument("--baseline", metavar="REV", help="git revision whose registration_propagation.py to compare")
+    parser.add_argument("--rules", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="change RuleSettings of the new method (ablations), e.g. tail_fraction=0")
     args = parser.parse_args()
 
-    methods = {"new": registration_propagation}
+    rules = RuleSettings(**{name: float(value) for name, value in (item.split("=") for item in args.rules)})
+    methods = {"new": partial(registration_propagation.propagate_by_registration,
+                              settings=registration_propagation.RegistrationSettings(rules=rules))}
     if args.baseline:
-        methods = {args.baseline: _module_at_revision(args.baseline), **methods}
+        methods = {args.baseline: _module_at_revision(args.baseline).propagate_by_registration, **methods}
     columns = [f"{name} {what}" for name in methods for what in ("Dice", "HD95 mm", "s")]
     print("| case | painted slice | slices | copy onto true extent | " + " | ".join(columns) + " |")
     print("|" + "---|" * (4 + len(columns)))
@@ -76,7 +83,7 @@ def main() -> None:
             print(f"| {case} | {painted_slice} ({position:.0%}) | {len(present)} | {floor:.3f} | " + " | ".join(cells) + " |",
                   flush=True)
     print()
-    print(f"| group | painted at | cases | " + " | ".join(f"{n} mean Dice | {n} worst Dice | {n} HD95 > {LEAK_MM:.0f} mm | {n} s"
+    print("| group | painted at | cases | " + " | ".join(f"{n} mean Dice | {n} worst Dice | {n} HD95 > {LEAK_MM:.0f} mm | {n} s"
                                                 for n in methods) + " |")
     print("|" + "---|" * (3 + 4 * len(methods)))
     for group, by_method in groups.items():
@@ -96,9 +103,9 @@ def _run_case(methods, image, truth, painted_slice) -> dict[str, tuple[float, fl
     painted = np.zeros(truth.shape, np.uint8)
     painted[painted_slice][truth[painted_slice]] = 1
     scores = {}
-    for name, module in methods.items():
+    for name, propagate in methods.items():
         started = time.perf_counter()
-        result = module.propagate_by_registration(image, painted, find_annotation(painted))
+        result = propagate(image, painted, find_annotation(painted))
         seconds = time.perf_counter() - started
         dice, hd95 = dice_and_hd95(result == 1, truth, tuple(reversed(image.GetSpacing())))
         scores[name] = (dice, hd95, seconds)
