@@ -64,6 +64,20 @@ def test_stops_where_a_touching_structure_of_another_intensity_takes_over():
     assert _dice(result, kidney) > 0.9
 
 
+def test_stops_where_the_mask_lands_on_another_intensity_though_a_sliver_of_its_own_goes_on():
+    # As above, but a thin vessel of the kidney's density runs on along the column's edge: enough of
+    # the carried mask still fits to pass the area rule, yet most of its interior is another tissue.
+    _, y, x = _grid()
+    slices = np.arange(SLICES)[:, None, None]
+    column = np.hypot(y, x) <= 12.0
+    kidney = column & (slices >= 2) & (slices < 14)
+    vessel = (np.hypot(y, x - 8.0) <= 5.0) & (slices >= 14)
+    hu = np.where(kidney | vessel, 160.0, np.where(column & (slices >= 14), 100.0, FAT_HU))
+    result = _propagate(_ct(hu, seed=3), kidney, painted=7)
+    assert _reached(result).max() <= 14, _reached(result)  # at most the vessel's first slice
+    assert _dice(result, kidney) > 0.9
+
+
 def test_stops_where_a_tapering_structure_spreads_onto_a_neighbour_of_the_same_intensity():
     # Two organs of the same density: the painted one tapers to its lower pole, next to which a larger
     # one begins. Intensity cannot separate them; the regrowth after tapering does.
