@@ -6,8 +6,9 @@ ground truth), keep the carried mask on the structure and stop it where the stru
 
 - **Tissue model**: the structure's intensity is learned on the *interior* of the painted mask (eroded,
   so partial-volume edge pixels do not widen it): median ± ``tissue_z`` robust standard deviations.
-  Edge pixels, whose intensities fall between the structure's and its surroundings', are kept only in
-  a rim around that tissue as deep as the painted outline was, with the painted mask's own range.
+  A carried mask keeps that tissue and may grow a little into more of it (organs widen). Its edge
+  pixels, whose intensities fall between the structure's and its surroundings', are kept only in a
+  rim around the tissue as deep as the painted outline's, with the painted mask's own range.
 - **Landed elsewhere**: where less than ``min_fit`` of the carried mask's interior lies on the
   structure's tissue, the structure has ended and the mask covers tissue of another intensity.
 - **Too small**: where the mask falls below ``stop_fraction`` of the painted area, the structure ends.
