@@ -88,7 +88,8 @@ def _propagate_group(smoothed, drawn, sources, spacing, models, settings, progre
             target = k + direction
             # The labels still walking, each with the watch on its area along this walk.
             walking = {int(v): TaperWatch(int(np.sum(current == v)), settings.rules) for v in np.unique(current) if v}
-            while 0 <= target < drawn.shape[0] and target not in sources and current.any():
+            end = _walk_end(k, direction, sources, drawn.shape[0])
+            while target != end and current.any():
                 warped = _carry(smoothed[target - direction], smoothed[target], current, spacing, settings)
                 current = _fit_labels(warped, smoothed[target], models, walking, spacing, settings.rules)
                 gap = abs(target - k)
@@ -96,15 +97,22 @@ def _propagate_group(smoothed, drawn, sources, spacing, models, settings, progre
                     result[target], distance[target] = current, gap
                 progress.advance()
                 target += direction
+            if target != end:  # the structures ended early: count the slices this walk skips as done
+                progress.advance(abs(end - target))
     return result
+
+
+def _walk_end(k: int, direction: int, sources, count: int) -> int:
+    """The first slice a walk from ``k`` does not enter: the next annotated slice, or past the volume's end."""
+    ahead = [s for s in sources if (s - k) * direction > 0]
+    if ahead:
+        return min(ahead, key=lambda s: abs(s - k))
+    return count if direction > 0 else -1
 
 
 def _walk_length(k: int, sources: list[int], count: int) -> int:
     """Slices between ``k`` and its neighbouring annotated slices (or the volume's ends)."""
-    index = sources.index(k)
-    below = sources[index - 1] if index > 0 else -1
-    above = sources[index + 1] if index + 1 < len(sources) else count
-    return (k - below - 1) + (above - k - 1)
+    return sum(abs(_walk_end(k, direction, sources, count) - k) - 1 for direction in (+1, -1))
 
 
 def _slice_spacing(spacing_ijk, itk_axis: int) -> tuple[float, float]:

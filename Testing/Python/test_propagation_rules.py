@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -34,11 +36,28 @@ def _ct(hu: np.ndarray, seed: int = 0) -> sitk.Image:
     return image
 
 
+class _CountingProgress:
+    """Records the stage's total and the steps advanced (the Slicer panel's bar follows them)."""
+
+    def __init__(self):
+        self.total, self.done = None, 0
+
+    @contextmanager
+    def stage(self, name, total=None):
+        self.total = total
+        yield self
+
+    def advance(self, steps=1, **info):
+        self.done += steps
+
+
 def _propagate(image: sitk.Image, truth: np.ndarray, painted: int) -> np.ndarray:
     drawn = np.zeros(truth.shape, np.uint8)
     drawn[painted][truth[painted]] = 3
-    result = propagate_by_registration(image, drawn, find_annotation(drawn))
+    progress = _CountingProgress()
+    result = propagate_by_registration(image, drawn, find_annotation(drawn), progress=progress)
     assert set(np.unique(result)) <= {0, 3} and np.array_equal(result[painted], drawn[painted])
+    assert progress.total == SLICES - 1 and progress.done == progress.total  # complete, though walks stop early
     return result == 3
 
 
