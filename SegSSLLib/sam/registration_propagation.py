@@ -48,15 +48,12 @@ def propagate_by_registration(
     spacing = _slice_spacing(image.GetSpacing(), annotation.axis)  # (row, col) mm
     smoothed = ndimage.gaussian_filter(volume, sigma=(0.0, *(settings.smoothing_mm / s for s in spacing)))
 
-    models = {
-        value: TissueModel.learn(
-            [smoothed[k] for k in annotation.slices_of(labels, value)],
-            [drawn[k] == value for k in annotation.slices_of(labels, value)],
-            spacing,
-            settings.rules,
+    models = {}  # what each structure looks like, learned where it was painted
+    for value in annotation.labels:
+        painted = annotation.slices_of(labels, value)
+        models[value] = TissueModel.learn(
+            [smoothed[k] for k in painted], [drawn[k] == value for k in painted], spacing, settings.rules
         )
-        for value in annotation.labels
-    }
     # Objects painted on the same slices travel together (one registration per step for all of them);
     # an object painted elsewhere travels from its own slices.
     groups: dict[tuple[int, ...], list[int]] = {}
