@@ -16,6 +16,7 @@ from SegSSLLib.progress import Progress
 
 # name -> module; the order is the order of ``segssl --help``.
 COMMANDS = {
+    "segment": "SegSSLLib.cli.segment_command",
     "evaluate": "SegSSLLib.cli.evaluate_command",
     "demo": "SegSSLLib.cli.demo_command",
 }
