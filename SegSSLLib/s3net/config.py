@@ -36,11 +36,11 @@ class S3NetConfig:
     momentum: float = 0.9
     clustering_weight: float = 1.0
     affine_weight: float = 1.0
-    spatial_weight: float = 2.0
+    spatial_weight: float = 5.0
     loss_variant: str = "paper"  # "published": the affine and spatial terms as the public code has them
     affine: AffineRange = field(default_factory=AffineRange)
     max_steps: int = 40
-    min_clusters: int = 4  # stop once a minibatch has no more clusters than this
+    min_clusters: int = 8  # stop once a minibatch has no more clusters than this
     batch_size: int = 4  # crops per step, from different slices
     crop_size: int = 64  # square training crops (whole slices when they are smaller)
     inference_batch_size: int = 8

@@ -71,6 +71,11 @@ def add_arguments(group) -> None:
         "--s3net-no-fill-holes", dest="s3net_fill_holes", action="store_false",
         help="keep holes inside the selected structure",
     )
+    group.add_argument(
+        "--s3net-bridge-radius", type=int, default=1, metavar="PIXELS",
+        help="cut in-plane connections thinner than 2·R+1 pixels between the seeded structure and its "
+        "neighbours (default 1; 0 keeps them)",
+    )
     group.add_argument("--s3net-label", type=int, default=1, metavar="VALUE", help="label value of the structure (default 1)")
     group.add_argument("--s3net-log-dir", default=None, metavar="DIR", help="write TensorBoard loss curves here")
 
@@ -142,6 +147,8 @@ def segment(image, seeds, args, progress, device):
         check_output_path(args.clusters_output, (args.input,), "--clusters-output")
     if args.s3net_max_size < 16:
         raise SegSSLError(f"--s3net-max-size must be at least 16 pixels, got {args.s3net_max_size}")
+    if args.s3net_bridge_radius < 0:
+        raise SegSSLError(f"--s3net-bridge-radius must be 0 or more, got {args.s3net_bridge_radius}")
     if not 1 <= args.s3net_label <= 65535:
         raise SegSSLError(f"--s3net-label must be between 1 and 65535, got {args.s3net_label}")
     if image.GetDimension() == 3 and not seeds:
@@ -164,7 +171,9 @@ def segment(image, seeds, args, progress, device):
     )
     if seeds:
         slice_axis = array_axis(args.s3net_slice_axis) if image.GetDimension() == 3 else 0
-        selection = select_from_seeds(result.clusters, seeds, args.s3net_fill_holes, slice_axis)
+        selection = select_from_seeds(
+            result.clusters, seeds, args.s3net_fill_holes, slice_axis, bridge_radius=args.s3net_bridge_radius
+        )
     else:
         selection = select_central_component(result.clusters)
         log.info("no seed given: took the central component that does not touch the border (cluster %s)", selection.clusters)

@@ -1,7 +1,10 @@
 """Choosing the structure in an S3-Net cluster map without any ground truth.
 
 With seeds (the user's clicks): the clusters under the seeds, then the connected component(s) of
-those clusters that contain the seeds (face connectivity), optionally with holes filled. A component
+those clusters that contain the seeds (face connectivity), optionally with holes filled. Before the
+components are taken, bridges thinner than 2·r + 1 pixels in-plane are cut (an erosion by r, the
+components, then a dilation by r inside the clusters), because a structure often touches a
+neighbour of the same cluster along a thin line; seeds in structures thinner than that keep them. A component
 that reaches both ends of every image axis is background (air around the body, the skin around a
 lesion); it is left out with a warning rather than returned.
 
@@ -60,12 +63,18 @@ def fill_holes(mask: np.ndarray, slice_axis: int = 0) -> np.ndarray:
 
 
 def select_from_seeds(
-    clusters: np.ndarray, seeds: list[tuple[int, ...]], holes: bool = True, slice_axis: int = 0
+    clusters: np.ndarray,
+    seeds: list[tuple[int, ...]],
+    holes: bool = True,
+    slice_axis: int = 0,
+    bridge_radius: int = 1,
 ) -> Selection:
     """The connected structure under the seeds.
 
     ``clusters``: cluster map in array order ((k, j, i) or (rows, cols)); ``seeds``: ITK-order indices
-    ((i, j, k) or (x, y)), like the command line's; ``slice_axis``: array axis for slice-wise hole filling.
+    ((i, j, k) or (x, y)), like the command line's; ``slice_axis``: array axis of the slices (for
+    slice-wise hole filling and in-plane bridge cutting). ``bridge_radius``: connections to
+    neighbouring structures thinner than 2·radius + 1 pixels in-plane are cut (0: keep them).
     """
     if not seeds:
         raise ValueError("select_from_seeds needs at least one seed")
@@ -82,16 +91,41 @@ def select_from_seeds(
         )
     kept = [position for seed, position in zip(seeds, positions) if seed not in rejected]
     kept_clusters = sorted({int(clusters[p]) for p in kept})
-    components, _ = ndimage.label(np.isin(clusters, kept_clusters), structure=connectivity)
+    candidate = np.isin(clusters, kept_clusters)
+    core = _without_thin_bridges(candidate, kept, bridge_radius, slice_axis)
+    components, _ = ndimage.label(core, structure=connectivity)
     kept_components = sorted({int(components[p]) for p in kept})
     for component in list(kept_components):
         if spans_whole_image(components == component):
             kept_components.remove(component)
             log.warning("the clusters under the seeds join into a region that spans the whole image; it was left out")
     mask = np.isin(components, kept_components) if kept_components else np.zeros(clusters.shape, bool)
+    if bridge_radius > 0 and mask.any():
+        # Grow back what the erosion took from the kept components, but not across the cut bridges.
+        mask = ndimage.binary_dilation(mask, _in_plane_square(mask.ndim, slice_axis), iterations=bridge_radius) & candidate
     if holes and mask.any():
         mask = fill_holes(mask, slice_axis)
     return Selection(mask, kept_clusters, rejected)
+
+
+def _without_thin_bridges(candidate: np.ndarray, positions, radius: int, slice_axis: int) -> np.ndarray:
+    """``candidate`` eroded in-plane by ``radius``; unchanged when the erosion would remove a seed."""
+    if radius <= 0:
+        return candidate
+    core = ndimage.binary_erosion(candidate, _in_plane_square(candidate.ndim, slice_axis), iterations=radius)
+    if not all(core[p] for p in positions):
+        log.debug("a seed lies in a structure thinner than %d pixels; no bridges were cut", 2 * radius + 1)
+        return candidate
+    return core
+
+
+def _in_plane_square(ndim: int, slice_axis: int) -> np.ndarray:
+    """The 3×3 neighbourhood within a slice (slices of anisotropic volumes are often thick)."""
+    square = np.ones((3,) * ndim, bool)
+    if ndim == 3:
+        moved = np.moveaxis(square, slice_axis, 0)
+        moved[0] = moved[2] = False
+    return square
 
 
 def _on_background(clusters: np.ndarray, position: tuple[int, ...], connectivity: np.ndarray) -> bool:

@@ -10,7 +10,7 @@ from conftest import assert_one_line_error, run_segssl
 from SegSSLLib.phantoms import make_dermoscopy_phantom
 
 # Tiny and quick: the point here is the plumbing, not the quality (see the benchmarks for that).
-FAST = ["--s3net-steps", "3", "--s3net-features", "8", "--s3net-crop-size", "24", "--s3net-batch-size", "2"]
+FAST = ["--threads", "1", "--s3net-steps", "3", "--s3net-features", "8", "--s3net-crop-size", "24", "--s3net-batch-size", "2"]
 
 
 def _liver_seed(labels_path):
@@ -76,7 +76,7 @@ def test_rgb_photograph_without_a_seed_uses_the_central_component(tmp_path):
     before = photo_path.read_bytes()
     result = run_segssl(
         "segment", "--method", "s3net", "--input", photo_path, "--output", output, "--progress", "none",
-        "--s3net-steps", "8", "--s3net-features", "8", "--s3net-crop-size", "48",
+        "--threads", "1", "--s3net-steps", "8", "--s3net-features", "8", "--s3net-crop-size", "48",
     )
     assert result.returncode == 0, result.stderr
     assert "central component" in result.stderr

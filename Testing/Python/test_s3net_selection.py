@@ -62,6 +62,19 @@ def test_holes_are_filled_unless_switched_off():
     assert filled.mask.sum() == 3 * 5 * 5
 
 
+def test_thin_bridges_to_a_neighbour_are_cut_but_thin_structures_kept():
+    clusters = np.ones((3, 12, 20), np.int64)
+    clusters[:, 2:10, 2:8] = 2  # structure A
+    clusters[:, 2:10, 12:18] = 2  # neighbour B, same cluster
+    clusters[:, 5, 8:12] = 2  # a one-pixel bridge between them
+    a_only = select_from_seeds(clusters, [(4, 5, 1)])
+    assert a_only.mask[:, 2:10, 2:8].all() and not a_only.mask[:, :, 12:].any()
+    joined = select_from_seeds(clusters, [(4, 5, 1)], bridge_radius=0)
+    assert joined.mask[:, 2:10, 12:18].all()
+    line = select_from_seeds(clusters, [(10, 5, 1)])  # a seed on the bridge itself: nothing is cut
+    assert line.mask[:, 5, 8:12].all() and line.mask[:, 2:10, 12:18].all()
+
+
 def test_fill_holes_per_slice_fills_a_tube_open_at_both_ends():
     mask = np.zeros((4, 7, 7), bool)
     mask[:, 1:6, 1:6] = True
