@@ -32,15 +32,16 @@ def phantom_voxel(normalised_xyz, size) -> tuple[int, int, int]:
     )
 
 
-def s3net_step(context: DemoContext) -> None:
+def _config(context: DemoContext) -> S3NetConfig:
     config = S3NetConfig(max_steps=25)
     if context.quick:
-        config = replace(config, features=8, max_steps=4, crop_size=32, batch_size=2)
-    _liver_from_a_seed(context, config)
-    _lesion_without_a_seed(context, config)
+        config = replace(config, features=8, max_steps=3, crop_size=32, batch_size=2)
+    return config
 
 
-def _liver_from_a_seed(context: DemoContext, config: S3NetConfig) -> None:
+def liver_step(context: DemoContext) -> None:
+    """The phantom's liver from one seed click."""
+    config = _config(context)
     image = sitk.ReadImage(str(context.files["phantom_ct"]))
     truth = sitk.ReadImage(str(context.files["phantom_labels"]))
     seed = phantom_voxel(LIVER_CENTRE, image.GetSize())
@@ -66,16 +67,19 @@ def _liver_from_a_seed(context: DemoContext, config: S3NetConfig) -> None:
     )
 
 
-def _lesion_without_a_seed(context: DemoContext, config: S3NetConfig) -> None:
+def lesion_step(context: DemoContext) -> None:
+    """The dermoscopy phantom's lesion with no click (the central-component heuristic)."""
+    config = _config(context)
     photo = sitk.ReadImage(str(context.files["phantom_skin"]))
     mask = sitk.ReadImage(str(context.files["phantom_skin_mask"]))
-    truth = label_array_to_image((sitk.GetArrayFromImage(mask) > 0).astype(np.uint8), mask)
-    result = cluster_image(photo, config, context.device, context.progress)
+    lesion = LABEL_VALUES["lesion"]  # scored under the phantoms' name for a lesion
+    truth = label_array_to_image((sitk.GetArrayFromImage(mask) > 0).astype(np.uint8) * lesion, mask)
+    result = cluster_image(photo, config, context.device, context.progress, max_size=96 if context.quick else 256)
     selection = select_central_component(result.clusters)
-    prediction = label_array_to_image(selection.mask.astype(np.uint8), truth)
+    prediction = label_array_to_image(selection.mask.astype(np.uint8) * lesion, truth)
     write_image(prediction, context.path("s3net_lesion.png"))
     metrics, table, picture = context.evaluate_and_picture(
-        "S3-Net lesion", prediction, truth, [1], photo, "s3net_lesion"
+        "S3-Net lesion", prediction, truth, [lesion], photo, "s3net_lesion"
     )
     context.add_section(
         Section(
