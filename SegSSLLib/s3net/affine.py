@@ -4,7 +4,7 @@ A transform is drawn in pixel units about the image centre (rotation, isotropic 
 translation as a fraction of the size, horizontal flip) and converted to the normalised matrix that
 ``torch.nn.functional.affine_grid`` expects, so rotations stay rotations on non-square images.
 The same matrix warps the input image and the responses; ``valid_region`` says where the warped
-image came from inside the original (outside it the warp samples zero padding).
+image came from inside the original (outside it the warp reads padding).
 """
 
 from __future__ import annotations
@@ -73,10 +73,14 @@ def random_sampling_matrices(
     return torch.stack(matrices)
 
 
-def warp(tensor: torch.Tensor, sampling: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-    """Apply (N, 2, 3) sampling matrices to an (N, C, H, W) tensor; outside the input reads zero."""
+def warp(tensor: torch.Tensor, sampling: torch.Tensor, mode: str = "bilinear", padding: str = "zeros") -> torch.Tensor:
+    """Apply (N, 2, 3) sampling matrices to an (N, C, H, W) tensor.
+
+    ``padding``: what is read outside the input, as ``grid_sample``'s ``padding_mode`` ("zeros",
+    "border" or "reflection").
+    """
     grid = F.affine_grid(sampling.to(tensor.device, tensor.dtype), list(tensor.shape), align_corners=False)
-    return F.grid_sample(tensor, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    return F.grid_sample(tensor, grid, mode=mode, padding_mode=padding, align_corners=False)
 
 
 def valid_region(sampling: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -6,7 +6,6 @@ label map; the labels are used only to score the result.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 
 import numpy as np
@@ -18,8 +17,6 @@ from SegSSLLib.s3net.clustering import cluster_image
 from SegSSLLib.s3net.config import S3NetConfig
 from SegSSLLib.s3net.selection import select_central_component, select_from_seeds
 from SegSSLLib.volumes import label_array_to_image, write_image
-
-log = logging.getLogger(__name__)
 
 # Centre of the liver in the phantom's normalised coordinates (x, y, z in [-1, 1]), as in phantoms.py.
 LIVER_CENTRE = (-0.36, -0.05, 0.3)
@@ -41,53 +38,42 @@ def _config(context: DemoContext) -> S3NetConfig:
 
 def liver_step(context: DemoContext) -> None:
     """The phantom's liver from one seed click."""
-    config = _config(context)
     image = sitk.ReadImage(str(context.files["phantom_ct"]))
     truth = sitk.ReadImage(str(context.files["phantom_labels"]))
     seed = phantom_voxel(LIVER_CENTRE, image.GetSize())
-    result = cluster_image(image, config, context.device, context.progress)
-    selection = select_from_seeds(result.clusters, [seed])
-    liver = LABEL_VALUES["liver"]
-    prediction = label_array_to_image(selection.mask.astype(np.uint8) * liver, image)
-    write_image(prediction, context.path("s3net_liver.nii.gz"))
+    result = cluster_image(image, _config(context), context.device, context.progress)
     write_image(label_array_to_image(result.clusters, image), context.path("s3net_clusters.nii.gz"))
-    metrics, table, picture = context.evaluate_and_picture(
-        "S3-Net liver", prediction, truth, [liver], image, "s3net_liver"
-    )
-    context.add_section(
-        Section(
-            "S3-Net: liver from one seed click (no labels)",
-            f"An S3-Net trained for {len(result.training.history)} steps on the phantom CT itself gave "
-            f"{int(result.clusters.max())} clusters; the seed {','.join(map(str, seed))} (I,J,K, where the "
-            "phantom puts the liver) picked the connected region of its cluster. The label map is used "
-            f"only for scoring.\n\n```\n{table}\n```",
-            metrics,
-            [picture],
-        )
+    mask = select_from_seeds(result.clusters, [seed]).mask
+    _score_and_report(
+        context, "S3-Net: liver from one seed click (no labels)", "s3net_liver.nii.gz", mask, LABEL_VALUES["liver"],
+        truth, image,
+        f"An S3-Net trained for {len(result.training.history)} steps on the phantom CT itself gave "
+        f"{int(result.clusters.max())} clusters; the seed {','.join(map(str, seed))} (I,J,K, where the phantom "
+        "puts the liver) picked the connected region of its cluster. The label map is used only for scoring.",
     )
 
 
 def lesion_step(context: DemoContext) -> None:
     """The dermoscopy phantom's lesion with no click (the central-component heuristic)."""
-    config = _config(context)
     photo = sitk.ReadImage(str(context.files["phantom_skin"]))
     mask = sitk.ReadImage(str(context.files["phantom_skin_mask"]))
     lesion = LABEL_VALUES["lesion"]  # scored under the phantoms' name for a lesion
     truth = label_array_to_image((sitk.GetArrayFromImage(mask) > 0).astype(np.uint8) * lesion, mask)
-    result = cluster_image(photo, config, context.device, context.progress, max_size=96 if context.quick else 256)
-    selection = select_central_component(result.clusters)
-    prediction = label_array_to_image(selection.mask.astype(np.uint8) * lesion, truth)
-    write_image(prediction, context.path("s3net_lesion.png"))
-    metrics, table, picture = context.evaluate_and_picture(
-        "S3-Net lesion", prediction, truth, [lesion], photo, "s3net_lesion"
+    max_size = 96 if context.quick else 256
+    result = cluster_image(photo, _config(context), context.device, context.progress, max_size=max_size)
+    _score_and_report(
+        context, "S3-Net: skin lesion with no click", "s3net_lesion.png", select_central_component(result.clusters).mask,
+        lesion, truth, photo,
+        f"An S3-Net trained on the RGB photograph ({len(result.training.history)} steps, "
+        f"{int(result.clusters.max())} clusters); with no seed the central component that does not touch "
+        "the border was taken (docs/s3net.md).",
     )
-    context.add_section(
-        Section(
-            "S3-Net: skin lesion with no click",
-            f"An S3-Net trained on the RGB photograph ({len(result.training.history)} steps, "
-            f"{int(result.clusters.max())} clusters); with no seed the central component that does not touch "
-            f"the border was taken (docs/s3net.md).\n\n```\n{table}\n```",
-            metrics,
-            [picture],
-        )
-    )
+
+
+def _score_and_report(context: DemoContext, title, file_name, mask, value, truth, image, text) -> None:
+    """Write the selected ``mask`` as label ``value``, score it against ``truth`` and add a report section."""
+    prediction = label_array_to_image(mask.astype(np.uint8) * value, truth)
+    write_image(prediction, context.path(file_name))
+    stem = file_name.split(".")[0]
+    metrics, table, picture = context.evaluate_and_picture(title, prediction, truth, [value], image, stem)
+    context.add_section(Section(title, f"{text}\n\n```\n{table}\n```", metrics, [picture]))

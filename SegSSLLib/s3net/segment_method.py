@@ -8,6 +8,7 @@ keeps the whole cluster map (ids 1..n by increasing intensity) so a user can pic
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from SegSSLLib.errors import SegSSLError
@@ -17,42 +18,32 @@ log = logging.getLogger(__name__)
 ACCEPTS_2D = True
 
 
+# Options that set an S3NetConfig field: (option, field, type, metavar, help).
+_CONFIG_OPTIONS = [
+    ("--s3net-steps", "max_steps", int, "N", "most training steps"),
+    ("--s3net-min-clusters", "min_clusters", int, "N", "stop training once a minibatch has no more than N clusters"),
+    ("--s3net-clusters", "clusters", int, "K", "response channels = the most clusters at the start"),
+    ("--s3net-features", "features", int, "C", "feature channels (the paper uses 64)"),
+    ("--s3net-lr", "learning_rate", float, "LR", "SGD learning rate"),
+    ("--s3net-batch-size", "batch_size", int, "N", "training crops per step"),
+    ("--s3net-crop-size", "crop_size", int, "PIXELS", "side of the square training crops"),
+]
+
+
 def add_arguments(group) -> None:
     defaults = _default_config()
     group.add_argument(
         "--clusters-output", metavar="FILE", default=None, help="also write the full cluster map (ids 1..n) here"
     )
-    group.add_argument(
-        "--s3net-steps", type=int, default=defaults.max_steps, metavar="N",
-        help=f"most training steps (default {defaults.max_steps})",
-    )
-    group.add_argument(
-        "--s3net-min-clusters", type=int, default=defaults.min_clusters, metavar="N",
-        help=f"stop training once no more than N clusters remain (default {defaults.min_clusters})",
-    )
-    group.add_argument(
-        "--s3net-clusters", type=int, default=defaults.clusters, metavar="K",
-        help=f"response channels = the most clusters at the start (default {defaults.clusters})",
-    )
-    group.add_argument(
-        "--s3net-features", type=int, default=defaults.features, metavar="C",
-        help=f"feature channels (default {defaults.features}; the paper uses 64)",
-    )
+    for option, field, kind, metavar, text in _CONFIG_OPTIONS:
+        default = getattr(defaults, field)
+        group.add_argument(
+            option, dest=f"s3net_{field}", type=kind, default=default, metavar=metavar, help=f"{text} (default {default:g})"
+        )
     group.add_argument(
         "--s3net-weights", default=None, metavar="C,A,S",
         help="weights of the clustering, affine-consistency and spatial terms (default "
         f"{defaults.clustering_weight:g},{defaults.affine_weight:g},{defaults.spatial_weight:g})",
-    )
-    group.add_argument(
-        "--s3net-lr", type=float, default=defaults.learning_rate, help=f"SGD learning rate (default {defaults.learning_rate:g})"
-    )
-    group.add_argument(
-        "--s3net-batch-size", type=int, default=defaults.batch_size, metavar="N",
-        help=f"training crops per step (default {defaults.batch_size})",
-    )
-    group.add_argument(
-        "--s3net-crop-size", type=int, default=defaults.crop_size, metavar="PIXELS",
-        help=f"side of the square training crops (default {defaults.crop_size})",
     )
     group.add_argument(
         "--s3net-max-size", type=int, default=256, metavar="PIXELS",
@@ -91,24 +82,20 @@ def config_from_args(args):
     from dataclasses import replace
 
     config = _default_config()
-    changes = {
-        "max_steps": args.s3net_steps,
-        "min_clusters": args.s3net_min_clusters,
-        "clusters": args.s3net_clusters,
-        "features": args.s3net_features,
-        "learning_rate": args.s3net_lr,
-        "batch_size": args.s3net_batch_size,
-        "crop_size": args.s3net_crop_size,
-    }
+    changes = {field: getattr(args, f"s3net_{field}") for _, field, _, _, _ in _CONFIG_OPTIONS}
     if args.s3net_weights:
-        weights = _numbers(args.s3net_weights, 3, "--s3net-weights", "C,A,S, e.g. 1,1,2")
+        weights = _numbers(args.s3net_weights, 3, "--s3net-weights", "C,A,S, e.g. 1,1,5")
         changes.update(clustering_weight=weights[0], affine_weight=weights[1], spatial_weight=weights[2])
-    if not args.s3net_lr > 0:
-        raise SegSSLError(f"--s3net-lr must be positive, got {args.s3net_lr:g}")
+    if not args.s3net_learning_rate > 0:
+        raise SegSSLError(f"--s3net-lr must be positive, got {args.s3net_learning_rate:g}")
     try:
         return replace(config, **changes)
     except ValueError as exc:
-        raise SegSSLError(f"bad S3-Net option: {exc}") from None
+        # Name the options, not the config fields, in one pass ("min_clusters" is not "clusters").
+        options = {field: option for option, field, *_ in _CONFIG_OPTIONS}
+        pattern = r"(?<![\w-])(" + "|".join(options) + r")(?![\w-])"
+        message = re.sub(pattern, lambda match: options[match.group(1)], str(exc))
+        raise SegSSLError(f"bad S3-Net option: {message}") from None
 
 
 def window_from_args(text: str):
@@ -136,6 +123,7 @@ def _numbers(text: str, count: int, option: str, form: str) -> list[float]:
 def segment(image, seeds, args, progress, device):
     import numpy as np
 
+    from SegSSLLib.cli.segment_command import _grey_reference
     from SegSSLLib.s3net.clustering import cluster_image
     from SegSSLLib.s3net.selection import select_central_component, select_from_seeds
     from SegSSLLib.slicing import array_axis
@@ -184,12 +172,6 @@ def segment(image, seeds, args, progress, device):
         write_image(label_array_to_image(result.clusters, reference), args.clusters_output)
         progress.output(args.clusters_output)
     return selection.mask.astype(np.uint16 if args.s3net_label > 255 else np.uint8) * args.s3net_label
-
-
-def _grey_reference(image):
-    import SimpleITK as sitk
-
-    return sitk.VectorIndexSelectionCast(image, 0)
 
 
 def _tensorboard_writer(log_dir):

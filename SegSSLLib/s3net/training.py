@@ -82,7 +82,7 @@ def train_s3net(
             progress.advance(loss=record["loss"], clusters=clusters)
             if clusters <= config.min_clusters:
                 stopped_early = True
-                log.info("S3-Net: %d clusters after %d steps; stopping", clusters, step + 1)
+                log.debug("S3-Net: %d clusters after %d steps; stopping", clusters, step + 1)
                 break
     # Re-estimate the BatchNorm statistics with the final weights, on crops drawn as in training,
     # so that inference (which uses fixed statistics) labels pixels as the last steps did.
@@ -108,7 +108,9 @@ def _objective(model, images, config: S3NetConfig, generator) -> tuple[torch.Ten
             responses = model(images)
             target = warp(responses, sampling)
         clusters = int(responses.argmax(dim=1).unique().numel())
-        transformed_responses = model(warp(images, sampling))
+        # Reflect rather than pad with zeros: the transformed view stays a plausible image (no black
+        # corners to cluster or to skew BatchNorm); only the affine term needs the valid region.
+        transformed_responses = model(warp(images, sampling, padding="reflection"))
         valid = valid_region(sampling, height, width).to(images.device)
         affine = affine_consistency_loss(transformed_responses, target, valid)
         clustering = clustering_loss(transformed_responses)

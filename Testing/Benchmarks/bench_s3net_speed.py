@@ -97,6 +97,7 @@ def published_worker(volume: Path, output: Path, count: int | None) -> None:
     )
     indices = range(len(normalised)) if not count else np.linspace(0, len(normalised) - 1, count).round().astype(int)
     labels = np.zeros(array.shape, np.uint8)
+    steps = []
     device = torch.device("cpu")
     started = time.perf_counter()
     for index in indices:
@@ -105,19 +106,20 @@ def published_worker(volume: Path, output: Path, count: int | None) -> None:
         optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum)
         x = _to_device(torch.from_numpy(normalised[index])[None, None], device)
         generator = torch.Generator().manual_seed(0)
-        for _ in range(config.max_steps):
+        for step in range(config.max_steps):
             loss, _, clusters = _objective(model, x, config, generator)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             if clusters <= config.min_clusters:
                 break
+        steps.append(step + 1)
         with torch.no_grad():
             labels[index] = model(x).argmax(1)[0].numpy().astype(np.uint8)
     per_slice = (time.perf_counter() - started) / len(indices)
     write_image(label_array_to_image(labels, image), output)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_mb": peak, "slices_run": len(indices), "per_slice_s": per_slice}))
+    print(json.dumps({"peak_mb": peak, "slices_run": len(indices), "per_slice_s": per_slice, "mean_steps": float(np.mean(steps))}))
 
 
 def main() -> int:
@@ -148,7 +150,8 @@ def main() -> int:
         whole = measured + published["per_slice_s"] * (args.slices - published["slices_run"])
     print(
         f"published style: {measured:.1f} s for {published['slices_run']} slices "
-        f"({published['per_slice_s']:.2f} s per slice), peak {published['peak_mb']:.0f} MB"
+        f"({published['per_slice_s']:.2f} s and {published['mean_steps']:.1f} steps per slice), "
+        f"peak {published['peak_mb']:.0f} MB"
     )
     note = "" if whole == measured else f" (scaled from {published['slices_run']} slices)"
     print()

@@ -45,6 +45,14 @@ def test_translation_moves_content_and_leaves_an_invalid_strip():
     assert not valid[0, :, :3].any() and valid[0, :, 3:].all()
 
 
+def test_reflection_padding_fills_the_invalid_strip_with_image_content():
+    image = torch.arange(1.0, 9.0).view(1, 1, 1, 8).expand(1, 1, 4, 8).contiguous()
+    sampling = to_sampling_matrix(pixel_transform(translation=(2.0, 0.0)), 4, 8)[None]
+    padded = warp(image, sampling, mode="nearest", padding="reflection")
+    assert torch.equal(padded[..., 2:], image[..., :-2])
+    assert float(padded[..., :2].min()) >= 1.0  # mirrored pixels, not zeros
+
+
 def test_random_matrices_differ_per_image_and_repeat_with_the_seed():
     first = random_sampling_matrices(4, 16, 24, AffineRange(), torch.Generator().manual_seed(1))
     again = random_sampling_matrices(4, 16, 24, AffineRange(), torch.Generator().manual_seed(1))

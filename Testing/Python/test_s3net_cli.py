@@ -37,7 +37,8 @@ def test_seeded_volume_gives_a_structure_and_a_cluster_map_on_the_input_grid(tin
     seed = _liver_seed(labels_path)
     result = run_segssl(
         "segment", "--method", "s3net", "--input", image_path, "--output", output, "--seed", seed,
-        "--clusters-output", clusters_output, "--s3net-label", "7", "--progress", "json", *FAST,
+        "--clusters-output", clusters_output, "--s3net-label", "7", "--progress", "json",
+        "--s3net-log-dir", tmp_path / "curves", *FAST,
     )
     assert result.returncode == 0, result.stderr
     image = sitk.ReadImage(str(image_path))
@@ -53,6 +54,7 @@ def test_seeded_volume_gives_a_structure_and_a_cluster_map_on_the_input_grid(tin
     stages = {e.get("stage") for e in events if e["event"] == "stage"}
     assert {"s3net training", "s3net clustering"} <= stages
     assert {e["path"] for e in events if e["event"] == "output"} == {str(clusters_output), str(output)}
+    assert list((tmp_path / "curves").glob("events.out.tfevents.*"))  # TensorBoard loss curves
 
 
 def test_same_random_seed_same_result(tiny_phantom, tmp_path):
@@ -154,11 +156,33 @@ def test_unwritable_cluster_output_fails_before_any_work(tiny_phantom, tmp_path)
 
 @pytest.mark.parametrize(
     "option, value, fragment",
-    [("--s3net-weights", "1,2", "C,A,S"), ("--s3net-min-clusters", "0", "min_clusters"), ("--s3net-window", "40", "LEVEL,WIDTH")],
+    [
+        ("--s3net-weights", "1,2", "C,A,S"),
+        ("--s3net-weights", "1,-1,2", "negative"),
+        ("--s3net-min-clusters", "0", "--s3net-min-clusters must be between 1 and --s3net-clusters"),
+        ("--s3net-steps", "0", "--s3net-steps must be at least 1"),
+        ("--s3net-lr", "0", "positive"),
+        ("--s3net-window", "40", "LEVEL,WIDTH"),
+        ("--s3net-window", "40,-5", "width must be positive"),
+    ],
 )
-def test_bad_s3net_options_are_one_line_errors(tiny_phantom, tmp_path, option, value, fragment):
+def test_bad_s3net_options_are_refused_with_a_message(option, value, fragment):
+    from SegSSLLib.cli import build_parser
+    from SegSSLLib.errors import SegSSLError
+    from SegSSLLib.s3net.segment_method import config_from_args, window_from_args
+
+    args = build_parser().parse_args(["segment", "--method", "s3net", "--input", "x", "--output", "y", option, value])
+    with pytest.raises(SegSSLError, match=fragment):
+        config_from_args(args)
+        window_from_args(args.s3net_window)
+
+
+def test_bad_s3net_option_on_the_command_line_is_a_one_line_error(tiny_phantom, tmp_path):
     image_path, _ = tiny_phantom
     output = tmp_path / "out.nii.gz"
-    result = run_segssl("segment", "--method", "s3net", "--input", image_path, "--output", output, "--seed", "5,5,5", option, value)
-    assert_one_line_error(result, fragment)
+    result = run_segssl(
+        "segment", "--method", "s3net", "--input", image_path, "--output", output, "--seed", "5,5,5",
+        "--s3net-weights", "1,2",
+    )
+    assert_one_line_error(result, "--s3net-weights", "C,A,S")
     assert not output.exists()
