@@ -32,7 +32,7 @@ def phantom_voxel(normalised_xyz, size) -> tuple[int, int, int]:
 def _config(context: DemoContext) -> S3NetConfig:
     config = S3NetConfig(max_steps=25)
     if context.quick:
-        config = replace(config, features=8, max_steps=3, crop_size=32, batch_size=2)
+        config = replace(config, features=8, max_steps=5, crop_size=32, batch_size=2)
     return config
 
 

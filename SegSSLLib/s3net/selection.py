@@ -10,8 +10,10 @@ lesion); it is left out with a warning rather than returned.
 
 Without seeds (2D photographs only): the *central component*. Every cluster's mask is closed and
 then opened with a small disk (so a hair that crosses a structure does not split it, and hairs and
-thin bridges to the border break), split into connected components, and
-components touching the image border or smaller than ``min_fraction`` of the image are dropped.
+thin bridges to the border break), split into connected components, and components touching the
+image border, smaller than ``min_fraction`` of the image, or extending over more than
+``max_extent`` of both its height and width (the skin inside the dark ring of a dermatoscope) are
+dropped.
 Each remaining component is scored by its area with holes filled (so a ring around a darker core
 counts the core) times its centrality, max(0, 1 − d / R), where d is the distance from its centroid
 to the image centre and R half the shorter image side. The best one, holes filled, is the answer.
@@ -134,7 +136,7 @@ def _on_background(clusters: np.ndarray, position: tuple[int, ...], connectivity
 
 
 def select_central_component(
-    clusters: np.ndarray, radius: int = 2, min_fraction: float = 0.005
+    clusters: np.ndarray, radius: int = 2, min_fraction: float = 0.005, max_extent: float = 0.75
 ) -> Selection:
     """The no-seed heuristic for 2D images (see the module documentation)."""
     if clusters.ndim != 2:
@@ -153,6 +155,8 @@ def select_central_component(
             component = components == index
             if component.sum() < min_fraction * clusters.size or touches_border(component):
                 continue
+            if _extent(component, 0) > max_extent * rows and _extent(component, 1) > max_extent * cols:
+                continue  # it surrounds everything: the skin inside a dermatoscope's dark ring
             filled = ndimage.binary_fill_holes(component)
             distance = np.linalg.norm(np.array(ndimage.center_of_mass(filled)) - centre)
             score = filled.sum() * max(0.0, 1.0 - distance / reach)
@@ -165,6 +169,12 @@ def select_central_component(
         )
         return Selection(np.zeros(clusters.shape, bool))
     return Selection(best_mask, [best_cluster])
+
+
+def _extent(mask: np.ndarray, axis: int) -> int:
+    """Number of rows (axis 0) or columns (axis 1) from the first to the last one the mask occupies."""
+    occupied = np.flatnonzero(mask.any(axis=1 - axis))
+    return int(occupied[-1] - occupied[0] + 1)
 
 
 def _close_then_open(mask: np.ndarray, disk: np.ndarray) -> np.ndarray:

@@ -108,7 +108,7 @@ def test_published_variant_spatial_term_adds_no_gradient():
     for spatial_weight in (0.0, 5.0):
         torch.manual_seed(1)
         model = S3Net(features=4, clusters=6).train()
-        config = S3NetConfig(features=4, clusters=6, loss_variant="published", spatial_weight=spatial_weight)
+        config = S3NetConfig(features=4, clusters=6, min_clusters=2, loss_variant="published", spatial_weight=spatial_weight)
         loss, terms, _ = _objective(model, images, config, torch.Generator().manual_seed(0))
         assert terms["spatial"] > 0
         loss.backward()

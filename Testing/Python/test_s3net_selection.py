@@ -117,6 +117,15 @@ def test_central_component_is_the_whole_lesion_not_the_core_or_the_corners():
     assert not touches_border(selection.mask)
 
 
+def test_central_component_is_not_the_skin_inside_a_dark_dermatoscope_ring():
+    clusters, truth = _lesion_picture()
+    rows, cols = np.mgrid[0:64, 0:64]
+    clusters[np.hypot(rows - 31.5, cols - 31.5) > 30] = 3  # the skin (1) no longer touches the border
+    selection = select_central_component(clusters)
+    assert selection.clusters == [2]
+    assert 2 * (selection.mask & truth).sum() / (selection.mask.sum() + truth.sum()) > 0.95
+
+
 def test_central_component_warns_when_everything_touches_the_border(caplog):
     clusters = np.ones((20, 20), np.int64)
     clusters[:, 10:] = 2
