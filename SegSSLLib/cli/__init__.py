@@ -18,6 +18,9 @@ from SegSSLLib.progress import Progress
 COMMANDS = {
     "evaluate": "SegSSLLib.cli.evaluate_command",
     "demo": "SegSSLLib.cli.demo_command",
+    "segment": "SegSSLLib.cli.segment_command",
+    "pretrain": "SegSSLLib.cli.pretrain_command",
+    "finetune": "SegSSLLib.cli.finetune_command",
 }
 
 log = logging.getLogger("segssl")

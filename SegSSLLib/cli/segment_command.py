@@ -17,7 +17,9 @@ from SegSSLLib.cli.common import add_device_option, add_random_seed_option
 
 HELP = "segment a volume (or a 2D image) with PolyCL or S3-Net"
 
-METHODS: dict[str, str] = {}
+METHODS: dict[str, str] = {
+    "polycl": "SegSSLLib.polycl.segment_method",
+}
 
 
 def _method_module(name: str):
