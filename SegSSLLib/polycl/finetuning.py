@@ -100,6 +100,7 @@ def finetune(
         raise SegSSLError("no slices are left for training — lower --val-fraction or add cases")
     log.info("fine-tuning on %d slices (%d validate), label %d", len(train), len(validation), options.label)
 
+    torch.manual_seed(options.seed)  # the initial weights, identical on every process
     model = SegmentationNet(model_config).to(device)
     if init is not None:
         _initialise(model, init)

@@ -93,6 +93,7 @@ def pretrain(
     # Settings that must match for --resume to continue the same run.
     run_identity = {**asdict(options), "epochs": None, "workers": None, "cases": [c.name for c in cases]}
 
+    torch.manual_seed(options.seed)  # the initial weights, identical on every process
     model = ContrastiveNet(model_config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
     precision = Precision(device)
