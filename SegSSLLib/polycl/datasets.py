@@ -71,16 +71,21 @@ class LabelledSliceDataset(Dataset):
         return self.transform(sample) if self.transform is not None else sample
 
 
-def structure_flags(cases: list[CachedCase], label: int, folders: list[DataFolder], needed_for: str) -> np.ndarray:
-    """(N,) bool over all slices: does ``label`` occur in the slice. Every case needs a label map."""
+def require_label_maps(folders: list[DataFolder], label: int, needed_for: str) -> None:
+    """Fail before any slicing if a case has no label map or ``label`` is not a structure value."""
     if label < 1:
         raise SegSSLError(f"--label must be a positive label value (0 is background), got {label}")
-    unlabelled = [case.name for case in cases if case.presence is None]
+    unlabelled = [(folder.root, case.name) for folder in folders for case in folder.cases if case.label is None]
     if unlabelled:
+        root, name = unlabelled[0]
         raise SegSSLError(
-            f"{needed_for} needs label maps, but {len(unlabelled)} case(s) have none (e.g. {unlabelled[0]}) — "
+            f"{needed_for} needs label maps, but {len(unlabelled)} case(s) have none (e.g. {name} in {root}) — "
             "give MSD folders with labelsTr/ and dataset.json"
         )
+
+
+def structure_flags(cases: list[CachedCase], label: int, folders: list[DataFolder]) -> np.ndarray:
+    """(N,) bool over all slices: does ``label`` occur in the slice (``require_label_maps`` passed)."""
     per_case = [case.flags(label) for case in cases]
     if not any(flags.any() for flags in per_case):
         found = sorted({int(v) for case in cases for v in np.flatnonzero(case.presence.any(axis=0)) if v})

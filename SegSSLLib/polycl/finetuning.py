@@ -21,10 +21,11 @@ from torch.utils.data import DataLoader
 from SegSSLLib.checkpoints import load_checkpoint, provenance, save_checkpoint
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.polycl import distributed
-from SegSSLLib.polycl.datasets import LabelledSliceDataset, split_labelled_slices, structure_flags
+from SegSSLLib.datasets import load_dataset
+from SegSSLLib.polycl.datasets import LabelledSliceDataset, require_label_maps, split_labelled_slices, structure_flags
 from SegSSLLib.polycl.model import ModelConfig, SegmentationNet
 from SegSSLLib.polycl.pretraining import PRETRAIN_KIND
-from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_folders
+from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_datasets
 from SegSSLLib.polycl.training import Precision, epoch_loader, open_writer, seed_epoch
 from SegSSLLib.progress import NO_PROGRESS, Progress
 
@@ -90,8 +91,10 @@ def finetune(
     ``excluded_items``: (case, slice) pairs that neither train nor validate (benchmarks hold out
     test slices this way).
     """
-    cases, described = cache_folders([folder], slicing, cache_dir, progress)
-    structure_flags(cases, options.label, described, "fine-tuning")
+    described = [load_dataset(folder)]
+    require_label_maps(described, options.label, "fine-tuning")
+    cases = cache_datasets(described, slicing, cache_dir, progress)
+    structure_flags(cases, options.label, described)
     train, validation = split_labelled_slices(
         cases, options.label, options.validation_fraction, options.max_cases, options.max_slices, options.seed,
         exclude=excluded_items,

@@ -21,11 +21,12 @@ import torch
 from SegSSLLib.checkpoints import load_checkpoint, provenance, save_checkpoint
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.polycl import distributed
-from SegSSLLib.polycl.datasets import TripletDataset, structure_flags
+from SegSSLLib.datasets import load_dataset
+from SegSSLLib.polycl.datasets import TripletDataset, require_label_maps, structure_flags
 from SegSSLLib.polycl.losses import info_nce
 from SegSSLLib.polycl.model import ContrastiveNet, ModelConfig
 from SegSSLLib.polycl.selection import SliceRelations, needs_flags, sample_triplets
-from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_folders
+from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_datasets
 from SegSSLLib.polycl.training import Precision, epoch_loader, open_writer, seed_epoch
 from SegSSLLib.progress import NO_PROGRESS, Progress
 
@@ -66,19 +67,21 @@ def pretrain(
     resume: bool = False,
 ) -> list[dict]:
     """Pretrain on every volume of ``folders``, writing ``out`` after each epoch; returns the history."""
-    cases, described = cache_folders(folders, slicing, cache_dir, progress)
-    volume_of_slice = np.concatenate([np.full(case.num_slices, i) for i, case in enumerate(cases)])
-    flags = None
-    if needs_flags(options.strategy) or options.label is not None:
+    described = [load_dataset(folder) for folder in folders]
+    with_flags = needs_flags(options.strategy) or options.label is not None
+    if with_flags:
         if options.label is None:
             raise SegSSLError(f"--strategy {options.strategy} needs --label N: the structure whose presence pairs slices")
-        flags = structure_flags(cases, options.label, described, f"--strategy {options.strategy} with --label")
-    relations = SliceRelations(options.strategy, volume_of_slice, flags)
-    if len(cases) < 2 and options.strategy != "O":
+        require_label_maps(described, options.label, f"--strategy {options.strategy} with --label")
+    if sum(len(d.cases) for d in described) < 2 and options.strategy != "O":
         raise SegSSLError(
             f"--strategy {options.strategy} takes negatives from other volumes, but the data hold one volume — "
             "add volumes (several --data folders are fine)"
         )
+    cases = cache_datasets(described, slicing, cache_dir, progress)
+    volume_of_slice = np.concatenate([np.full(case.num_slices, i) for i, case in enumerate(cases)])
+    flags = structure_flags(cases, options.label, described) if with_flags else None
+    relations = SliceRelations(options.strategy, volume_of_slice, flags)
     # Which anchors have partners is fixed by the data, so every epoch has this many triplets.
     triplet_count = len(sample_triplets(relations, options.seed, 0))
     steps_per_epoch = math.ceil(math.ceil(triplet_count / distributed.world_size()) / options.batch_size)

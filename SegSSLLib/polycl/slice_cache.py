@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from SegSSLLib.datasets import Case, Dataset, load_dataset
+from SegSSLLib.datasets import Case, Dataset
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.intensity import IntensityWindow
 from SegSSLLib.polycl import distributed
@@ -91,23 +91,22 @@ def default_cache_dir() -> Path:
     return Path(user_cache_dir("segssl")) / "slices"
 
 
-def cache_folders(
-    folders: list[str | os.PathLike],
+def cache_datasets(
+    datasets: list[Dataset],
     settings: SlicingSettings,
     cache_dir: str | os.PathLike | None = None,
     progress: Progress = NO_PROGRESS,
-) -> tuple[list[CachedCase], list[Dataset]]:
-    """Every case of every data folder, sliced and cached; and the folders' descriptions.
+) -> list[CachedCase]:
+    """Every case of every data set, sliced and cached, in order.
 
     In a torchrun job the first process builds missing entries while the others wait, then all
     open the same files.
     """
-    datasets = [load_dataset(folder) for folder in folders]
     cases = [case for dataset in datasets for case in dataset.cases]
     if distributed.is_main():
         cache_cases(cases, settings, cache_dir, progress)
     distributed.barrier()
-    return cache_cases(cases, settings, cache_dir), datasets
+    return cache_cases(cases, settings, cache_dir)
 
 
 def cache_cases(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
 import torch
 
 from SegSSLLib.datasets import write_msd_dataset
@@ -20,6 +21,15 @@ TINY_MODEL = ModelConfig(widths=(4, 8, 16), image_size=32, dropout=0.1)
 TINY_SLICING = SlicingSettings(IntensityWindow(), image_size=32)
 # Flags for the CLI that give the same tiny network.
 TINY_CLI = ["--image-size", "32", "--widths", "4,8,16", "--threads", "1", "--progress", "none"]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks run fastest on one thread, and the test machine is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def phantom_msd(folder: Path, seeds=(1, 2), size=TINY_VOLUME, spacing=TINY_SPACING) -> Path:
@@ -49,3 +59,19 @@ def tree_digest(*paths: Path) -> str:
 
 def states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def random_segmentation_checkpoint(path: Path, label: int = 1, foreground_bias: float | None = None) -> Path:
+    """A ``polycl`` model file with random weights; ``foreground_bias`` pushes every pixel to one class."""
+    from SegSSLLib.checkpoints import save_checkpoint
+    from SegSSLLib.polycl.model import SegmentationNet
+
+    torch.manual_seed(0)
+    model = SegmentationNet(TINY_MODEL)
+    if foreground_bias is not None:
+        with torch.no_grad():
+            model.decoder.classifier.bias.copy_(torch.tensor([-foreground_bias, foreground_bias]))
+            model.decoder.classifier.weight.zero_()
+    config = {"model": TINY_MODEL.to_dict(), "slicing": TINY_SLICING.to_dict(), "label": label, "label_name": "test"}
+    save_checkpoint(path, "polycl", config, model.state_dict())
+    return path

@@ -12,7 +12,7 @@ from SegSSLLib.errors import SegSSLError
 from SegSSLLib.intensity import IntensityWindow
 from SegSSLLib.phantoms import PHANTOM_LABELS, make_ct_phantom
 from SegSSLLib.polycl import slice_cache
-from SegSSLLib.polycl.datasets import LabelledSliceDataset, split_labelled_slices, structure_flags
+from SegSSLLib.polycl.datasets import LabelledSliceDataset, require_label_maps, split_labelled_slices, structure_flags
 from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_cases, cache_key
 
 
@@ -98,20 +98,19 @@ def test_slices_limit_picks_evenly_spaced_slices_that_show_the_structure(two_cas
 
 def test_structure_flags_name_the_missing_label_and_the_values_found(two_cases, tmp_path):
     cases = cache_cases(list(two_cases.cases), TINY_SLICING, tmp_path / "cache")
-    flags = structure_flags(cases, 1, [two_cases], "fine-tuning")
+    flags = structure_flags(cases, 1, [two_cases])
     assert flags.shape == (24,) and flags.any() and not flags.all()
     with pytest.raises(SegSSLError, match=r"label 9 does not occur .*1 liver"):
-        structure_flags(cases, 9, [two_cases], "fine-tuning")
+        structure_flags(cases, 9, [two_cases])
     with pytest.raises(SegSSLError, match="positive label"):
-        structure_flags(cases, 0, [two_cases], "fine-tuning")
+        require_label_maps([two_cases], 0, "fine-tuning")
 
 
 def test_unlabelled_cases_cannot_give_flags(tmp_path):
     image, _ = make_ct_phantom(seed=1, size=(32, 32, 12), spacing=(10.0, 10.0, 20.0))
     folder = write_msd_dataset(tmp_path / "unlabelled", [("a", image, None)], PHANTOM_LABELS)
-    cases = cache_cases(list(load_dataset(folder).cases), TINY_SLICING, tmp_path / "cache")
-    with pytest.raises(SegSSLError, match="needs label maps"):
-        structure_flags(cases, 1, [load_dataset(folder)], "--strategy O")
+    with pytest.raises(SegSSLError, match="--strategy O needs label maps.*a in"):
+        require_label_maps([load_dataset(folder)], 1, "--strategy O")
 
 
 def test_write_msd_dataset_round_trips_through_load_dataset(tmp_path):

@@ -4,22 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from polycl_helpers import TINY_MODEL, TINY_SLICING, phantom_msd, phantom_plain, states_equal
+from polycl_helpers import TINY_MODEL, TINY_SLICING, one_thread, phantom_msd, phantom_plain, states_equal  # noqa: F401
 from SegSSLLib.checkpoints import load_checkpoint
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.polycl.finetuning import FinetuneOptions, Initialisation, finetune
 from SegSSLLib.polycl.pretraining import PretrainOptions, pretrain
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks run fastest on one thread, and the machine is shared.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
