@@ -20,16 +20,16 @@ log = logging.getLogger(__name__)
 
 def configure(parser) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="MSD folder with label maps")
-    parser.add_argument("--label", type=int, required=True, help="label value of the structure to segment")
-    parser.add_argument("--out", required=True, help="model file to write (.pt): the epoch with the best validation Dice")
-    parser.add_argument("--init", default=None, help="`segssl pretrain` output to start from (default: from scratch)")
-    parser.add_argument("--cases", type=int, default=None, help="train on at most N cases (label efficiency)")
+    parser.add_argument("--label", type=int, required=True, metavar="N", help="label value of the structure to segment")
+    parser.add_argument("--out", required=True, metavar="CKPT", help="model file to write (.pt): the epoch with the best validation Dice")
+    parser.add_argument("--init", default=None, metavar="CKPT", help="`segssl pretrain` output to start from (default: from scratch)")
+    parser.add_argument("--cases", type=int, default=None, metavar="N", help="train on at most N cases (label efficiency)")
     parser.add_argument(
-        "--slices", type=int, default=None,
+        "--slices", type=int, default=None, metavar="N",
         help="train on N labelled slices that show the structure, evenly spaced (label efficiency)",
     )
-    parser.add_argument("--epochs", type=int, default=30, help="epochs (default: 30)")
-    parser.add_argument("--batch-size", type=int, default=8, help="slices per step and process (default: 8)")
+    parser.add_argument("--epochs", type=int, metavar="N", default=30, help="epochs (default: 30)")
+    parser.add_argument("--batch-size", type=int, metavar="N", default=8, help="slices per step and process (default: 8)")
     parser.add_argument(
         "--epoch-samples", type=int, default=256,
         help="slices drawn per epoch at least; few labelled slices are repeated (default: 256)",

@@ -60,22 +60,17 @@ def network_settings(args, base: dict | None = None):
         if mismatches:
             raise SegSSLError(
                 f"{', '.join(mismatches)} differ from the --init model "
-                f"({model.image_size} px, widths {','.join(map(str, model.widths))}, window {slicing.window.to_dict()}) "
+                f"({model.image_size} px, widths {','.join(map(str, model.widths))}, {slicing.window.mode} window "
+                f"{slicing.window.level:g}/{slicing.window.width:g}) "
                 "— leave them out: the pretrained weights fix the network and its input"
             )
         if args.dropout is not None:
             model = ModelConfig.from_dict({**model.to_dict(), "dropout": args.dropout})
         return model, slicing
-    model = ModelConfig(
-        widths=widths or ModelConfig.widths,
-        image_size=args.image_size or ModelConfig.image_size,
-        dropout=ModelConfig.dropout if args.dropout is None else args.dropout,
-    )
-    window = IntensityWindow(
-        mode=args.intensity or "ct",
-        level=40.0 if args.window_level is None else args.window_level,
-        width=400.0 if args.window_width is None else args.window_width,
-    )
+    given = {"widths": widths, "image_size": args.image_size, "dropout": args.dropout}
+    model = ModelConfig(**{k: v for k, v in given.items() if v is not None})
+    given = {"mode": args.intensity, "level": args.window_level, "width": args.window_width}
+    window = IntensityWindow(**{k: v for k, v in given.items() if v is not None})
     return model, SlicingSettings(window=window, image_size=model.image_size)
 
 

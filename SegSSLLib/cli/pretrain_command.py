@@ -20,14 +20,14 @@ log = logging.getLogger(__name__)
 
 def configure(parser) -> None:
     parser.add_argument("--data", nargs="+", required=True, metavar="DIR", help="MSD folders or folders of volumes")
-    parser.add_argument("--out", required=True, help="pretrained encoder file to write (.pt), updated every epoch")
+    parser.add_argument("--out", required=True, metavar="CKPT", help="pretrained encoder file to write (.pt), updated every epoch")
     parser.add_argument(
         "--strategy", choices=("S", "O", "M"), default="S",
         help="example selection: S same scan (default), O organ present/absent, M both (O and M need --label)",
     )
-    parser.add_argument("--label", type=int, default=None, help="label value whose presence flags slices (O, M)")
-    parser.add_argument("--epochs", type=int, default=10, help="epochs (default: 10)")
-    parser.add_argument("--batch-size", type=int, default=16, help="triplets per step and process (default: 16)")
+    parser.add_argument("--label", type=int, default=None, metavar="N", help="label value whose presence flags slices (O, M)")
+    parser.add_argument("--epochs", type=int, metavar="N", default=10, help="epochs (default: 10)")
+    parser.add_argument("--batch-size", type=int, metavar="N", default=16, help="triplets per step and process (default: 16)")
     parser.add_argument("--temperature", type=float, default=0.1, help="InfoNCE temperature (default: 0.1)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out from its last epoch")
     add_network_options(parser)

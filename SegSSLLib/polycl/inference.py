@@ -9,7 +9,6 @@ largest connected component is kept.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 
@@ -24,8 +23,6 @@ from SegSSLLib.polycl.model import ModelConfig, SegmentationNet
 from SegSSLLib.polycl.pretraining import PRETRAIN_KIND
 from SegSSLLib.polycl.slice_cache import SlicingSettings
 from SegSSLLib.progress import NO_PROGRESS, Progress
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

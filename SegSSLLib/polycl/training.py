@@ -8,7 +8,6 @@ checkpoint of epoch k repeats the uninterrupted run exactly.
 
 from __future__ import annotations
 
-import logging
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from SegSSLLib.polycl import distributed
-
-log = logging.getLogger(__name__)
 
 
 def seed_epoch(seed: int, epoch: int) -> None:
