@@ -11,6 +11,8 @@ from SegSSLLib.cli.polycl_options import (
     add_training_options,
     check_workers,
     is_secondary_process,
+    network_settings,
+    start_training,
 )
 
 HELP = "fine-tune the PolyCL U-Net on labelled slices (from --init CKPT, or from scratch); multi-GPU with torchrun"
@@ -56,11 +58,8 @@ def run(args, progress) -> int:
     check_workers(args.workers)
     load_dataset(args.data)  # fail on a wrong folder before the slow imports
 
-    from SegSSLLib.cli.common import set_random_seed, setup_torch
-    from SegSSLLib.cli.polycl_options import network_settings
     from SegSSLLib.polycl import distributed
     from SegSSLLib.polycl.finetuning import FinetuneOptions, Initialisation, finetune
-    from SegSSLLib.progress import NO_PROGRESS
 
     init = Initialisation.load(args.init) if args.init else None
     model_config, slicing = network_settings(args, init.config if init else None)
@@ -70,11 +69,7 @@ def run(args, progress) -> int:
         freeze_epochs=args.freeze_epochs, epoch_samples=args.epoch_samples, augment=not args.no_augment,
         workers=args.workers,
     )
-    device = setup_torch(args)
-    set_random_seed(args.random_seed)
-    if is_secondary_process():
-        progress = NO_PROGRESS
-        logging.getLogger().setLevel(logging.WARNING)
+    device, progress = start_training(args, progress)
     with distributed.process_group(device):
         summary = finetune(
             args.data, args.out, options, device, model_config, slicing, init, progress,

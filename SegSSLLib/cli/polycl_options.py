@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from SegSSLLib.errors import SegSSLError
@@ -89,3 +90,19 @@ def check_workers(workers: int) -> None:
 def is_secondary_process() -> bool:
     """True in torchrun processes other than rank 0: they train silently."""
     return int(os.environ.get("RANK", "0")) != 0
+
+
+def start_training(args, progress):
+    """Threads, device and seeds for a training command; torchrun ranks other than 0 go quiet.
+
+    Returns (device, the progress reporter this process uses).
+    """
+    from SegSSLLib.cli.common import set_random_seed, setup_torch
+    from SegSSLLib.progress import NO_PROGRESS
+
+    device = setup_torch(args)
+    set_random_seed(args.random_seed)
+    if is_secondary_process():
+        logging.getLogger().setLevel(logging.WARNING)
+        return device, NO_PROGRESS
+    return device, progress

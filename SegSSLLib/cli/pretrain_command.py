@@ -11,6 +11,8 @@ from SegSSLLib.cli.polycl_options import (
     add_training_options,
     check_workers,
     is_secondary_process,
+    network_settings,
+    start_training,
 )
 
 HELP = "PolyCL contrastive pretraining on unlabelled (or slice-flagged) volumes; multi-GPU with torchrun"
@@ -45,29 +47,21 @@ def run(args, progress) -> int:
     for folder in args.data:  # fail on a wrong folder before the slow imports
         load_dataset(folder)
 
-    from SegSSLLib.cli.common import set_random_seed, setup_torch
-    from SegSSLLib.cli.polycl_options import network_settings
     from SegSSLLib.polycl import distributed
     from SegSSLLib.polycl.pretraining import PretrainOptions, pretrain
-    from SegSSLLib.progress import NO_PROGRESS
 
     model_config, slicing = network_settings(args)
     options = PretrainOptions(
         strategy=args.strategy, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         temperature=args.temperature, seed=args.random_seed, label=args.label, workers=args.workers,
     )
-    device = setup_torch(args)
-    set_random_seed(args.random_seed)
-    if is_secondary_process():
-        progress = NO_PROGRESS
-        logging.getLogger().setLevel(logging.WARNING)
+    device, progress = start_training(args, progress)
     with distributed.process_group(device):
         history = pretrain(
             args.data, args.out, model_config, slicing, options, device, progress,
             cache_dir=args.cache_dir, logdir=args.logdir, resume=args.resume,
         )
     if not is_secondary_process():
-        final = history[-1] if history else {}
-        log.info("wrote %s (epoch %s, loss %s)", args.out, final.get("epoch"), final.get("loss"))
+        log.info("wrote %s (epoch %d, loss %.4f)", args.out, history[-1]["epoch"], history[-1]["loss"])
         progress.output(args.out)
     return 0
