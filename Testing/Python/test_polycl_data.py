@@ -112,11 +112,3 @@ def test_unlabelled_cases_cannot_give_flags(tmp_path):
     with pytest.raises(SegSSLError, match="--strategy O needs label maps.*a in"):
         require_label_maps([load_dataset(folder)], 1, "--strategy O")
 
-
-def test_write_msd_dataset_round_trips_through_load_dataset(tmp_path):
-    image, labels = make_ct_phantom(seed=1, size=(16, 16, 8))
-    folder = write_msd_dataset(tmp_path / "set", [("one", image, labels), ("two", image, None)], {1: "liver"})
-    dataset = load_dataset(folder)
-    assert [c.name for c in dataset.cases] == ["one", "two"]
-    assert dataset.cases[0].label is not None and dataset.cases[1].label is None
-    assert dataset.label_names == {0: "background", 1: "liver"} and dataset.modality == "CT"

@@ -54,12 +54,3 @@ def test_a_pretraining_file_is_refused_with_the_fix(tmp_path):
     with pytest.raises(SegSSLError, match="fine-tune it first: segssl finetune --init"):
         PolyCLSegmenter.from_checkpoint(path, CPU)
 
-
-def test_checkpoints_with_provenance_load_without_executing_code(tmp_path):
-    # provenance() records torch's version; it must be a plain string for weights_only loading.
-    from SegSSLLib.checkpoints import load_checkpoint, provenance
-
-    info = provenance(method="test")
-    assert type(info["torch_version"]) is str
-    path = random_segmentation_checkpoint(tmp_path / "m.pt")
-    assert load_checkpoint(path, kinds=("polycl",))["provenance"]["torch_version"] == info["torch_version"]
