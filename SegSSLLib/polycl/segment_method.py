@@ -14,7 +14,8 @@ ACCEPTS_2D = False
 def add_arguments(group) -> None:
     group.add_argument("--checkpoint", help="PolyCL model file made by `segssl finetune` (needed by --method polycl)")
     group.add_argument(
-        "--polycl-batch-size", type=int, default=16, metavar="N", help="slices per network pass (default: 16)"
+        "--polycl-batch-size", type=int, default=None, metavar="N",
+        help="slices per network pass (default: 4 on a CPU, 16 on a GPU)",
     )
     group.add_argument(
         "--polycl-all-components",
