@@ -60,17 +60,11 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def sum_over_processes(values: torch.Tensor) -> torch.Tensor:
-    """Element-wise sum of ``values`` over all processes (a copy; the input is unchanged)."""
-    total = values.detach().clone()
-    if world_size() > 1:
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total
-
-
-def broadcast_flag(value: bool) -> bool:
-    """Rank 0's ``value`` on every process (so all take the same branch)."""
+    """Element-wise sum of ``values`` over all processes, on the CPU (the input is unchanged)."""
     if world_size() == 1:
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return bool(holder[0])
+        return values.detach().clone()
+    # NCCL only reduces tensors on the process's GPU; gloo takes CPU tensors.
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    total = values.detach().to(device, copy=True)
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total.cpu()

@@ -45,14 +45,6 @@ class SliceRelations:
                 "but the data have none — give labelled data (an MSD folder) with --label N, or use --strategy S"
             )
 
-    def positive_mask(self, anchors: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """(A, C) bool: is candidate a positive of anchor under the strategy (itself excluded by the caller)."""
-        same_volume = self.volume[anchors][:, None] == self.volume[candidates][None, :]
-        if self.strategy == "S":
-            return same_volume
-        same_flag = self.flag[anchors][:, None] == self.flag[candidates][None, :]
-        return same_flag if self.strategy == "O" else same_volume & same_flag
-
     def negative_mask(self, anchors: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """(A, C) bool: is candidate a negative of anchor. Under M some slices are neither."""
         other_volume = self.volume[anchors][:, None] != self.volume[candidates][None, :]
