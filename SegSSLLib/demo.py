@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 DEMO_STEPS = [
     "SegSSLLib.demo:phantom_step",
     "SegSSLLib.demo:threshold_baseline_step",
+    "SegSSLLib.polycl.demo_step:polycl_step",
     "SegSSLLib.sam.demo_step:propagation_step",
 ]
 

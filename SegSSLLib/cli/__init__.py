@@ -21,6 +21,9 @@ COMMANDS = {
     "refine": "SegSSLLib.cli.refine_command",
     "weights": "SegSSLLib.cli.weights_command",
     "demo": "SegSSLLib.cli.demo_command",
+    "segment": "SegSSLLib.cli.segment_command",
+    "pretrain": "SegSSLLib.cli.pretrain_command",
+    "finetune": "SegSSLLib.cli.finetune_command",
 }
 
 log = logging.getLogger("segssl")
