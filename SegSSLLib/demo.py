@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 DEMO_STEPS = [
     "SegSSLLib.demo:phantom_step",
     "SegSSLLib.demo:threshold_baseline_step",
+    "SegSSLLib.polycl.demo_step:polycl_step",
+    "SegSSLLib.sam.demo_step:propagation_step",
     "SegSSLLib.s3net.demo_step:liver_step",
     "SegSSLLib.s3net.demo_step:lesion_step",
 ]

@@ -14,10 +14,12 @@ from __future__ import annotations
 import importlib
 
 from SegSSLLib.cli.common import add_device_option, add_random_seed_option
+from SegSSLLib.cli.refine_command import add_refine_options, prepare_refinement, refine_with_sam
 
 HELP = "segment a volume (or a 2D image) with PolyCL or S3-Net"
 
 METHODS: dict[str, str] = {
+    "polycl": "SegSSLLib.polycl.segment_method",
     "s3net": "SegSSLLib.s3net.segment_method",
 }
 
@@ -42,6 +44,7 @@ def configure(parser) -> None:
     add_random_seed_option(parser, "--random-seed")
     for name in sorted(METHODS):
         _method_module(name).add_arguments(parser.add_argument_group(f"{name} options"))
+    add_refine_options(parser.add_argument_group("SAM refinement"), switch=True)
 
 
 def run(args, progress) -> int:
@@ -62,9 +65,12 @@ def run(args, progress) -> int:
     seeds = [parse_index(text, image.GetDimension()) for text in args.seed_points]
     for seed in seeds:
         check_index_inside(seed, image.GetSize())
+    checkpoint = prepare_refinement(args, progress) if args.refine_sam else None
     device = setup_torch(args)
     set_random_seed(args.random_seed)
     labels = method.segment(image, seeds, args, progress, device)
+    if args.refine_sam:
+        labels = refine_with_sam(image, labels, args, progress, device, checkpoint)
     reference = image if image.GetNumberOfComponentsPerPixel() == 1 else _grey_reference(image)
     write_image(label_array_to_image(labels, reference), args.output)
     progress.output(args.output)

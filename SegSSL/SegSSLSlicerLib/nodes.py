@@ -1,0 +1,314 @@
+"""MRML nodes <-> SimpleITK images, label arrays and voxel indices.
+
+Conventions: Slicer stores geometry as an IJK-to-RAS matrix, ITK as origin/spacing/direction in LPS;
+arrays are (k, j, i); voxel indices are (i, j, k) with voxel centres at whole numbers. Every array
+taken from a node is a copy: the user's nodes are never modified, except the output segmentation,
+which only ever receives *new* segments unless the caller replaces one explicitly.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import slicer.util
+import vtk
+
+# Only light SegSSLLib modules: the panel must load before torch is installed.
+from SegSSLLib.errors import SegSSLError
+
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])  # its own inverse
+# A slice view counts as aligned with a voxel axis when its normal is within this angle of it.
+VIEW_ALIGNMENT_TOLERANCE_DEGREES = 1.0
+# Colours for new segments without a colour of their own (Slicer's generic anatomy colours).
+_PALETTE = [
+    (0.50, 0.68, 0.50), (0.95, 0.84, 0.57), (0.69, 0.48, 0.40), (0.44, 0.63, 0.86),
+    (0.85, 0.40, 0.40), (0.59, 0.44, 0.75), (0.89, 0.68, 0.33), (0.55, 0.75, 0.82),
+]
+
+
+# -- geometry -------------------------------------------------------------------------------------
+
+
+def ijk_to_ras_matrix(volume_node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def itk_geometry(ijk_to_ras: np.ndarray) -> tuple[tuple, tuple, tuple]:
+    """(origin, spacing, direction) in ITK's LPS convention from an IJK-to-RAS matrix."""
+    linear = np.asarray(ijk_to_ras, dtype=float)[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    direction = _RAS_TO_LPS @ (linear / spacing)
+    origin = _RAS_TO_LPS @ np.asarray(ijk_to_ras, dtype=float)[:3, 3]
+    return tuple(origin.tolist()), tuple(spacing.tolist()), tuple(direction.ravel().tolist())
+
+
+def ijk_to_ras_from_image(image: sitk.Image) -> np.ndarray:
+    """The IJK-to-RAS matrix of a SimpleITK image (inverse of ``itk_geometry``)."""
+    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
+    matrix = np.eye(4)
+    matrix[:3, :3] = _RAS_TO_LPS @ direction * np.array(image.GetSpacing())
+    matrix[:3, 3] = _RAS_TO_LPS @ np.array(image.GetOrigin())
+    return matrix
+
+
+def require_volume(volume_node) -> None:
+    if volume_node is None or volume_node.GetImageData() is None:
+        raise SegSSLError("no input volume is selected — load a CT or MR volume and select it as Input volume")
+
+
+def volume_to_image(volume_node) -> sitk.Image:
+    """A copy of a scalar volume as a SimpleITK image with the node's exact geometry (its own grid;
+    a parent transform is not applied, results come back onto the same grid)."""
+    require_volume(volume_node)
+    array = np.array(slicer.util.arrayFromVolume(volume_node), copy=True)
+    if array.ndim != 3:
+        raise SegSSLError(
+            f"volume '{volume_node.GetName()}' has {array.shape[-1]} components per voxel — "
+            "select a single-channel (grey-level) volume"
+        )
+    image = sitk.GetImageFromArray(array)
+    origin, spacing, direction = itk_geometry(ijk_to_ras_matrix(volume_node))
+    image.SetOrigin(origin)
+    image.SetSpacing(spacing)
+    image.SetDirection(direction)
+    return image
+
+
+def add_volume_from_image(image: sitk.Image, name: str, label_map: bool = False):
+    """A new volume node holding a copy of a SimpleITK image, with its exact geometry."""
+    node_class = "vtkMRMLLabelMapVolumeNode" if label_map else "vtkMRMLScalarVolumeNode"
+    return slicer.util.addVolumeFromArray(sitk.GetArrayFromImage(image), ijk_to_ras_from_image(image), name, node_class)
+
+
+def volume_size(volume_node) -> tuple[int, int, int]:
+    """(i, j, k) size of a volume's voxel grid."""
+    return tuple(int(n) for n in volume_node.GetImageData().GetDimensions())
+
+
+# -- points, boxes and slice views ----------------------------------------------------------------
+
+
+def world_to_ijk(points_world, volume_node) -> np.ndarray:
+    """(N, 3) world (RAS) points -> (N, 3) continuous voxel indices of the volume, through the
+    volume's parent transforms (linear or not)."""
+    to_volume = vtk.vtkGeneralTransform()
+    slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(None, volume_node.GetParentTransformNode(), to_volume)
+    ras_to_ijk = np.linalg.inv(ijk_to_ras_matrix(volume_node))
+    result = []
+    for point in np.atleast_2d(np.asarray(points_world, dtype=float)):
+        local = to_volume.TransformPoint(*point.tolist())
+        result.append((ras_to_ijk @ np.array([*local, 1.0]))[:3])
+    return np.array(result).reshape(-1, 3)
+
+
+def markups_to_ijk(markups_node, volume_node) -> list[tuple[int, int, int]]:
+    """Voxel indices (i, j, k) of the placed points of a markups point list."""
+    if markups_node is None:
+        raise SegSSLError("no seed point list is selected — create one and place a point inside the structure")
+    names, points = [], []
+    for index in range(markups_node.GetNumberOfControlPoints()):
+        if markups_node.GetNthControlPointPositionStatus(index) != markups_node.PositionDefined:
+            continue
+        position = [0.0, 0.0, 0.0]
+        markups_node.GetNthControlPointPositionWorld(index, position)
+        names.append(markups_node.GetNthControlPointLabel(index) or f"point {index + 1}")
+        points.append(position)
+    if not points:
+        raise SegSSLError(
+            f"the point list '{markups_node.GetName()}' has no placed points — "
+            "click Place and click inside the structure in a slice view"
+        )
+    indices = np.rint(world_to_ijk(points, volume_node)).astype(int)
+    size = volume_size(volume_node)
+    for name, index in zip(names, indices):
+        if any(not 0 <= value < limit for value, limit in zip(index, size)):
+            raise SegSSLError(
+                f"seed '{name}' lies outside the volume '{volume_node.GetName()}' — "
+                "move it onto the structure in a slice view"
+            )
+    return [tuple(int(v) for v in index) for index in indices]
+
+
+def roi_to_ijk_box(roi_node, volume_node) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Inclusive (lower, upper) voxel indices of the voxels whose centres lie in a markups ROI.
+
+    The eight corners go through the ROI's and the volume's transforms; corners are sorted per
+    axis afterwards (an axis of the volume may point the other way than the ROI's), then clipped
+    to the volume.
+    """
+    if roi_node is None:
+        raise SegSSLError("no ROI is selected — create a markups ROI box around the structure")
+    object_to_world = slicer.util.arrayFromVTKMatrix(roi_node.GetObjectToWorldMatrix())
+    half = np.array(roi_node.GetSize(), dtype=float) / 2
+    corners = np.array([[sx * half[0], sy * half[1], sz * half[2], 1.0] for sx, sy, sz in itertools.product((-1, 1), repeat=3)])
+    ijk = world_to_ijk((object_to_world @ corners.T).T[:, :3], volume_node)
+    low, high = ijk.min(axis=0), ijk.max(axis=0)
+    lower, upper = np.ceil(low - 1e-6).astype(int), np.floor(high + 1e-6).astype(int)
+    thin = lower > upper  # thinner than a voxel along that axis: keep the voxel at its centre
+    lower[thin] = upper[thin] = np.rint((low[thin] + high[thin]) / 2).astype(int)
+    size = np.array(volume_size(volume_node))
+    lower, upper = np.maximum(lower, 0), np.minimum(upper, size - 1)
+    if np.any(lower > upper):
+        raise SegSSLError(
+            f"the ROI '{roi_node.GetName()}' does not overlap the volume '{volume_node.GetName()}' — "
+            "move the box onto the structure"
+        )
+    return tuple(int(v) for v in lower), tuple(int(v) for v in upper)
+
+
+def box_mask(volume_node, lower, upper) -> np.ndarray:
+    """A (k, j, i) uint8 mask that is 1 inside the inclusive voxel box."""
+    i, j, k = volume_size(volume_node)
+    mask = np.zeros((k, j, i), dtype=np.uint8)
+    mask[lower[2] : upper[2] + 1, lower[1] : upper[1] + 1, lower[0] : upper[0] + 1] = 1
+    return mask
+
+
+def view_slice(slice_node, volume_node) -> tuple[int, int]:
+    """(ITK axis, slice index) of the volume plane that a slice view shows.
+
+    Propagation works along a voxel axis, so a view that is oblique to the volume's grid is refused
+    with a message saying how to fix it.
+    """
+    view = slice_node.GetLayoutName() or slice_node.GetName()
+    parent = volume_node.GetParentTransformNode()
+    if parent is not None and not parent.IsTransformToWorldLinear():
+        raise SegSSLError(
+            f"volume '{volume_node.GetName()}' is under a non-linear transform — harden the transform "
+            "(Data module, right-click the volume: Harden transform) before propagating"
+        )
+    world_to_local = vtk.vtkMatrix4x4()
+    slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(None, parent, world_to_local)
+    world_to_local = slicer.util.arrayFromVTKMatrix(world_to_local)
+    slice_to_local = world_to_local @ slicer.util.arrayFromVTKMatrix(slice_node.GetSliceToRAS())
+
+    ijk_to_ras = ijk_to_ras_matrix(volume_node)
+    axes = ijk_to_ras[:3, :3] / np.linalg.norm(ijk_to_ras[:3, :3], axis=0)  # unit voxel axes in RAS
+    normal = np.cross(slice_to_local[:3, 0], slice_to_local[:3, 1])
+    alignment = np.abs(axes.T @ (normal / np.linalg.norm(normal)))
+    axis = int(np.argmax(alignment))
+    if alignment[axis] < np.cos(np.radians(VIEW_ALIGNMENT_TOLERANCE_DEGREES)):
+        angle = np.degrees(np.arccos(min(1.0, alignment[axis])))
+        raise SegSSLError(
+            f"the {view} view is oblique to the voxel grid of '{volume_node.GetName()}' ({angle:.1f}° off) — "
+            f"propagation runs along a voxel axis: choose 'Rotate to volume plane' in the {view} view's menu, "
+            "then paint and propagate"
+        )
+    centre = np.linalg.inv(ijk_to_ras) @ slice_to_local[:, 3]
+    index = int(np.rint(centre[axis]))
+    if not 0 <= index < volume_size(volume_node)[axis]:
+        raise SegSSLError(f"the {view} view shows a plane outside the volume '{volume_node.GetName()}' — scroll into it")
+    return axis, index
+
+
+# -- segments <-> label arrays --------------------------------------------------------------------
+
+
+def segments_to_labels(segmentation_node, segment_ids, volume_node) -> np.ndarray:
+    """(k, j, i) label array on the volume's grid: segment ``segment_ids[n]`` gets value n + 1."""
+    if segmentation_node is None:
+        raise SegSSLError("no output segmentation is selected — select or create one")
+    segmentation = segmentation_node.GetSegmentation()
+    i, j, k = volume_size(volume_node)
+    labels = np.zeros((k, j, i), dtype=np.uint8 if len(segment_ids) < 256 else np.uint16)
+    for value, segment_id in enumerate(segment_ids, start=1):
+        if not segment_id or segmentation.GetSegment(segment_id) is None:
+            raise SegSSLError("no segment is selected — pick the segment to use in the segment list")
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id, volume_node)
+        labels[mask > 0] = value
+    return labels
+
+
+def keep_view_slice(labels: np.ndarray, axis: int, index: int, view: str = "slice") -> tuple[np.ndarray, int]:
+    """The annotation as the user sees it: only the slice ``index`` along ITK ``axis`` is kept.
+
+    If the view shows an empty slice but the segment lies on exactly one slice along that axis, that
+    slice is used (the user scrolled away after painting). Returns (annotation, slice index).
+    """
+    along = 2 - axis  # ITK axis -> position in a (k, j, i) array
+    painted = [s for s in range(labels.shape[along]) if np.take(labels, s, axis=along).any()]
+    if not painted:
+        raise SegSSLError("the segment to propagate is empty — paint the structure on one slice with the Segment Editor")
+    if index not in painted:
+        if len(painted) != 1:
+            shown = ", ".join(map(str, painted[:5])) + (", ..." if len(painted) > 5 else "")
+            raise SegSSLError(
+                f"nothing is painted on the slice shown in the {view} view (slice {index}); the segment is on "
+                f"slices {shown} — scroll the {view} view to the slice you painted"
+            )
+        index = painted[0]
+    annotation = np.zeros_like(labels)
+    selector = [slice(None)] * labels.ndim
+    selector[along] = index
+    annotation[tuple(selector)] = labels[tuple(selector)]
+    return annotation, index
+
+
+def ensure_reference_geometry(segmentation_node, volume_node) -> None:
+    """Give the segmentation the volume's grid if it has none yet (an existing choice is kept)."""
+    name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    if not segmentation_node.GetSegmentation().GetConversionParameter(name):
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+
+
+def unique_segment_name(segmentation_node, name: str) -> str:
+    """``name``, or ``name 2``, ``name 3``, ... so that no existing segment shares it."""
+    segmentation = segmentation_node.GetSegmentation()
+    taken = {segmentation.GetNthSegment(n).GetName() for n in range(segmentation.GetNumberOfSegments())}
+    if name not in taken:
+        return name
+    return next(f"{name} {n}" for n in itertools.count(2) if f"{name} {n}" not in taken)
+
+
+def add_segments(
+    labels: np.ndarray,
+    segmentation_node,
+    volume_node,
+    names: dict[int, str] | None = None,
+    colors: dict[int, tuple] | None = None,
+) -> dict[int, str]:
+    """Add one *new* segment per non-zero label value; existing segments are never touched.
+
+    Returns {label value: new segment id}. Names that are taken get a number appended.
+    """
+    names, colors = names or {}, colors or {}
+    ensure_reference_geometry(segmentation_node, volume_node)
+    segmentation = segmentation_node.GetSegmentation()
+    added = {}
+    for value in (int(v) for v in np.unique(labels) if v != 0):
+        name = unique_segment_name(segmentation_node, names.get(value, f"label {value}"))
+        color = colors.get(value) or _PALETTE[(segmentation.GetNumberOfSegments()) % len(_PALETTE)]
+        segment_id = segmentation.AddEmptySegment("", name, list(color))
+        slicer.util.updateSegmentBinaryLabelmapFromArray((labels == value).astype(np.uint8), segmentation_node, segment_id, volume_node)
+        added[value] = segment_id
+    return added
+
+
+def replace_segment(mask: np.ndarray, segmentation_node, segment_id: str, volume_node) -> None:
+    """Overwrite one segment's voxels; only for when the user has confirmed it."""
+    if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+        raise SegSSLError("the segment to replace no longer exists — run again")
+    slicer.util.updateSegmentBinaryLabelmapFromArray((mask > 0).astype(np.uint8), segmentation_node, segment_id, volume_node)
+
+
+def segment_name_and_color(segmentation_node, segment_id) -> tuple[str, tuple]:
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    return segment.GetName(), tuple(segment.GetColor())
+
+
+def add_label_volume(labels: np.ndarray, volume_node, name: str):
+    """Show a label array (e.g. S3-Net clusters) as a label map volume on the input's grid."""
+    node = slicer.util.addVolumeFromArray(labels, ijk_to_ras_matrix(volume_node), name, "vtkMRMLLabelMapVolumeNode")
+    node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    return node
+
+
+def label_counts(labels: np.ndarray) -> list[tuple[int, int]]:
+    """[(value, voxel count)] of every value in a label array, largest first."""
+    values, counts = np.unique(labels, return_counts=True)
+    return sorted(((int(v), int(c)) for v, c in zip(values, counts)), key=lambda item: (-item[1], item[0]))

@@ -1,0 +1,306 @@
+"""The panel's three workflows as ``segssl`` runs.
+
+``prepare_*`` writes what the command needs (the volume, an annotation or a mask, with the node's
+exact geometry) into a fresh work folder and returns the command line; ``finish`` reads the result
+back into *new* segments of the output segmentation. Between the two the command runs in its own
+process (``SegSSLLib.processes``): the panel polls it, scripts and the self-test use ``run_to_end``.
+All checks a user can fail (no seed, no weights, oblique view, ...) happen in ``prepare_*``, before
+anything starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from SegSSLLib.errors import SegSSLError
+from SegSSLLib.processes import SegSSLProcess, run_to_end
+from SegSSLLib.volumes import label_array_to_image, write_image
+
+from SegSSLSlicerLib import nodes
+
+# Panel choice -> value of ``--device``.
+DEVICES = {"auto": "auto", "CPU": "cpu", "GPU (CUDA)": "cuda"}
+SEGMENT_METHODS = ("S3-Net", "PolyCL")
+PROPAGATION_BACKENDS = {"Registration (no weights)": "registration", "SAM 2": "sam2"}
+# Panel choice -> (name in ``segssl weights``, ``--sam2-config``). MedSAM2 uses the tiny config.
+SAM2_MODELS = {
+    "SAM 2.1 tiny": ("sam2.1_hiera_t", "sam2.1_hiera_t"),
+    "SAM 2.1 small": ("sam2.1_hiera_s", "sam2.1_hiera_s"),
+    "SAM 2.1 base+": ("sam2.1_hiera_b+", "sam2.1_hiera_b+"),
+    "SAM 2.1 large": ("sam2.1_hiera_l", "sam2.1_hiera_l"),
+    "MedSAM2": ("medsam2", "sam2.1_hiera_t"),
+}
+# Panel choice -> name in ``segssl weights``.
+SAM_MODELS = {"SAM ViT-B": "sam_vit_b", "SAM ViT-L": "sam_vit_l", "SAM ViT-H": "sam_vit_h", "MedSAM": "medsam_vit_b"}
+REFINE_SOURCES = ("Selected segment", "ROI box")
+# Files in the work folder; NRRD keeps the geometry at full precision and is quick to write.
+_VOLUME_FILE, _ANNOTATION_FILE, _RESULT_FILE, _CLUSTERS_FILE = "volume.nrrd", "annotation.nrrd", "result.nrrd", "clusters.nrrd"
+
+
+@dataclass
+class PreparedRun:
+    """A ``segssl`` command line with its inputs written, and how to import its result."""
+
+    title: str
+    arguments: list[str]
+    work_folder: Path
+    result: Path
+    default_name: str  # segment name for label values without an entry in ``names``
+    names: dict[int, str] = field(default_factory=dict)
+    colors: dict[int, tuple] = field(default_factory=dict)
+    clusters: Path | None = None  # S3-Net: the full cluster map, shown so the user can pick clusters
+    replace_segment_id: str | None = None  # the user confirmed that this segment is overwritten
+
+    def process(self, python=None) -> SegSSLProcess:
+        outputs = [self.result] + ([self.clusters] if self.clusters else [])
+        return SegSSLProcess(self.arguments, outputs=outputs, python=python)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.work_folder, ignore_errors=True)
+
+
+@dataclass
+class RunResult:
+    segment_ids: dict[int, str]  # label value -> segment id that received it
+    clusters_node: object | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.segment_ids
+
+
+@contextlib.contextmanager
+def _new_work_folder(parent):
+    """A fresh folder for one run's files; removed again if writing into it fails."""
+    folder = Path(tempfile.mkdtemp(prefix="SegSSL-", dir=parent))
+    try:
+        yield folder
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def given_file(path) -> Path | None:
+    """A path chosen in the panel, or None when the field is empty."""
+    if path is None or str(path).strip() in ("", "."):
+        return None
+    return Path(path)
+
+
+def require_file(path, what: str, fix: str) -> Path:
+    chosen = given_file(path)
+    if chosen is None:
+        raise SegSSLError(f"{what}: no file is chosen — {fix}")
+    if not chosen.is_file():
+        raise SegSSLError(f"{what} not found: {chosen} — {fix}")
+    return chosen
+
+
+def _device(device: str) -> str:
+    return DEVICES.get(device, device)
+
+
+def _write_inputs(work_folder: Path, volume_node, label_array: np.ndarray | None = None) -> tuple[Path, Path | None]:
+    """The volume (and a label array on its grid) as files with the node's exact geometry."""
+    image = nodes.volume_to_image(volume_node)
+    volume_path = work_folder / _VOLUME_FILE
+    write_image(image, volume_path, compress=False)
+    if label_array is None:
+        return volume_path, None
+    labels_path = work_folder / _ANNOTATION_FILE
+    write_image(label_array_to_image(label_array, image), labels_path, compress=False)
+    return volume_path, labels_path
+
+
+# -- the three workflows ---------------------------------------------------------------------------
+
+
+def prepare_segment(
+    volume_node,
+    method: str,
+    device: str,
+    checkpoint=None,
+    seeds_node=None,
+    keep_clusters: bool = False,
+    work_parent=None,
+) -> PreparedRun:
+    """Segment: S3-Net from seed points (no labels, no weights) or a PolyCL model file."""
+    nodes.require_volume(volume_node)
+    if method not in SEGMENT_METHODS:
+        raise SegSSLError(f"unknown segmentation method {method!r}: choose one of {', '.join(SEGMENT_METHODS)}")
+    if method == "S3-Net":
+        seeds = nodes.markups_to_ijk(seeds_node, volume_node)
+        options = [item for seed in seeds for item in ("--seed", ",".join(map(str, seed)))]
+    else:
+        model = require_file(checkpoint, "PolyCL model file", "choose the .pt file written by 'segssl finetune'")
+        options = ["--checkpoint", str(model)]
+    with _new_work_folder(work_parent) as work_folder:
+        volume_path, _ = _write_inputs(work_folder, volume_node)
+    result = work_folder / _RESULT_FILE
+    clusters = work_folder / _CLUSTERS_FILE if method == "S3-Net" and keep_clusters else None
+    if clusters:
+        options += ["--clusters-output", str(clusters)]
+    arguments = ["segment", "--input", str(volume_path), "--output", str(result), "--method", method.lower().replace("-", "")]
+    return PreparedRun(
+        title=f"{method} segmentation",
+        arguments=arguments + options + ["--device", _device(device)],
+        work_folder=work_folder,
+        result=result,
+        default_name=method,
+        clusters=clusters,
+    )
+
+
+def prepare_propagate(
+    volume_node,
+    segmentation_node,
+    segment_ids: list[str],
+    slice_node,
+    backend: str,
+    device: str,
+    sam2_model: str = "SAM 2.1 tiny",
+    sam2_checkpoint=None,
+    work_parent=None,
+) -> PreparedRun:
+    """Propagate: the segments as painted on the slice shown in ``slice_node``, through the volume."""
+    nodes.require_volume(volume_node)
+    backend = PROPAGATION_BACKENDS.get(backend, backend)
+    options = ["--backend", backend]
+    if backend == "sam2":
+        checkpoint = require_file(
+            sam2_checkpoint, f"{sam2_model} weights", "click Download, or Browse to a SAM 2 checkpoint you already have"
+        )
+        options += ["--sam2-checkpoint", str(checkpoint), "--sam2-config", SAM2_MODELS[sam2_model][1]]
+    labels = nodes.segments_to_labels(segmentation_node, segment_ids, volume_node)
+    axis, index = nodes.view_slice(slice_node, volume_node)
+    annotation, index = nodes.keep_view_slice(labels, axis, index, slice_node.GetLayoutName() or "slice")
+    with _new_work_folder(work_parent) as work_folder:
+        volume_path, annotation_path = _write_inputs(work_folder, volume_node, annotation)
+    result = work_folder / _RESULT_FILE
+    source = [nodes.segment_name_and_color(segmentation_node, segment_id) for segment_id in segment_ids]
+    return PreparedRun(
+        title=f"propagation from slice {index} ({'SAM 2' if backend == 'sam2' else 'registration'})",
+        arguments=["propagate", "--input", str(volume_path), "--annotation", str(annotation_path), "--output", str(result)]
+        + options
+        + ["--device", _device(device)],
+        work_folder=work_folder,
+        result=result,
+        default_name="propagated",
+        names={value: f"{name} propagated" for value, (name, _) in enumerate(source, start=1)},
+        colors={value: color for value, (_, color) in enumerate(source, start=1)},
+    )
+
+
+def prepare_refine(
+    volume_node,
+    source: str,
+    device: str,
+    sam_model: str = "SAM ViT-B",
+    sam_checkpoint=None,
+    segmentation_node=None,
+    segment_id: str | None = None,
+    roi_node=None,
+    replace: bool = False,
+    work_parent=None,
+) -> PreparedRun:
+    """Refine with SAM: boxes from the selected segment (per slice and component) or from an ROI box.
+
+    Without SAM weights nothing is written or run: the message says how to get them.
+    """
+    nodes.require_volume(volume_node)
+    checkpoint = require_file(
+        sam_checkpoint, f"{sam_model} weights", "Refine with SAM needs SAM weights: click Download, or Browse to a checkpoint file you already have"
+    )
+    if source == "ROI box":
+        lower, upper = nodes.roi_to_ijk_box(roi_node, volume_node)
+        mask, name, color = nodes.box_mask(volume_node, lower, upper), f"{roi_node.GetName()} refined", None
+        replace = False  # an ROI has no segment to replace
+    else:
+        mask = nodes.segments_to_labels(segmentation_node, [segment_id], volume_node)
+        source_name, color = nodes.segment_name_and_color(segmentation_node, segment_id)
+        name = f"{source_name} refined"
+    with _new_work_folder(work_parent) as work_folder:
+        volume_path, mask_path = _write_inputs(work_folder, volume_node, mask)
+    result = work_folder / _RESULT_FILE
+    return PreparedRun(
+        title=f"refinement with {sam_model}",
+        arguments=["refine", "--input", str(volume_path), "--mask", str(mask_path), "--output", str(result)]
+        + ["--sam-checkpoint", str(checkpoint), "--device", _device(device)],
+        work_folder=work_folder,
+        result=result,
+        default_name=name,
+        names={1: name},
+        colors={1: color} if color else {},
+        replace_segment_id=segment_id if replace else None,
+    )
+
+
+# -- results ---------------------------------------------------------------------------------------
+
+
+def read_result(path: Path, volume_node) -> np.ndarray:
+    """The (k, j, i) label array of a result, after checking it lies on the volume's grid."""
+    image = sitk.ReadImage(str(path))
+    expected = nodes.ijk_to_ras_matrix(volume_node)
+    if image.GetSize() != nodes.volume_size(volume_node) or not np.allclose(
+        nodes.ijk_to_ras_from_image(image), expected, atol=1e-4 * max(1.0, np.abs(expected).max())
+    ):
+        raise SegSSLError(f"the result {path.name} is not on the grid of '{volume_node.GetName()}' — please report this")
+    return sitk.GetArrayFromImage(image)
+
+
+def finish(prepared: PreparedRun, segmentation_node, volume_node) -> RunResult:
+    """Import a finished run: new segments (or the confirmed replacement) and the cluster map."""
+    labels = read_result(prepared.result, volume_node)
+    if prepared.replace_segment_id:
+        nodes.replace_segment(labels, segmentation_node, prepared.replace_segment_id, volume_node)
+        segment_ids = {1: prepared.replace_segment_id} if labels.any() else {}
+    else:
+        values = [int(v) for v in np.unique(labels) if v != 0]
+        names = {v: prepared.names.get(v) or (prepared.default_name if len(values) == 1 else f"{prepared.default_name} {v}") for v in values}
+        segment_ids = nodes.add_segments(labels, segmentation_node, volume_node, names, prepared.colors)
+    clusters_node = None
+    if prepared.clusters and prepared.clusters.is_file():
+        clusters = read_result(prepared.clusters, volume_node)
+        clusters_node = nodes.add_label_volume(clusters, volume_node, f"{volume_node.GetName()} S3-Net clusters")
+    return RunResult(segment_ids, clusters_node)
+
+
+def run_and_finish(prepared: PreparedRun, segmentation_node, volume_node, python=None, timeout=None, on_event=None) -> RunResult:
+    """Run a prepared command to its end in this thread and import the result (scripts, self-test)."""
+    process = prepared.process(python)
+    try:
+        code = run_to_end(process, timeout=timeout, on_event=on_event)
+        if process.cancelled:
+            raise SegSSLError(f"{prepared.title} took longer than {timeout} s and was stopped")
+        if code != 0:
+            raise SegSSLError(process.error_message)
+        return finish(prepared, segmentation_node, volume_node)
+    finally:
+        prepared.cleanup()
+
+
+# -- weights ---------------------------------------------------------------------------------------
+
+
+def weights_file(name: str, python=None, timeout: float = 60) -> Path | None:
+    """Where ``segssl weights path NAME`` says the weights are, if that file exists there."""
+    process = SegSSLProcess(["weights", "path", name], python=python)
+    events = []
+    if run_to_end(process, timeout=timeout, on_event=events.append) != 0:
+        return None
+    reported = [e.get("path") for e in events if e.get("event") == "output"]
+    path = Path(str(reported[-1]).strip()) if reported else None
+    return path if path is not None and path.is_file() else None
+
+
+def download_arguments(name: str) -> list[str]:
+    return ["weights", "download", name]
+

@@ -1,0 +1,77 @@
+"""``segssl refine``: sharpen a coarse label map with SAM box prompts (also ``segment --refine-sam``)."""
+
+from __future__ import annotations
+
+from SegSSLLib.cli.common import add_device_option
+from SegSSLLib.errors import SegSSLError
+
+HELP = "refine a coarse label map with SAM (a box per connected component, slice by slice)"
+
+
+def add_refine_options(group, switch: bool = False) -> None:
+    """SAM refinement options; ``switch`` adds ``--refine-sam`` (for ``segssl segment``)."""
+    if switch:
+        group.add_argument("--refine-sam", action="store_true", help="refine the result with SAM box prompts")
+    group.add_argument(
+        "--sam-checkpoint",
+        metavar="FILE|NAME",
+        help="SAM or MedSAM checkpoint file, or a name from `segssl weights list` (downloaded on first use); "
+        "default: $SEGSSL_SAM_CHECKPOINT or a SAM checkpoint already in the weights cache",
+    )
+    group.add_argument("--box-margin", type=int, default=5, help="pixels added around each box (default 5)")
+    group.add_argument("--sam-mask-prompt", action="store_true", help="also give SAM the coarse mask as a mask prompt")
+    group.add_argument(
+        "--refine-axis", type=int, choices=(0, 1, 2), default=2, help="slice axis, ITK order (2 = K, axial; default)"
+    )
+
+
+def configure(parser) -> None:
+    parser.add_argument("--input", required=True, help="volume (or 2D image) the mask belongs to")
+    parser.add_argument("--mask", required=True, help="coarse label map on the input's grid")
+    parser.add_argument("--output", required=True, help="refined label map to write")
+    add_refine_options(parser)
+    add_device_option(parser)
+
+
+def prepare_refinement(args, progress):
+    """Check the options and find the checkpoint before any long work starts."""
+    from SegSSLLib.sam.weights import resolve_checkpoint
+
+    if args.box_margin < 0:
+        raise SegSSLError(f"--box-margin must be 0 or more pixels, got {args.box_margin}")
+    return resolve_checkpoint(args.sam_checkpoint, "sam", "--sam-checkpoint", progress=progress)
+
+
+def refine_with_sam(image, labels, args, progress, device, checkpoint):
+    """``labels`` ((k, j, i) or 2D array) refined by the SAM model in ``checkpoint``."""
+    from segment_anything import SamPredictor
+
+    from SegSSLLib.sam.models import load_sam
+    from SegSSLLib.sam.refine import RefineSettings, refine_labels
+
+    predictor = SamPredictor(load_sam(checkpoint, device))
+    settings = RefineSettings(margin=args.box_margin, mask_prompt=args.sam_mask_prompt, axis=args.refine_axis)
+    return refine_labels(predictor, image, labels, settings, progress)
+
+
+def run(args, progress) -> int:
+    import SimpleITK as sitk
+
+    from SegSSLLib.cli.common import setup_torch
+    from SegSSLLib.volumes import check_output_path, label_array_to_image, read_image, read_label_map, write_image
+
+    check_output_path(args.output, (args.input, args.mask), "--output")
+    image = read_image(args.input, "input")
+    if image.GetDimension() not in (2, 3):
+        raise SegSSLError(f"--input {args.input} is {image.GetDimension()}D; give a 2D image or a 3D volume")
+    mask = read_label_map(args.mask, reference=image, what="--mask", reference_name="the input")
+    labels = sitk.GetArrayFromImage(mask)
+    if not labels.any():
+        raise SegSSLError(f"--mask {args.mask} is empty (all zero): there is nothing to refine")
+    checkpoint = prepare_refinement(args, progress)
+    device = setup_torch(args)
+    refined = refine_with_sam(image, labels, args, progress, device, checkpoint)
+    reference = image if image.GetNumberOfComponentsPerPixel() == 1 else sitk.VectorIndexSelectionCast(image, 0)
+    write_image(label_array_to_image(refined, reference), args.output)
+    progress.output(args.output)
+    return 0

@@ -1,0 +1,135 @@
+"""SAM box refinement of a coarse mask, slice by slice.
+
+For every slice that holds labels: the windowed slice goes to SAM as an 8-bit RGB image (one image
+embedding per slice), each connected component of each label becomes a box prompt (optionally with
+the component itself as a low-resolution mask prompt), and all boxes of the slice are decoded in one
+batch. Each pixel takes the label whose refined mask is most confident there. A component for which
+SAM returns nothing keeps its coarse shape, so refinement never deletes a structure.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from SegSSLLib.progress import NO_PROGRESS, Progress
+from SegSSLLib.sam.frames import rgb_slice, slice_of, windowed_array
+from SegSSLLib.slicing import array_axis
+
+log = logging.getLogger(__name__)
+
+MASK_PROMPT_LOGIT = 10.0  # magnitude of the mask prompt's logits (SAM's own low-res logits are of this order)
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    margin: int = 5  # pixels added on every side of a component's box
+    mask_prompt: bool = False  # also give SAM the coarse component as a mask prompt
+    axis: int = 2  # ITK axis of the slices (2 = axial for an axial scan)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    value: int  # label value
+    component: np.ndarray  # boolean (rows, cols)
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels: x = column, y = row, corners included
+
+
+def component_prompts(slice_labels: np.ndarray, margin: int) -> list[Prompt]:
+    """One box per connected component (8-connected) of every label, widened by ``margin`` pixels."""
+    rows, cols = slice_labels.shape
+    prompts = []
+    for value in (int(v) for v in np.unique(slice_labels) if v != 0):
+        components, count = ndimage.label(slice_labels == value, structure=np.ones((3, 3)))
+        for index, found in enumerate(ndimage.find_objects(components), start=1):
+            row_span, col_span = found
+            box = (
+                max(0, col_span.start - margin),
+                max(0, row_span.start - margin),
+                min(cols - 1, col_span.stop - 1 + margin),
+                min(rows - 1, row_span.stop - 1 + margin),
+            )
+            prompts.append(Prompt(value, components == index, box))
+    return prompts
+
+
+def mask_prompt(component: np.ndarray, predictor) -> torch.Tensor:
+    """A boolean component -> SAM's low-resolution mask input (1, S/4, S/4), aligned like the image.
+
+    SAM resizes the image so its longest side is S, pads bottom and right to S × S and predicts masks
+    at a quarter of that; the prompt must sit in the same frame.
+    """
+    sam = predictor.model
+    size = sam.image_encoder.img_size
+    rows, cols = predictor.transform.get_preprocess_shape(*component.shape, size)
+    mask = torch.from_numpy(component.astype(np.float32))[None, None]
+    resized = F.interpolate(mask, size=(rows, cols), mode="bilinear", align_corners=False)
+    padded = F.pad(resized, (0, size - cols, 0, size - rows))
+    low = F.interpolate(padded, size=sam.prompt_encoder.mask_input_size, mode="bilinear", align_corners=False)
+    return torch.where(low[0] >= 0.5, MASK_PROMPT_LOGIT, -MASK_PROMPT_LOGIT)
+
+
+@torch.no_grad()
+def refine_slice(predictor, rgb: np.ndarray, slice_labels: np.ndarray, settings: RefineSettings) -> tuple[np.ndarray, int]:
+    """Refined labels of one slice, and how many components kept their coarse shape."""
+    prompts = component_prompts(slice_labels, settings.margin)
+    if not prompts:
+        return np.zeros_like(slice_labels), 0
+    predictor.set_image(rgb)  # the one image embedding of this slice, shared by all its boxes
+    device = predictor.device
+    boxes = torch.tensor([p.box for p in prompts], dtype=torch.float32, device=device)
+    boxes = predictor.transform.apply_boxes_torch(boxes, rgb.shape[:2])
+    masks_in = torch.stack([mask_prompt(p.component, predictor) for p in prompts]).to(device) if settings.mask_prompt else None
+    logits, _, _ = predictor.predict_torch(
+        point_coords=None, point_labels=None, boxes=boxes, mask_input=masks_in, multimask_output=False, return_logits=True
+    )
+    logits = logits[:, 0].float().cpu().numpy()  # (B, rows, cols) at the slice's size
+    values = np.array([p.value for p in prompts])
+    strongest = logits.max(axis=0)
+    refined = np.where(strongest > predictor.model.mask_threshold, values[logits.argmax(axis=0)], 0)
+    kept = 0
+    for prompt, component_logits in zip(prompts, logits):
+        if not np.any(component_logits > predictor.model.mask_threshold):
+            refined[prompt.component & (refined == 0)] = prompt.value
+            kept += 1
+    return refined.astype(slice_labels.dtype), kept
+
+
+def refine_labels(
+    predictor, image: sitk.Image, labels: np.ndarray, settings: RefineSettings = RefineSettings(),
+    progress: Progress = NO_PROGRESS,
+) -> np.ndarray:
+    """Refine a coarse label array of ``image`` ((k, j, i) volume, or a 2D grey or RGB picture)."""
+    labels = np.asarray(labels)
+    normalised = windowed_array(image) if image.GetNumberOfComponentsPerPixel() == 1 else None
+    if image.GetDimension() == 2:
+        rgb = sitk.GetArrayFromImage(image) if normalised is None else rgb_slice(normalised)
+        with progress.stage("refine (SAM)", total=1):
+            refined, kept = refine_slice(predictor, rgb.astype(np.uint8), labels, settings)
+            progress.advance()
+        _report(kept)
+        return refined
+    refined = np.zeros_like(labels)
+    position = array_axis(settings.axis)
+    busy = [int(k) for k in np.flatnonzero(np.any(labels != 0, axis=tuple(a for a in range(3) if a != position)))]
+    total_kept = 0
+    with progress.stage("refine (SAM)", total=len(busy)):
+        for k in busy:
+            rgb = rgb_slice(slice_of(normalised, settings.axis, k))
+            result, kept = refine_slice(predictor, rgb, slice_of(labels, settings.axis, k), settings)
+            slice_of(refined, settings.axis, k)[...] = result
+            total_kept += kept
+            progress.advance()
+    _report(total_kept)
+    return refined
+
+
+def _report(kept: int) -> None:
+    if kept:
+        log.warning("SAM returned an empty mask for %d component(s); their coarse shape was kept", kept)

@@ -1,0 +1,122 @@
+"""SAM 2 propagation: in-memory frames (SegSSL) vs the JPEG-folder route of today's Slicer SAM 2 extensions.
+
+Both routes use the same random-weight SAM 2.1 hiera-t, the same real CT slices (``abdomen_ct``, a
+block of axial slices through the liver) and the same one-slice liver annotation in the middle of
+the block. Each route runs in its own process (so peak memory is its own) and is timed from slices in
+memory to a label array on the CT grid:
+
+- memory: ``propagate_with_sam2`` (frames built in memory, forward then reverse);
+- jpeg: write the windowed slices as JPEG files, ``init_state(folder)``, ``add_new_mask``,
+  ``propagate_in_video`` forward then reverse, masks resized back to the slices.
+
+    flock /tmp/segssl-bench.lock /work/venv/bin/python Testing/Benchmarks/bench_sam2_propagation.py --frames 8 --image-size 1024 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+DATA = Path("/work/shared/data/abdomen_ct")
+
+
+def _case(frames: int):
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(next((DATA / "imagesTr").glob("*.nii*"))))
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(next((DATA / "labelsTr").glob("*.nii*")))))
+    present = np.flatnonzero((truth == 1).any(axis=(1, 2)))
+    middle = int((present.min() + present.max()) // 2)
+    start = middle - frames // 2
+    block = image[:, :, start : start + frames]
+    drawn = np.zeros_like(truth[start : start + frames])
+    drawn[frames // 2] = (truth[middle] == 1).astype(drawn.dtype)
+    return block, drawn
+
+
+def run_route(route: str, frames: int, image_size: int) -> dict:
+    import torch
+
+    from SegSSLLib.sam.annotation import find_annotation
+    from SegSSLLib.sam.models import load_sam2_video_predictor
+
+    torch.manual_seed(0)
+    predictor = load_sam2_video_predictor(None, "sam2.1_hiera_t", "cpu", image_size)
+    block, drawn = _case(frames)
+    annotation = find_annotation(drawn)
+    started = time.perf_counter()
+    if route == "memory":
+        from SegSSLLib.sam.sam2_propagation import propagate_with_sam2
+
+        labels = propagate_with_sam2(predictor, block, drawn, annotation).labels
+    else:
+        labels = _jpeg_route(predictor, block, drawn, annotation.slices[0])
+    seconds = time.perf_counter() - started
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"route": route, "image_size": image_size, "frames": frames, "seconds": seconds,
+            "frames_per_second": (frames + 1) / seconds, "peak_rss_mib": peak_mib,
+            "labelled_slices": int((labels != 0).any(axis=(1, 2)).sum())}
+
+
+def _jpeg_route(predictor, block, drawn, k) -> np.ndarray:
+    """What the Slicer SAM 2 extensions do today: JPEG folder, init_state(folder), forward then reverse."""
+    import torch
+    from PIL import Image
+
+    from SegSSLLib.sam.frames import windowed_array
+    from SegSSLLib.intensity import to_uint8
+
+    slices = to_uint8(windowed_array(block))
+    with tempfile.TemporaryDirectory() as folder:
+        for index, pixels in enumerate(slices):
+            Image.fromarray(np.repeat(pixels[..., None], 3, axis=-1)).save(Path(folder) / f"{index:05d}.jpg", quality=95)
+        state = predictor.init_state(folder)
+    labels = np.zeros_like(drawn)
+    with torch.inference_mode():
+        predictor.add_new_mask(state, frame_idx=k, obj_id=1, mask=drawn[k] == 1)
+        for reverse in (False, True):
+            for frame, _, masks in predictor.propagate_in_video(state, reverse=reverse):
+                labels[frame] = (masks[0, 0] > 0).cpu().numpy()
+    labels[k] = drawn[k]
+    return labels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--image-size", type=int, nargs="+", default=[1024, 256])
+    parser.add_argument("--route", choices=("memory", "jpeg"), help=argparse.SUPPRESS)  # child process
+    args = parser.parse_args()
+    if args.route:
+        print(json.dumps(run_route(args.route, args.frames, args.image_size[0])))
+        return
+    print(f"SAM 2.1 hiera-t, random weights, CPU; {args.frames} slices of abdomen_ct, liver painted on the middle one")
+    print(f"{'size':>5} {'route':<7} {'seconds':>8} {'frames/s':>9} {'peak RSS MiB':>13} {'labelled':>9}")
+    for size in args.image_size:
+        results = {}
+        for route in ("jpeg", "memory"):
+            child = subprocess.run(
+                [sys.executable, __file__, "--route", route, "--frames", str(args.frames), "--image-size", str(size)],
+                capture_output=True, text=True, check=True,
+            )
+            results[route] = json.loads(child.stdout.strip().splitlines()[-1])
+            r = results[route]
+            print(f"{size:>5} {route:<7} {r['seconds']:8.2f} {r['frames_per_second']:9.2f} {r['peak_rss_mib']:13.0f} "
+                  f"{r['labelled_slices']:>9}")
+        ratio = results["jpeg"]["seconds"] / results["memory"]["seconds"]
+        print(f"{size:>5} jpeg/memory time ratio {ratio:.2f}; peak memory ratio "
+              f"{results['jpeg']['peak_rss_mib'] / results['memory']['peak_rss_mib']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Model files load without executing code and are checked for their kind."""
+
+import collections
+
+import pytest
+import torch
+
+from SegSSLLib.checkpoints import load_checkpoint, provenance, save_checkpoint
+from SegSSLLib.errors import SegSSLError
+
+
+def test_round_trip_keeps_tensors_config_and_provenance(tmp_path):
+    state = {"weight": torch.arange(6.0).reshape(2, 3), "bias": torch.tensor([0.5, -1.0])}
+    config = {"architecture": {"widths": [16, 32]}, "window": {"mode": "ct", "level": 40.0, "width": 400.0}}
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, "test-kind", config, state, provenance(data=["a", "b"]), extra={"epoch": 3})
+    loaded = load_checkpoint(path, kinds=("test-kind",))
+    assert loaded["config"] == config and loaded["extra"] == {"epoch": 3}
+    assert torch.equal(loaded["state_dict"]["weight"], state["weight"])
+    assert loaded["provenance"]["data"] == ["a", "b"] and "segssl_version" in loaded["provenance"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+class Payload:
+    def __reduce__(self):  # what a malicious pickle does: call a function when loaded
+        return (print, ("code ran",))
+
+
+def test_files_that_would_run_code_are_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "segssl", "kind": "x", "payload": Payload()}, path)
+    with pytest.raises(SegSSLError, match="would run code"):
+        load_checkpoint(path)
+    assert "code ran" not in capsys.readouterr().out
+
+
+def test_foreign_and_wrong_kind_files_are_named(tmp_path):
+    sam = tmp_path / "sam_vit_b.pth"
+    torch.save(collections.OrderedDict({"image_encoder.patch_embed.proj.weight": torch.zeros(1)}), sam)
+    with pytest.raises(SegSSLError, match="SAM .*checkpoint, not a SegSSL model file — --method polycl needs"):
+        load_checkpoint(sam, kinds=("polycl-segmentation",), purpose="--method polycl needs")
+    sam2 = tmp_path / "sam2.pt"
+    torch.save({"model": {"image_encoder.trunk.blocks.0.weight": torch.zeros(1)}}, sam2)
+    with pytest.raises(SegSSLError, match="SAM 2 checkpoint"):
+        load_checkpoint(sam2)
+    other = tmp_path / "s3net.pt"
+    save_checkpoint(other, "s3net", {}, {"w": torch.zeros(1)})
+    with pytest.raises(SegSSLError, match="'s3net' model"):
+        load_checkpoint(other, kinds=("polycl-segmentation",))
+
+
+def test_truncated_missing_and_folder_paths(tmp_path):
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, "k", {}, {"w": torch.zeros(100)})
+    (tmp_path / "cut.pt").write_bytes(path.read_bytes()[:200])
+    with pytest.raises(SegSSLError, match="cannot be read|not a PyTorch file"):
+        load_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(SegSSLError, match="not found"):
+        load_checkpoint(tmp_path / "absent.pt")
+    with pytest.raises(SegSSLError, match="is a folder"):
+        load_checkpoint(tmp_path)
