@@ -42,7 +42,7 @@ def test_demo_step_scores_both_structures_and_writes_pictures(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     liver = metrics["S3-Net: liver from one seed click (no labels)"]["labels"]["1"]
     lesion = metrics["S3-Net: skin lesion with no click"]["labels"]["6"]
-    assert 0.0 < liver["dice"] <= 1.0 and 0.0 < lesion["dice"] <= 1.0
+    assert 0.2 < liver["dice"] <= 1.0 and 0.5 < lesion["dice"] <= 1.0  # even in quick mode both are found
     for name in ("s3net_liver.png", "s3net_lesion.png", "s3net_liver.nii.gz", "s3net_clusters.nii.gz"):
         assert (tmp_path / name).exists()
     text = report.read_text()
