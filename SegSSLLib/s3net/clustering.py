@@ -1,4 +1,4 @@
-"""From an image on disk to a cluster map on its grid: windowing, slicing, training, inference.
+"""From an image to a cluster map on its grid: windowing, slicing, training, inference.
 
 A volume becomes a stack of windowed slices along one axis (resized with ``SliceStack`` only when
 a slice is larger than ``max_size``); one S3-Net is trained over the whole stack, so cluster ids
