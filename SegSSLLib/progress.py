@@ -50,6 +50,7 @@ class Progress:
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._stages: list[_Stage] = []  # innermost last
+        self._overall_high = 0.0  # the bar never moves back within an outermost stage
 
     @property
     def stream(self):
@@ -66,6 +67,8 @@ class Progress:
     @contextmanager
     def stage(self, name: str, total: int | None = None):
         current = _Stage(name, total or 0)
+        if not self._stages:
+            self._overall_high = 0.0
         self._stages.append(current)
         self.emit("stage", stage=name, total=total, overall=self.overall())
         if self.mode == "bar":
@@ -96,14 +99,19 @@ class Progress:
         )
 
     def overall(self) -> float | None:
-        """Share of the outermost stage done, counting an inner stage's progress within its parent's step."""
+        """Share of the outermost stage done, counting an inner stage's progress within its parent's step.
+
+        A step may run several inner stages one after the other; the share never goes back when the
+        next one starts from zero.
+        """
         if not self._stages or not self._stages[0].total:
             return None
         inner = 0.0
         for stage in reversed(self._stages):
             # A stage of unknown length adds nothing to its parent's current step.
             inner = min(1.0, (stage.done + inner) / stage.total) if stage.total else 0.0
-        return inner
+        self._overall_high = max(self._overall_high, inner)
+        return self._overall_high
 
     def output(self, path) -> None:
         self.emit("output", path=str(path))

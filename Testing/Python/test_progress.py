@@ -63,3 +63,18 @@ def test_nested_stages_report_their_own_fraction_and_the_whole_runs_share():
         ("search", None, 0.5),
         ("demo", 1.0, 1.0),
     ]
+
+
+def test_overall_share_never_goes_back_within_a_run_but_restarts_with_a_new_one():
+    stream = io.StringIO()
+    progress = Progress("json", stream=stream)
+    with progress.stage("demo", total=2):
+        with progress.stage("pretrain", total=2):
+            progress.advance()
+        with progress.stage("finetune", total=2):  # the same step's second stage starts from zero
+            progress.advance()
+        progress.advance()
+    with progress.stage("clustering", total=4):  # a new outermost stage
+        progress.advance()
+    overall = [e["overall"] for e in events_of(stream) if e["event"] == "progress"]
+    assert overall == [0.25, 0.25, 0.5, 0.25]
