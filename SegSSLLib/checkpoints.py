@@ -32,7 +32,7 @@ def provenance(**details) -> dict:
     return {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "segssl_version": __version__,
-        "torch_version": str(torch.__version__),
+        "torch_version": str(torch.__version__),  # TorchVersion is a class weights_only loading refuses
         "python": platform.python_version(),
         "command": " ".join(sys.argv),
         **details,

@@ -12,9 +12,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from SegSSLLib.atomic import full_suffix
+import SimpleITK as sitk
+
+from SegSSLLib.atomic import atomic_output, full_suffix
 from SegSSLLib.errors import SegSSLError
-from SegSSLLib.volumes import VOLUME_SUFFIXES
+from SegSSLLib.volumes import VOLUME_SUFFIXES, write_image
 
 
 @dataclass(frozen=True)
@@ -110,3 +112,36 @@ def _volume_files(folder: Path) -> list[Path]:
 def _case_name(path: Path) -> str:
     suffix = full_suffix(path)
     return path.name[: len(path.name) - len(suffix)] if suffix and path.is_file() else path.name
+
+
+def write_msd_dataset(
+    folder: str | os.PathLike,
+    cases: list[tuple[str, sitk.Image, sitk.Image | None]],
+    label_names: dict[int, str],
+    modality: str = "CT",
+) -> Path:
+    """Write (name, image, label map or None) cases as an MSD folder that ``load_dataset`` reads back.
+
+    For demos, tests and benchmarks that build data sets from phantoms.
+    """
+    root = Path(folder)
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(exist_ok=True)
+    training = []
+    for name, image, labels in cases:
+        entry = {"image": f"./imagesTr/{name}.nii.gz"}
+        write_image(image, root / entry["image"])
+        if labels is not None:
+            entry["label"] = f"./labelsTr/{name}.nii.gz"
+            write_image(labels, root / entry["label"])
+        training.append(entry)
+    description = {
+        "name": root.name,
+        "modality": {"0": modality},
+        "labels": {"0": "background", **{str(value): name for value, name in sorted(label_names.items())}},
+        "numTraining": len(training),
+        "training": training,
+    }
+    with atomic_output(root / "dataset.json") as temporary:
+        temporary.write_text(json.dumps(description, indent=2) + "\n")
+    return root

@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 DEMO_STEPS = [
     "SegSSLLib.demo:phantom_step",
     "SegSSLLib.demo:threshold_baseline_step",
+    "SegSSLLib.polycl.demo_step:polycl_step",
     "SegSSLLib.sam.demo_step:propagation_step",
+    "SegSSLLib.s3net.demo_step:liver_step",
+    "SegSSLLib.s3net.demo_step:lesion_step",
 ]
 
 
@@ -68,13 +71,15 @@ class DemoContext:
         truth_array = np.isin(sitk.GetArrayViewFromImage(truth), labels)
         pred_array = np.isin(sitk.GetArrayViewFromImage(prediction), labels)
         grey = sitk.GetArrayViewFromImage(image)
-        k = busiest_slice(truth_array)
-        if grey.ndim == 3:
+        if image.GetDimension() == 3:
+            k = busiest_slice(truth_array)
             grey_slice = to_uint8(IntensityWindow().apply(grey[k]))
             picture_image = overlay(grey_slice, [(truth_array[k], REFERENCE_COLOUR), (pred_array[k], PREDICTION_COLOUR)])
-        else:  # 2D RGB photograph: outline on its luminance
-            grey_slice = np.asarray(grey).mean(axis=-1).astype(np.uint8)
-            picture_image = overlay(grey_slice, [(truth_array, REFERENCE_COLOUR), (pred_array, PREDICTION_COLOUR)])
+        else:  # 2D picture (an RGB photograph's array is 3D too): outline on its luminance
+            grey_slice = np.asarray(grey).mean(axis=-1) if grey.ndim == 3 else np.asarray(grey)
+            picture_image = overlay(
+                grey_slice.astype(np.uint8), [(truth_array, REFERENCE_COLOUR), (pred_array, PREDICTION_COLOUR)]
+            )
         save_png(picture_image, self.path(picture))
         log.info("%s\n%s", title, table)
         return metrics, table, picture

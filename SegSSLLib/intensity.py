@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from monai.transforms import ScaleIntensityRange, ScaleIntensityRangePercentiles
 
 from SegSSLLib.errors import SegSSLError
 
@@ -37,6 +36,9 @@ class IntensityWindow:
 
     def apply(self, array: np.ndarray) -> np.ndarray:
         """Return a float32 copy of ``array`` mapped to [0, 1]."""
+        # Imported here: MONAI takes seconds to import, and importing this module should not.
+        from monai.transforms import ScaleIntensityRange, ScaleIntensityRangePercentiles
+
         array = np.asarray(array, dtype=np.float32)
         if not np.all(np.isfinite(array)):
             raise SegSSLError("the image contains NaN or infinite values — fix or mask them before segmenting")

@@ -33,7 +33,7 @@ from SegSSLLib.atomic import partial_files
 # {"event": "exit", "returncode": N, "cancelled": bool}. Always the last event of a run.
 EXIT_EVENT = "exit"
 # Progress keys that describe the stage itself; any other key of a progress event is shown as info.
-_PROGRESS_KEYS = {"event", "stage", "done", "total", "fraction"}
+_PROGRESS_KEYS = {"event", "stage", "done", "total", "fraction", "overall"}
 _IS_WINDOWS = os.name == "nt"
 
 
@@ -63,7 +63,7 @@ class RunStatus:
     """What a progress bar and a status line need, folded from the events seen so far."""
 
     stage: str = ""
-    fraction: float | None = None  # of the current stage; None: unknown (busy indicator)
+    fraction: float | None = None  # of the whole run (or of the current stage); None: unknown (busy indicator)
     message: str = ""
     outputs: list[str] = field(default_factory=list)
     metrics: dict | None = None
@@ -75,11 +75,12 @@ class RunStatus:
     def update(self, event: dict) -> None:
         kind = event.get("event")
         if kind == "stage":
-            self.stage, self.fraction = str(event.get("stage") or ""), 0.0 if event.get("total") else None
+            self.stage = str(event.get("stage") or "")
+            self.fraction = event["overall"] if "overall" in event else (0.0 if event.get("total") else None)
             self.message = self.stage
         elif kind == "progress":
             self.stage = str(event.get("stage") or self.stage)
-            self.fraction = event.get("fraction")
+            self.fraction = event["overall"] if "overall" in event else event.get("fraction")
             self.message = _describe_progress(event)
         elif kind in ("log", "text") and event.get("message"):
             self.message = str(event["message"]).splitlines()[0]

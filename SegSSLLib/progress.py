@@ -2,12 +2,16 @@
 
 With ``--progress json`` every event is one JSON object on its own stdout line, for example::
 
-    {"event": "stage", "stage": "pretrain", "total": 20}
-    {"event": "progress", "stage": "pretrain", "done": 3, "total": 20, "fraction": 0.15}
+    {"event": "stage", "stage": "pretrain", "total": 20, "overall": 0.0}
+    {"event": "progress", "stage": "pretrain", "done": 3, "total": 20, "fraction": 0.15, "overall": 0.15}
     {"event": "log", "level": "INFO", "message": "epoch 3: loss 1.23"}
     {"event": "output", "path": "/data/out.nii.gz"}
     {"event": "done", "seconds": 12.5}
     {"event": "error", "message": "volume not found: ... — check the path"}
+
+Stages nest (a demo step that trains a model opens its own stage): ``fraction`` is the share of
+the innermost stage that is done, ``overall`` the share of the whole run (null when the outermost
+stage has no known length). A progress bar should show ``overall``.
 
 Readers must ignore events and keys they do not know.
 """
@@ -20,10 +24,19 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from tqdm import tqdm
 
 PROGRESS_MODES = ("bar", "json", "none")
+
+
+@dataclass
+class _Stage:
+    name: str
+    total: int
+    done: int = 0
+    bar: tqdm | None = None
 
 
 class Progress:
@@ -36,10 +49,8 @@ class Progress:
         self._stream = stream
         self._lock = threading.Lock()
         self._started = time.monotonic()
-        self._stage = None
-        self._done = 0
-        self._total = 0
-        self._bar = None
+        self._stages: list[_Stage] = []  # innermost last
+        self._overall_high = 0.0  # the bar never moves back within an outermost stage
 
     @property
     def stream(self):
@@ -55,26 +66,52 @@ class Progress:
 
     @contextmanager
     def stage(self, name: str, total: int | None = None):
-        self._stage, self._done, self._total = name, 0, total or 0
-        self.emit("stage", stage=name, total=total)
+        current = _Stage(name, total or 0)
+        if not self._stages:
+            self._overall_high = 0.0
+        self._stages.append(current)
+        self.emit("stage", stage=name, total=total, overall=self.overall())
         if self.mode == "bar":
-            self._bar = tqdm(total=total, desc=name, unit="step", dynamic_ncols=True, leave=False, file=sys.stderr)
+            current.bar = tqdm(
+                total=total, desc=name, unit="step", dynamic_ncols=True, leave=False, file=sys.stderr,
+                position=len(self._stages) - 1,
+            )
         try:
             yield self
         finally:
-            if self._bar is not None:
-                self._bar.close()
-                self._bar = None
-            self._stage = None
+            if current.bar is not None:
+                current.bar.close()
+            self._stages.remove(current)
 
     def advance(self, steps: int = 1, **info) -> None:
-        self._done += steps
-        if self._bar is not None:
-            self._bar.update(steps)
+        if not self._stages:
+            return
+        current = self._stages[-1]
+        current.done += steps
+        if current.bar is not None:
+            current.bar.update(steps)
             if info:
-                self._bar.set_postfix({k: _short(v) for k, v in info.items()}, refresh=False)
-        fraction = self._done / self._total if self._total else None
-        self.emit("progress", stage=self._stage, done=self._done, total=self._total or None, fraction=fraction, **info)
+                current.bar.set_postfix({k: _short(v) for k, v in info.items()}, refresh=False)
+        fraction = min(1.0, current.done / current.total) if current.total else None
+        self.emit(
+            "progress", stage=current.name, done=current.done, total=current.total or None,
+            fraction=fraction, overall=self.overall(), **info,
+        )
+
+    def overall(self) -> float | None:
+        """Share of the outermost stage done, counting an inner stage's progress within its parent's step.
+
+        A step may run several inner stages one after the other; the share never goes back when the
+        next one starts from zero.
+        """
+        if not self._stages or not self._stages[0].total:
+            return None
+        inner = 0.0
+        for stage in reversed(self._stages):
+            # A stage of unknown length adds nothing to its parent's current step.
+            inner = min(1.0, (stage.done + inner) / stage.total) if stage.total else 0.0
+        self._overall_high = max(self._overall_high, inner)
+        return self._overall_high
 
     def output(self, path) -> None:
         self.emit("output", path=str(path))

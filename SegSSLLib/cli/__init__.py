@@ -16,9 +16,12 @@ from SegSSLLib.progress import Progress
 
 # name -> module; the order is the order of ``segssl --help``.
 COMMANDS = {
-    "evaluate": "SegSSLLib.cli.evaluate_command",
+    "pretrain": "SegSSLLib.cli.pretrain_command",
+    "finetune": "SegSSLLib.cli.finetune_command",
+    "segment": "SegSSLLib.cli.segment_command",
     "propagate": "SegSSLLib.cli.propagate_command",
     "refine": "SegSSLLib.cli.refine_command",
+    "evaluate": "SegSSLLib.cli.evaluate_command",
     "weights": "SegSSLLib.cli.weights_command",
     "demo": "SegSSLLib.cli.demo_command",
 }

@@ -1,0 +1,85 @@
+"""``segssl finetune``: PolyCL segmentation fine-tuning with few labels, from a pretrained encoder or scratch."""
+
+from __future__ import annotations
+
+import logging
+
+from SegSSLLib.cli.common import add_device_option, add_random_seed_option
+from SegSSLLib.cli.polycl_options import (
+    CHECKPOINT_SUFFIXES,
+    add_network_options,
+    add_training_options,
+    check_workers,
+    is_secondary_process,
+    network_settings,
+    start_training,
+)
+
+HELP = "fine-tune the PolyCL U-Net on labelled slices (from --init CKPT, or from scratch); multi-GPU with torchrun"
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser) -> None:
+    parser.add_argument("--data", required=True, metavar="DIR", help="MSD folder with label maps")
+    parser.add_argument("--label", type=int, required=True, metavar="N", help="label value of the structure to segment")
+    parser.add_argument("--out", required=True, metavar="CKPT", help="model file to write (.pt): the epoch with the best validation Dice")
+    parser.add_argument("--init", default=None, metavar="CKPT", help="`segssl pretrain` output to start from (default: from scratch)")
+    parser.add_argument("--cases", type=int, default=None, metavar="N", help="train on at most N cases (label efficiency)")
+    parser.add_argument(
+        "--slices", type=int, default=None, metavar="N",
+        help="train on N labelled slices that show the structure, evenly spaced (label efficiency)",
+    )
+    parser.add_argument("--epochs", type=int, metavar="N", default=30, help="epochs (default: 30)")
+    parser.add_argument("--batch-size", type=int, metavar="N", default=8, help="slices per step and process (default: 8)")
+    parser.add_argument(
+        "--epoch-samples", type=int, default=256,
+        help="slices drawn per epoch at least; few labelled slices are repeated (default: 256)",
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.2,
+        help="share of cases (or, with one case, of slice blocks) that validate (default: 0.2)",
+    )
+    parser.add_argument(
+        "--freeze-epochs", type=int, default=0, help="train only the decoder for the first N epochs (default: 0)"
+    )
+    parser.add_argument("--no-augment", action="store_true", help="no random rotations, scalings and shifts")
+    add_network_options(parser, " (only without --init)")
+    add_training_options(parser)
+    add_device_option(parser)
+    add_random_seed_option(parser)
+
+
+def run(args, progress) -> int:
+    from SegSSLLib.datasets import load_dataset
+    from SegSSLLib.volumes import check_output_path
+
+    check_output_path(args.out, (args.init, args.data), "--out", suffixes=CHECKPOINT_SUFFIXES)
+    check_workers(args.workers)
+    load_dataset(args.data)  # fail on a wrong folder before the slow imports
+
+    from SegSSLLib.polycl import distributed
+    from SegSSLLib.polycl.finetuning import FinetuneOptions, Initialisation, finetune
+
+    init = Initialisation.load(args.init) if args.init else None
+    model_config, slicing = network_settings(args, init.config if init else None)
+    options = FinetuneOptions(
+        label=args.label, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        seed=args.random_seed, max_cases=args.cases, max_slices=args.slices, validation_fraction=args.val_fraction,
+        freeze_epochs=args.freeze_epochs, epoch_samples=args.epoch_samples, augment=not args.no_augment,
+        workers=args.workers,
+    )
+    device, progress = start_training(args, progress)
+    with distributed.process_group(device):
+        summary = finetune(
+            args.data, args.out, options, device, model_config, slicing, init, progress,
+            cache_dir=args.cache_dir, logdir=args.logdir,
+        )
+    if not is_secondary_process():
+        dice = summary["best_validation_dice"]
+        log.info(
+            "wrote %s: %d training slices, best epoch %d, validation Dice %s", args.out, summary["training_slices"],
+            summary["best_epoch"], "n/a" if dice is None else f"{dice:.4f}",
+        )
+        progress.output(args.out)
+    return 0

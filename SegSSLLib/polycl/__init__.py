@@ -1,0 +1,10 @@
+"""PolyCL: contrastive pretraining with example selection, then fine-tuning with few labels.
+
+Modules: ``model`` (2D U-Net + projection head), ``selection`` (S/O/M pairs), ``losses`` (InfoNCE),
+``slice_cache`` (volumes sliced once, memory-mapped), ``datasets`` (torch datasets and splits),
+``pretraining`` and ``finetuning`` (training loops), ``distributed`` (torchrun/DDP helpers),
+``inference`` (volume in, label map out), ``segment_method`` (``segssl segment --method polycl``)
+and ``demo_step``.
+
+Nothing heavy is imported here, so ``segssl --help`` stays fast.
+"""

@@ -1,0 +1,71 @@
+"""What the pretraining and fine-tuning loops share: seeding per epoch, data loaders over
+(distributed) samplers, mixed precision and TensorBoard writers.
+
+Every epoch reseeds torch from (seed, epoch, rank) and draws its shuffle from (seed, epoch), so an
+epoch depends only on the weights and optimizer state it starts from: a run resumed from the
+checkpoint of epoch k repeats the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from SegSSLLib.polycl import distributed
+
+
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Seed torch (dropout, augmentations) for one epoch of this process."""
+    torch.manual_seed((seed * 1_000_003 + epoch * 1_009 + distributed.rank()) % 2**63)
+
+
+def epoch_loader(
+    dataset: Dataset, batch_size: int, seed: int, epoch: int, shuffle: bool = True, workers: int = 0
+) -> DataLoader:
+    """This process's share of ``dataset`` for ``epoch`` (all of it in a one-process run).
+
+    The sampler pads with repeated items so every process runs the same number of steps (DDP
+    needs that); the last batch may be smaller.
+    """
+    sampler = DistributedSampler(
+        dataset, num_replicas=distributed.world_size(), rank=distributed.rank(), shuffle=shuffle, seed=seed
+    )
+    sampler.set_epoch(epoch)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers)
+
+
+class Precision:
+    """float16 autocast with gradient scaling on CUDA; plain float32 elsewhere."""
+
+    def __init__(self, device: torch.device):
+        self.enabled = device.type == "cuda"
+        self.device_type = device.type
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled)
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=torch.float16) if self.enabled else nullcontext()
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+def open_writer(logdir: str | None, first_step: int):
+    """A TensorBoard writer on rank 0 when ``logdir`` is given, else None.
+
+    ``purge_step`` drops events a previous, interrupted run wrote after the resumed point, so the
+    curves show each step once.
+    """
+    if not logdir or not distributed.is_main():
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    Path(logdir).mkdir(parents=True, exist_ok=True)
+    return SummaryWriter(log_dir=str(logdir), purge_step=first_step if first_step > 0 else None)
+

@@ -1,0 +1,135 @@
+"""`segssl pretrain / finetune / segment --method polycl` as users run them, and their bad-input errors."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import assert_one_line_error, run_segssl
+from polycl_helpers import TINY_CLI, phantom_msd, phantom_plain, random_segmentation_checkpoint, tree_digest
+from SegSSLLib.checkpoints import load_checkpoint, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("polycl_cli")
+    return phantom_plain(root / "plain"), phantom_msd(root / "msd", seeds=(1, 2, 3)), root / "cache"
+
+
+def _assert_untouched(before: str, *paths):
+    assert tree_digest(*paths) == before
+
+
+@pytest.mark.slow
+def test_pretrain_finetune_segment_end_to_end_keeps_the_input_geometry(data, tiny_phantom, tmp_path):
+    plain, msd, cache = data
+    image_path, labels_path = tiny_phantom
+    before = tree_digest(plain, msd, image_path)
+    pretrained, model, output = tmp_path / "pre.pt", tmp_path / "liver.pt", tmp_path / "seg.nii.gz"
+    common = [*TINY_CLI, "--cache-dir", cache]
+    result = run_segssl("pretrain", "--data", plain, msd, "--out", pretrained, "--epochs", "1", "--batch-size", "8", *common)
+    assert result.returncode == 0, result.stderr
+    result = run_segssl(
+        "finetune", "--data", msd, "--label", "1", "--init", pretrained, "--out", model, "--epochs", "2",
+        "--slices", "6", "--epoch-samples", "16", "--threads", "1", "--progress", "none", "--cache-dir", cache,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "6 training slices" in result.stderr
+    result = run_segssl(
+        "segment", "--method", "polycl", "--checkpoint", model, "--input", image_path, "--output", output,
+        "--threads", "1", "--progress", "json",
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"event": "output"' in result.stdout
+
+    source, segmented = sitk.ReadImage(str(image_path)), sitk.ReadImage(str(output))
+    # Exact size; the rest up to the file format's float rounding (NIfTI stores a quaternion).
+    assert segmented.GetSize() == source.GetSize()
+    for get in ("GetSpacing", "GetOrigin", "GetDirection"):
+        np.testing.assert_allclose(getattr(segmented, get)(), getattr(source, get)(), rtol=0, atol=1e-6)
+    assert set(np.unique(sitk.GetArrayFromImage(segmented))) <= {0, 1}
+    checkpoint = load_checkpoint(model, kinds=("polycl",))
+    assert checkpoint["provenance"]["initialisation"]["from"] == str(pretrained.resolve())
+    assert checkpoint["config"]["slicing"]["image_size"] == 32
+    _assert_untouched(before, plain, msd, image_path)
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_empty_data_folder(command, tmp_path):
+    (tmp_path / "empty").mkdir()
+    extra = ["--label", "1"] if command == "finetune" else []
+    result = run_segssl(command, "--data", tmp_path / "empty", "--out", tmp_path / "out.pt", *extra, *TINY_CLI)
+    assert_one_line_error(result, "holds no volumes")
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_finetune_with_a_label_the_volumes_do_not_have(data, tmp_path):
+    plain, msd, cache = data
+    before = tree_digest(msd)
+    result = run_segssl("finetune", "--data", msd, "--label", "9", "--out", tmp_path / "out.pt", "--cache-dir", cache, *TINY_CLI)
+    assert_one_line_error(result, "label 9 does not occur", "1 liver", "--label")
+    assert not (tmp_path / "out.pt").exists()
+    _assert_untouched(before, msd)
+
+
+def test_organ_strategy_on_unlabelled_volumes(data, tmp_path):
+    plain, msd, cache = data
+    result = run_segssl(
+        "pretrain", "--data", plain, "--strategy", "O", "--label", "1", "--out", tmp_path / "out.pt",
+        "--cache-dir", cache, *TINY_CLI,
+    )
+    assert_one_line_error(result, "needs label maps")
+    assert not (tmp_path / "out.pt").exists()
+
+
+@pytest.mark.parametrize("kind", ["s3net", "sam"])
+def test_segment_with_a_checkpoint_of_the_wrong_kind(kind, tiny_phantom, tmp_path):
+    image_path, _ = tiny_phantom
+    wrong = tmp_path / f"{kind}.pth"
+    if kind == "s3net":
+        save_checkpoint(wrong, "s3net", {"clusters": 64}, {"stem.weight": torch.zeros(1)})
+        expected = "'s3net' model"
+    else:  # the layout of segment-anything's released weights
+        torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(1)}, wrong)
+        expected = "SAM (segment-anything) checkpoint"
+    before = tree_digest(image_path, wrong)
+    output = tmp_path / "seg.nii.gz"
+    result = run_segssl("segment", "--method", "polycl", "--checkpoint", wrong, "--input", image_path, "--output", output)
+    assert_one_line_error(result, expected, "--method polycl needs")
+    assert not output.exists()
+    _assert_untouched(before, image_path, wrong)
+
+
+def test_finetune_init_of_the_wrong_kind(data, tmp_path):
+    plain, msd, cache = data
+    wrong = tmp_path / "sam.pth"
+    torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(1)}, wrong)
+    result = run_segssl("finetune", "--data", msd, "--label", "1", "--init", wrong, "--out", tmp_path / "out.pt")
+    assert_one_line_error(result, "SAM (segment-anything) checkpoint", "--init needs")
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_finetune_options_that_contradict_the_init(data, tmp_path):
+    plain, msd, cache = data
+    init = random_segmentation_checkpoint(tmp_path / "m.pt")
+    result = run_segssl("finetune", "--data", msd, "--label", "1", "--init", init, "--out", tmp_path / "out.pt",
+                        "--image-size", "64")
+    assert_one_line_error(result, "--image-size", "differ from the --init model")
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_a_2d_image_given_to_the_3d_model(tmp_path):
+    picture = tmp_path / "photo.png"
+    sitk.WriteImage(sitk.Image(32, 32, sitk.sitkUInt8), str(picture))
+    model = random_segmentation_checkpoint(tmp_path / "m.pt")
+    before = tree_digest(picture)
+    result = run_segssl("segment", "--method", "polycl", "--checkpoint", model, "--input", picture, "--output", tmp_path / "o.png")
+    assert_one_line_error(result, "2D image", "--method polycl segments 3D volumes")
+    assert not (tmp_path / "o.png").exists()
+    _assert_untouched(before, picture)
+
+
+def test_segment_without_a_checkpoint(tiny_phantom, tmp_path):
+    result = run_segssl("segment", "--method", "polycl", "--input", tiny_phantom[0], "--output", tmp_path / "o.nii.gz")
+    assert_one_line_error(result, "--method polycl needs --checkpoint")
+    assert not (tmp_path / "o.nii.gz").exists()

@@ -1,0 +1,114 @@
+"""Slice cache (sliced once, memory-mapped, keyed by file and settings) and the fine-tuning splits."""
+
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from polycl_helpers import TINY_SLICING, phantom_msd
+from SegSSLLib.datasets import load_dataset, write_msd_dataset
+from SegSSLLib.errors import SegSSLError
+from SegSSLLib.intensity import IntensityWindow
+from SegSSLLib.phantoms import PHANTOM_LABELS, make_ct_phantom
+from SegSSLLib.polycl import slice_cache
+from SegSSLLib.polycl.datasets import LabelledSliceDataset, require_label_maps, split_labelled_slices, structure_flags
+from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_cases, cache_key
+
+
+@pytest.fixture
+def two_cases(tmp_path):
+    folder = phantom_msd(tmp_path / "msd", seeds=(1, 2))
+    return load_dataset(folder)
+
+
+def test_cached_slices_are_the_windowed_slice_stack_and_memory_mapped(two_cases, tmp_path):
+    case = two_cases.cases[0]
+    [cached] = cache_cases([case], TINY_SLICING, tmp_path / "cache")
+    image = sitk.ReadImage(str(case.image))
+    stack = TINY_SLICING.stack(image)
+    expected = stack.to_slices(IntensityWindow().apply(sitk.GetArrayFromImage(image)))[:, 0].numpy()
+    assert isinstance(cached.images, np.memmap) and cached.images.dtype == np.float16
+    np.testing.assert_allclose(cached.images.astype(np.float32), expected, atol=1e-3)
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label)))
+    np.testing.assert_array_equal(
+        cached.labels, stack.to_slices(labels.astype(np.float32), mode="nearest")[:, 0].numpy().astype(np.uint8)
+    )
+    # Flags come from the original slices (axial = first array axis for axis 2).
+    np.testing.assert_array_equal(cached.flags(1), (labels == 1).any(axis=(1, 2)))
+    assert not cached.flags(99).any()
+
+
+def test_a_cached_case_is_never_read_again(two_cases, tmp_path, monkeypatch):
+    first = cache_cases(list(two_cases.cases), TINY_SLICING, tmp_path / "cache")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the volume was read again")
+
+    monkeypatch.setattr(slice_cache, "read_volume", fail)
+    second = cache_cases(list(two_cases.cases), TINY_SLICING, tmp_path / "cache")
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a.images, b.images)
+    assert not any(p.name.startswith(".") for p in (tmp_path / "cache").iterdir())  # no temporary folders left
+
+
+def test_the_cache_key_follows_settings_and_file_changes(two_cases):
+    case = two_cases.cases[0]
+    key = cache_key(case, TINY_SLICING)
+    assert cache_key(case, SlicingSettings(IntensityWindow(level=50), image_size=32)) != key
+    assert cache_key(case, SlicingSettings(IntensityWindow(), image_size=64)) != key
+    stat = case.image.stat()
+    os.utime(case.image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert cache_key(case, TINY_SLICING) != key
+
+
+def test_multiple_cases_split_by_case_and_cases_limit(tmp_path):
+    folder = phantom_msd(tmp_path / "msd", seeds=(1, 2, 3, 4, 5))
+    cases = cache_cases(list(load_dataset(folder).cases), TINY_SLICING, tmp_path / "cache")
+    train, validation = split_labelled_slices(cases, 1, validation_fraction=0.2, max_cases=2, seed=4)
+    train_cases, validation_cases = set(train[:, 0]), set(validation[:, 0])
+    assert len(train_cases) == 2 and len(validation_cases) == 1 and not train_cases & validation_cases
+    assert len(validation) == cases[validation[0, 0]].num_slices  # whole cases validate
+    again = split_labelled_slices(cases, 1, validation_fraction=0.2, max_cases=2, seed=4)
+    assert np.array_equal(train, again[0]) and np.array_equal(validation, again[1])
+
+
+def test_one_case_splits_by_interleaved_blocks_and_respects_exclusions(two_cases, tmp_path):
+    cases = cache_cases([two_cases.cases[0]], TINY_SLICING, tmp_path / "cache")
+    excluded = np.array([[0, 0], [0, 1]])
+    train, validation = split_labelled_slices(cases, 1, validation_fraction=0.5, exclude=excluded)
+    # Blocks of 4 slices, every second block validates; slices 0 and 1 take no part.
+    assert validation[:, 1].tolist() == [4, 5, 6, 7]
+    assert train[:, 1].tolist() == [2, 3, 8, 9, 10, 11]
+
+
+def test_slices_limit_picks_evenly_spaced_slices_that_show_the_structure(two_cases, tmp_path):
+    cases = cache_cases(list(two_cases.cases), TINY_SLICING, tmp_path / "cache")
+    train, _ = split_labelled_slices(cases, 1, validation_fraction=0.0, max_slices=3)
+    assert len(train) == 3
+    assert all(cases[c].flags(1)[s] for c, s in train)
+    with_liver = [(c, s) for c in range(2) for s in range(12) if cases[c].flags(1)[s]]
+    expected = [with_liver[i] for i in np.round(np.linspace(0, len(with_liver) - 1, 3)).astype(int)]
+    assert [tuple(t) for t in train.tolist()] == expected
+    dataset = LabelledSliceDataset(cases, train, label=1)
+    sample = dataset[0]
+    assert sample["image"].shape == (1, 32, 32) and set(np.unique(sample["label"])) <= {0.0, 1.0}
+    assert sample["label"].sum() > 0
+
+
+def test_structure_flags_name_the_missing_label_and_the_values_found(two_cases, tmp_path):
+    cases = cache_cases(list(two_cases.cases), TINY_SLICING, tmp_path / "cache")
+    flags = structure_flags(cases, 1, [two_cases])
+    assert flags.shape == (24,) and flags.any() and not flags.all()
+    with pytest.raises(SegSSLError, match=r"label 9 does not occur .*1 liver"):
+        structure_flags(cases, 9, [two_cases])
+    with pytest.raises(SegSSLError, match="positive label"):
+        require_label_maps([two_cases], 0, "fine-tuning")
+
+
+def test_unlabelled_cases_cannot_give_flags(tmp_path):
+    image, _ = make_ct_phantom(seed=1, size=(32, 32, 12), spacing=(10.0, 10.0, 20.0))
+    folder = write_msd_dataset(tmp_path / "unlabelled", [("a", image, None)], PHANTOM_LABELS)
+    with pytest.raises(SegSSLError, match="--strategy O needs label maps.*a in"):
+        require_label_maps([load_dataset(folder)], 1, "--strategy O")
+

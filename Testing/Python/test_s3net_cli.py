@@ -1,0 +1,188 @@
+"""``segssl segment --method s3net`` end to end: geometry, seeds, cluster map, progress, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import assert_one_line_error, run_segssl
+from SegSSLLib.phantoms import make_dermoscopy_phantom
+
+# Tiny and quick: the point here is the plumbing, not the quality (see the benchmarks for that).
+FAST = ["--threads", "1", "--s3net-steps", "3", "--s3net-features", "8", "--s3net-crop-size", "24", "--s3net-batch-size", "2"]
+
+
+def _liver_seed(labels_path):
+    """A voxel (I,J,K) deep inside the liver of the tiny phantom (tests may look at labels; users cannot)."""
+    from scipy import ndimage
+
+    liver = sitk.GetArrayFromImage(sitk.ReadImage(str(labels_path))) == 1
+    k, j, i = np.unravel_index(np.argmax(ndimage.distance_transform_edt(liver)), liver.shape)
+    return f"{i},{j},{k}"
+
+
+def _same_geometry(a, b):
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetSpacing(), b.GetSpacing())
+        and np.allclose(a.GetOrigin(), b.GetOrigin())
+        and np.allclose(a.GetDirection(), b.GetDirection())
+    )
+
+
+def test_seeded_volume_gives_a_structure_and_a_cluster_map_on_the_input_grid(tiny_phantom, tmp_path):
+    image_path, labels_path = tiny_phantom
+    output, clusters_output = tmp_path / "liver.nii.gz", tmp_path / "clusters.nrrd"
+    seed = _liver_seed(labels_path)
+    result = run_segssl(
+        "segment", "--method", "s3net", "--input", image_path, "--output", output, "--seed", seed,
+        "--clusters-output", clusters_output, "--s3net-label", "7", "--progress", "json",
+        "--s3net-log-dir", tmp_path / "curves", *FAST,
+    )
+    assert result.returncode == 0, result.stderr
+    image = sitk.ReadImage(str(image_path))
+    labels, clusters = sitk.ReadImage(str(output)), sitk.ReadImage(str(clusters_output))
+    assert _same_geometry(labels, image) and _same_geometry(clusters, image)
+    label_array, cluster_array = sitk.GetArrayFromImage(labels), sitk.GetArrayFromImage(clusters)
+    i, j, k = map(int, seed.split(","))
+    assert label_array[k, j, i] == 7 and set(np.unique(label_array)) == {0, 7}
+    # The structure is exactly the seed's cluster region (holes filled): one cluster id under the mask's core.
+    assert cluster_array.min() == 1 and len(np.unique(cluster_array)) == cluster_array.max()
+    assert np.all(cluster_array[label_array == 7][cluster_array[label_array == 7] == cluster_array[k, j, i]])
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    stages = {e.get("stage") for e in events if e["event"] == "stage"}
+    assert {"s3net training", "s3net clustering"} <= stages
+    assert {e["path"] for e in events if e["event"] == "output"} == {str(clusters_output), str(output)}
+    assert list((tmp_path / "curves").glob("events.out.tfevents.*"))  # TensorBoard loss curves
+
+
+def test_same_random_seed_same_result(tiny_phantom, tmp_path):
+    image_path, labels_path = tiny_phantom
+    seed = _liver_seed(labels_path)
+    arrays = []
+    for name in ("a.nii.gz", "b.nii.gz"):
+        result = run_segssl(
+            "segment", "--method", "s3net", "--input", image_path, "--output", tmp_path / name, "--seed", seed,
+            "--random-seed", "5", "--progress", "none", *FAST,
+        )
+        assert result.returncode == 0, result.stderr
+        arrays.append(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name))))
+    assert np.array_equal(arrays[0], arrays[1]) and arrays[0].any()
+
+
+def test_rgb_photograph_without_a_seed_uses_the_central_component(tmp_path):
+    photo, lesion = make_dermoscopy_phantom(seed=1, size=(96, 80))
+    photo_path, output = tmp_path / "skin.png", tmp_path / "lesion.png"
+    sitk.WriteImage(photo, str(photo_path))
+    before = photo_path.read_bytes()
+    result = run_segssl(
+        "segment", "--method", "s3net", "--input", photo_path, "--output", output, "--progress", "none",
+        "--threads", "1", "--s3net-steps", "8", "--s3net-features", "8", "--s3net-crop-size", "48",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "central component" in result.stderr
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(output)))
+    assert mask.shape == (80, 96) and set(np.unique(mask)) <= {0, 1}
+    truth = sitk.GetArrayFromImage(lesion).astype(bool)
+    dice = 2 * (mask.astype(bool) & truth).sum() / (mask.astype(bool).sum() + truth.sum())
+    assert dice > 0.6, dice
+    assert photo_path.read_bytes() == before
+
+
+def test_seed_outside_the_image_is_a_one_line_error(tiny_phantom, tmp_path):
+    image_path, _ = tiny_phantom
+    output = tmp_path / "out.nii.gz"
+    result = run_segssl("segment", "--method", "s3net", "--input", image_path, "--output", output, "--seed", "40,5,5")
+    assert_one_line_error(result, "outside the image", "40,5,5")
+    assert not output.exists()
+
+
+def test_volume_without_a_seed_is_a_one_line_error(tiny_phantom, tmp_path):
+    image_path, _ = tiny_phantom
+    output = tmp_path / "out.nii.gz"
+    result = run_segssl("segment", "--method", "s3net", "--input", image_path, "--output", output)
+    assert_one_line_error(result, "--seed")
+    assert not output.exists()
+
+
+def test_seed_on_background_warns_and_returns_no_body(tiny_phantom, tmp_path):
+    image_path, _ = tiny_phantom
+    output = tmp_path / "out.nii.gz"
+    result = run_segssl(
+        "segment", "--method", "s3net", "--input", image_path, "--output", output, "--seed", "0,0,0",
+        "--progress", "none", *FAST,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "background" in result.stderr and "empty" in result.stderr
+    assert not sitk.GetArrayFromImage(sitk.ReadImage(str(output))).any()
+
+
+@pytest.mark.parametrize("problem", ["constant", "nan"])
+def test_constant_or_nan_input_is_a_one_line_error_and_left_unchanged(tmp_path, problem):
+    array = np.zeros((6, 20, 24), np.float32) + 40
+    if problem == "nan":
+        array[2, 3:9, 4:10] = np.nan
+        array[3] = 100
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((1.0, 1.5, 3.0))
+    image_path, output, clusters = tmp_path / "in.nrrd", tmp_path / "out.nii.gz", tmp_path / "clusters.nii.gz"
+    sitk.WriteImage(image, str(image_path))
+    before = image_path.read_bytes()
+    result = run_segssl(
+        "segment", "--method", "s3net", "--input", image_path, "--output", output, "--seed", "5,5,2",
+        "--clusters-output", clusters, *FAST,
+    )
+    assert_one_line_error(result, "constant" if problem == "constant" else "nan")
+    assert not output.exists() and not clusters.exists()
+    assert image_path.read_bytes() == before
+
+
+def test_unwritable_cluster_output_fails_before_any_work(tiny_phantom, tmp_path):
+    image_path, _ = tiny_phantom
+    output = tmp_path / "out.nii.gz"
+    result = run_segssl(
+        "segment", "--method", "s3net", "--input", image_path, "--output", output, "--seed", "5,5,5",
+        "--clusters-output", tmp_path / "missing" / "clusters.nii.gz",
+    )
+    assert_one_line_error(result, "--clusters-output", "does not exist")
+    same = run_segssl(
+        "segment", "--method", "s3net", "--input", image_path, "--output", output, "--seed", "5,5,5",
+        "--clusters-output", output,
+    )
+    assert_one_line_error(same, "same file")
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "option, value, fragment",
+    [
+        ("--s3net-weights", "1,2", "C,A,S"),
+        ("--s3net-weights", "1,-1,2", "negative"),
+        ("--s3net-min-clusters", "0", "--s3net-min-clusters must be between 1 and --s3net-clusters"),
+        ("--s3net-steps", "0", "--s3net-steps must be at least 1"),
+        ("--s3net-lr", "0", "positive"),
+        ("--s3net-window", "40", "LEVEL,WIDTH"),
+        ("--s3net-window", "40,-5", "width must be positive"),
+    ],
+)
+def test_bad_s3net_options_are_refused_with_a_message(option, value, fragment):
+    from SegSSLLib.cli import build_parser
+    from SegSSLLib.errors import SegSSLError
+    from SegSSLLib.s3net.segment_method import config_from_args, window_from_args
+
+    args = build_parser().parse_args(["segment", "--method", "s3net", "--input", "x", "--output", "y", option, value])
+    with pytest.raises(SegSSLError, match=fragment):
+        config_from_args(args)
+        window_from_args(args.s3net_window)
+
+
+def test_bad_s3net_option_on_the_command_line_is_a_one_line_error(tiny_phantom, tmp_path):
+    image_path, _ = tiny_phantom
+    output = tmp_path / "out.nii.gz"
+    result = run_segssl(
+        "segment", "--method", "s3net", "--input", image_path, "--output", output, "--seed", "5,5,5",
+        "--s3net-weights", "1,2",
+    )
+    assert_one_line_error(result, "--s3net-weights", "C,A,S")
+    assert not output.exists()
