@@ -20,7 +20,9 @@ TORCH_REQUIREMENTS = ("torch>=2.5.1", "torchvision>=0.20")
 PIP_REQUIREMENTS = (
     "monai>=1.3",
     "scipy>=1.10",
+    "scikit-image>=0.19",
     "tqdm>=4.60",
+    "tensorboard>=2.10",
     "pillow>=9.0",
     "platformdirs>=3.0",
     "segment-anything>=1.0",

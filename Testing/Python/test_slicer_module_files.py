@@ -157,3 +157,18 @@ def test_cmake_files_parse_and_list_existing_files(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "scripted module SegSSL" in result.stdout and "python package files SegSSLLib" in result.stdout
     assert "module test SegSSL.py" in result.stdout
+
+
+def test_the_panel_installs_what_the_library_declares():
+    """Slicer installs packages from its own list; it must match pyproject.toml (a missing one fails at run time)."""
+    tomllib = pytest.importorskip("tomllib")
+    import sys
+
+    sys.path.insert(0, str(MODULE))
+    from SegSSLSlicerLib import dependencies
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    from_slicer = set(dependencies.KEEP_INSTALLED)  # Slicer ships these; never replaced
+    declared = {r.replace(" ", "") for r in declared if r.split(">")[0] not in from_slicer}
+    panel = set(dependencies.TORCH_REQUIREMENTS + dependencies.PIP_REQUIREMENTS)
+    assert panel == declared
