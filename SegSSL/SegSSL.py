@@ -164,6 +164,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.seedPointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.seedPlaceWidget.setCurrentNode)
+        self.ui.outputSegmentationSelector.connect("nodeAddedByUser(vtkMRMLNode*)", self.onOutputSegmentationAdded)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.addClusterButton.connect("clicked(bool)", self.onAddCluster)
         self.ui.propagateButton.connect("clicked(bool)", self.onPropagate)
@@ -341,13 +342,17 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if parameters.outputSegmentation is None:
             if parameters.inputVolume is None:
                 raise SegSSLError("no input volume is selected — load a CT or MR volume and select it as Input volume")
-            segmentation = slicer.mrmlScene.AddNewNodeByClass(
-                "vtkMRMLSegmentationNode", f"{parameters.inputVolume.GetName()} SegSSL"
-            )
-            segmentation.CreateDefaultDisplayNodes()
-            nodes.ensure_reference_geometry(segmentation, parameters.inputVolume)
-            parameters.outputSegmentation = segmentation
+            # Under the volume's transform: results are arrays on the volume's grid.
+            parameters.outputSegmentation = nodes.new_segmentation(parameters.inputVolume, f"{parameters.inputVolume.GetName()} SegSSL")
         return parameters.outputSegmentation
+
+    def onOutputSegmentationAdded(self, segmentation) -> None:
+        """'Create new Segmentation' in the Output list: place it like the input volume."""
+        volume = self._parameterNode.inputVolume if self._parameterNode else None
+        if volume is not None:
+            segmentation.SetAndObserveTransformNodeID(volume.GetTransformNodeID())
+            segmentation.CreateDefaultDisplayNodes()
+            nodes.ensure_reference_geometry(segmentation, volume)
 
     # -- S3-Net clusters ---------------------------------------------------------------------------
 

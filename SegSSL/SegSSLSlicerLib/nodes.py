@@ -143,6 +143,10 @@ def roi_to_ijk_box(roi_node, volume_node) -> tuple[tuple[int, int, int], tuple[i
     """
     if roi_node is None:
         raise SegSSLError("no ROI is selected — create a markups ROI box around the structure")
+    if roi_node.GetNumberOfDefinedControlPoints() == 0:
+        raise SegSSLError(f"the ROI '{roi_node.GetName()}' is not placed yet — click Place and drag a box around the structure")
+    # ObjectToWorld carries the parent transforms' rotation and scaling, so (object corners) @ it are
+    # the box as shown in the views (same as GetSizeWorld along each axis).
     object_to_world = slicer.util.arrayFromVTKMatrix(roi_node.GetObjectToWorldMatrix())
     half = np.array(roi_node.GetSize(), dtype=float) / 2
     corners = np.array([[sx * half[0], sy * half[1], sz * half[2], 1.0] for sx, sy, sz in itertools.product((-1, 1), repeat=3)])
@@ -249,6 +253,27 @@ def keep_view_slice(labels: np.ndarray, axis: int, index: int, view: str = "slic
     return annotation, index
 
 
+def new_segmentation(volume_node, name: str):
+    """A new, empty segmentation on the volume's grid and under the volume's parent transform, so
+    that label arrays on the volume's grid land exactly where the volume is shown."""
+    segmentation_node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    segmentation_node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    segmentation_node.CreateDefaultDisplayNodes()
+    ensure_reference_geometry(segmentation_node, volume_node)
+    return segmentation_node
+
+
+def require_same_transform(segmentation_node, volume_node) -> None:
+    """Writing a volume-grid array into a segmentation under another transform would resample it
+    between the two frames (results shifted or rotated): refuse instead."""
+    if (segmentation_node.GetTransformNodeID() or None) != (volume_node.GetTransformNodeID() or None):
+        raise SegSSLError(
+            f"segmentation '{segmentation_node.GetName()}' and volume '{volume_node.GetName()}' are under different "
+            "transforms — put both under the same transform (Transforms or Data module), or choose "
+            "'Create new Segmentation' as Output"
+        )
+
+
 def ensure_reference_geometry(segmentation_node, volume_node) -> None:
     """Give the segmentation the volume's grid if it has none yet (an existing choice is kept)."""
     name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
@@ -277,6 +302,7 @@ def add_segments(
     Returns {label value: new segment id}. Names that are taken get a number appended.
     """
     names, colors = names or {}, colors or {}
+    require_same_transform(segmentation_node, volume_node)
     ensure_reference_geometry(segmentation_node, volume_node)
     segmentation = segmentation_node.GetSegmentation()
     added = {}
@@ -293,6 +319,7 @@ def replace_segment(mask: np.ndarray, segmentation_node, segment_id: str, volume
     """Overwrite one segment's voxels; only for when the user has confirmed it."""
     if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
         raise SegSSLError("the segment to replace no longer exists — run again")
+    require_same_transform(segmentation_node, volume_node)
     slicer.util.updateSegmentBinaryLabelmapFromArray((mask > 0).astype(np.uint8), segmentation_node, segment_id, volume_node)
 
 

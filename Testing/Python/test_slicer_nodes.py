@@ -211,3 +211,101 @@ def test_annotation_keeps_the_slice_in_the_view(mrml_scene):
         nodes.keep_view_slice(labels, axis=2, index=3, view="Red")
     with pytest.raises(SegSSLError, match="empty"):
         nodes.keep_view_slice(np.zeros_like(labels), axis=0, index=3)
+
+
+def world_of_segment_voxel(segmentation, segment_id) -> np.ndarray:
+    """World (RAS) position of the single voxel of a segment, from the segmentation's own storage."""
+    oriented = segmentation.GetBinaryLabelmapInternalRepresentation(segment_id)  # may hold other segments too
+    image_to_node = slicer.util.arrayFromVTKMatrix(_matrix_of(oriented.GetImageToWorldMatrix))
+    extent = oriented.GetExtent()
+    value = segmentation.GetSegmentation().GetSegment(segment_id).GetLabelValue()
+    array = slicer.util.arrayFromSegmentInternalBinaryLabelmap(segmentation, segment_id)
+    (k, j, i), = np.argwhere(array == value)
+    index = np.array([i + extent[0], j + extent[2], k + extent[4], 1.0])
+    node_to_world = np.eye(4)
+    if segmentation.GetParentTransformNode():
+        node_to_world = slicer.util.arrayFromVTKMatrix(_matrix_of(segmentation.GetParentTransformNode().GetMatrixTransformToWorld))
+    return (node_to_world @ image_to_node @ index)[:3]
+
+
+def _matrix_of(getter):
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    getter(matrix)
+    return matrix
+
+
+def test_results_land_on_a_transformed_volume_and_other_transforms_are_refused(mrml_scene):
+    image, labels = oblique_phantom()
+    volume = nodes.add_volume_from_image(image, "ct")
+    transform, matrix = linear_transform(mrml_scene, (20.0, -15.0), (20.0, -5.0, 12.0))  # rotation + translation
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    label_array = sitk.GetArrayFromImage(labels)
+
+    segmentation = nodes.new_segmentation(volume, "ct SegSSL")
+    assert segmentation.GetTransformNodeID() == transform.GetID()
+    added = nodes.add_segments(label_array, segmentation, volume)
+    for value, segment_id in added.items():  # exact round trip
+        np.testing.assert_array_equal(
+            slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segment_id, volume), (label_array == value).astype(np.uint8)
+        )
+    # Shown where the volume's voxel is: world position through both nodes' transforms.
+    voxel = np.zeros_like(label_array)
+    voxel[5, 9, 3] = 1
+    single = nodes.add_segments(voxel, segmentation, volume, names={1: "voxel"})[1]
+    np.testing.assert_allclose(world_of_segment_voxel(segmentation, single), (matrix @ [*ras_of_index(volume, (3, 9, 5)), 1.0])[:3], atol=1e-6)
+    nodes.replace_segment(np.roll(voxel, 2, axis=2), segmentation, single, volume)
+    np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, single, volume), np.roll(voxel, 2, axis=2))
+
+    # A segmentation under another transform (here: none) would get shifted results: refused, unchanged.
+    elsewhere = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "untransformed")
+    with pytest.raises(SegSSLError, match="'untransformed' and volume 'ct' are under different transforms"):
+        nodes.add_segments(voxel, elsewhere, volume)
+    assert elsewhere.GetSegmentation().GetNumberOfSegments() == 0
+    segmentation.SetAndObserveTransformNodeID(None)
+    with pytest.raises(SegSSLError, match="different transforms"):
+        nodes.replace_segment(voxel, segmentation, single, volume)
+
+
+def test_roi_box_follows_the_roi_and_volume_transforms_including_scaling(mrml_scene):
+    image, _ = oblique_phantom()
+    volume = nodes.add_volume_from_image(image, "ct")
+    volume_transform, volume_matrix = linear_transform(mrml_scene, (15.0, -10.0), (12.0, -7.0, 30.0))
+    volume.SetAndObserveTransformNodeID(volume_transform.GetID())
+    roi_transform, roi_matrix = linear_transform(mrml_scene, (-30.0, 5.0), (-4.0, 9.0, 1.5))
+    ijk_to_ras = nodes.ijk_to_ras_matrix(volume)
+    axes = ijk_to_ras[:3, :3] / np.linalg.norm(ijk_to_ras[:3, :3], axis=0)
+
+    # A box aligned with the voxel grid in world space, around voxel centres (3, 2, 1)..(7, 5, 3).
+    lower, upper = np.array([3, 2, 1]), np.array([7, 5, 3])
+    object_to_world = np.eye(4)
+    object_to_world[:3, :3] = volume_matrix[:3, :3] @ axes
+    object_to_world[:3, 3] = (volume_matrix @ ijk_to_ras @ np.array([*(lower + upper) / 2, 1.0]))[:3]
+    roi = mrml_scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
+    roi.SetAndObserveTransformNodeID(roi_transform.GetID())
+    roi.SetAndObserveObjectToNodeMatrix(slicer.util.vtkMatrixFromArray(np.linalg.inv(roi_matrix) @ object_to_world))
+    roi.SetSize(*((upper - lower + 0.6) * SPACING))
+    assert nodes.roi_to_ijk_box(roi, volume) == ((3, 2, 1), (7, 5, 3))
+
+    # Under a transform that doubles the first axis, the box is shown (and used) twice as long.
+    scaling = mrml_scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    scaling.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(np.diag([2.0, 1.0, 1.0, 1.0])))
+    plain = nodes.add_volume_from_image(sitk.Image(SIZE, sitk.sitkInt16), "grid")  # unit spacing, identity direction
+    box = mrml_scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "scaled")
+    box.SetCenter(-5.0, -8.0, 6.0)  # doubled along x: world (-10, -8, 6), the centre of voxel (10, 8, 6)
+    box.SetSize(3.0, 2.6, 2.6)
+    box.SetAndObserveTransformNodeID(scaling.GetID())
+    size_world = [0.0, 0.0, 0.0]
+    box.GetSizeWorld(size_world)
+    np.testing.assert_allclose(size_world, (6.0, 2.6, 2.6))
+    # World x of the box: -10 +- 3 -> voxel i = 10 +- 3 (RAS x = -i); j 7..9, k 5..7.
+    assert nodes.roi_to_ijk_box(box, plain) == ((7, 7, 5), (13, 9, 7))
+
+
+def test_roi_that_is_not_placed_yet_says_so(mrml_scene):
+    image, _ = oblique_phantom()
+    volume = nodes.add_volume_from_image(image, "ct")
+    roi = mrml_scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
+    with pytest.raises(SegSSLError, match="ROI 'box' is not placed yet"):
+        nodes.roi_to_ijk_box(roi, volume)

@@ -179,3 +179,26 @@ def test_panel_model_choices_name_weights_and_configs_the_library_knows():
         assert config in sam2_config_names()
     for weights_name in runs.SAM_MODELS.values():
         assert REGISTRY[weights_name].family == "sam"
+
+
+def test_a_transformed_volume_gets_its_results_in_place(mrml_scene, tmp_path):
+    volume, _, truth = selftest.add_phantom()
+    transform = mrml_scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = np.eye(4)
+    angle = np.radians(30.0)
+    matrix[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    matrix[:3, 3] = (20.0, 0.0, -5.0)
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(matrix))
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    seeds = mrml_scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")  # placed in world space, where the user sees the voxel
+    seeds.AddControlPoint(*(matrix @ [*selftest.ras_of_index(volume, (13, 20, 5)), 1.0])[:3])
+    prepared = runs.prepare_segment(volume, "S3-Net", "CPU", seeds_node=seeds, work_parent=tmp_path)
+    assert option(prepared.arguments, "--seed") == "13,20,5"
+
+    liver = (truth == selftest.LIVER).astype(np.uint8)
+    result = sitk.GetImageFromArray(liver)
+    result.CopyInformation(sitk.ReadImage(option(prepared.arguments, "--input")))
+    sitk.WriteImage(result, str(prepared.result))
+    segmentation = nodes.new_segmentation(volume, "out")
+    imported = runs.finish(prepared, segmentation, volume)
+    np.testing.assert_array_equal(selftest.segment_array(segmentation, imported.segment_ids[1], volume), liver)
