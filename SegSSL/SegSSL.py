@@ -329,7 +329,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if result.clusters_node is not None:
                 self._showClusters(result.clusters_node)
             if result.empty:
-                return _("{title} found nothing; no segment was added").format(title=prepared.title)
+                return _("{title} found nothing; no segment was added or changed").format(title=prepared.title)
             names = [segmentation.GetSegmentation().GetSegment(i).GetName() for i in result.segment_ids.values()]
             self.ui.segmentEditorWidget.setCurrentSegmentID(next(iter(result.segment_ids.values())))
             return _("{title} done: {names}").format(title=prepared.title, names=", ".join(names))

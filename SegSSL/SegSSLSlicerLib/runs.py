@@ -260,8 +260,11 @@ def finish(prepared: PreparedRun, segmentation_node, volume_node) -> RunResult:
     """Import a finished run: new segments (or the confirmed replacement) and the cluster map."""
     labels = read_result(prepared.result, volume_node)
     if prepared.replace_segment_id:
-        nodes.replace_segment(labels, segmentation_node, prepared.replace_segment_id, volume_node)
-        segment_ids = {1: prepared.replace_segment_id} if labels.any() else {}
+        # An empty result must not erase the user's segment: nothing is replaced then.
+        segment_ids = {}
+        if labels.any():
+            nodes.replace_segment(labels, segmentation_node, prepared.replace_segment_id, volume_node)
+            segment_ids = {1: prepared.replace_segment_id}
     else:
         values = [int(v) for v in np.unique(labels) if v != 0]
         names = {v: prepared.names.get(v) or (prepared.default_name if len(values) == 1 else f"{prepared.default_name} {v}") for v in values}

@@ -121,6 +121,18 @@ def test_refine_from_an_roi_box_and_confirmed_replacement(mrml_scene, tmp_path):
     np.testing.assert_array_equal(selftest.segment_array(segmentation, source, volume), refined)
     np.testing.assert_array_equal(selftest.segment_array(segmentation, other, volume), (truth == 2).astype(np.uint8))
 
+    # A confirmed replacement whose result is empty leaves the segment as it was.
+    again = runs.prepare_refine(
+        volume, "Selected segment", "CPU", sam_checkpoint=checkpoint, segmentation_node=segmentation,
+        segment_id=source, replace=True, work_parent=tmp_path,
+    )
+    empty = sitk.GetImageFromArray(np.zeros_like(kidney))
+    empty.CopyInformation(image)
+    sitk.WriteImage(empty, str(again.result))
+    assert runs.finish(again, segmentation, volume).empty
+    np.testing.assert_array_equal(selftest.segment_array(segmentation, source, volume), refined)
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 2
+
 
 def test_results_on_another_grid_are_refused_and_clusters_load_on_the_volume_grid(mrml_scene, tmp_path):
     volume, segmentation, truth = selftest.add_phantom()
