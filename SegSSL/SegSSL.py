@@ -134,7 +134,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._weightsTimer = None
         self._weightsFound = {}  # weights name -> Path, None (not downloaded) or "unknown"
         self._weightsLookups = {}  # weights name -> thread
-        self._clustersNode = None
+        self._clusters = None  # runs.ClusterMap of the last S3-Net run, while its volume is the input
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -202,6 +202,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
+        self._clearClusters()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -232,6 +233,8 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if parameters is None:
             return
         volume, segmentation = parameters.inputVolume, parameters.outputSegmentation
+        if self._clusters is not None and self._clusters.volume_node is not volume:
+            self._clearClusters()
         editor = self.ui.segmentEditorWidget
         if editor.segmentationNode() is not segmentation:
             editor.setSegmentationNode(segmentation)
@@ -326,8 +329,8 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         def importResult(process):
             result = runs.finish(prepared, segmentation, volume)
             segmentation.CreateDefaultDisplayNodes()
-            if result.clusters_node is not None:
-                self._showClusters(result.clusters_node)
+            if result.clusters is not None:
+                self._showClusters(result.clusters)
             if result.empty:
                 return _("{title} found nothing; no segment was added or changed").format(title=prepared.title)
             names = [segmentation.GetSegmentation().GetSegment(i).GetName() for i in result.segment_ids.values()]
@@ -356,26 +359,30 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- S3-Net clusters ---------------------------------------------------------------------------
 
-    def _showClusters(self, clustersNode) -> None:
+    def _showClusters(self, clusters: runs.ClusterMap) -> None:
         """Show the cluster map as a label layer and list its clusters, largest first."""
-        slicer.util.setSliceViewerLayers(label=clustersNode, labelOpacity=0.5)
-        counts = nodes.label_counts(slicer.util.arrayFromVolume(clustersNode))
+        slicer.util.setSliceViewerLayers(label=clusters.node, labelOpacity=0.5)
         self.ui.clusterComboBox.clear()
-        for value, count in counts:
+        for value, count in clusters.counts():
             self.ui.clusterComboBox.addItem(_("cluster {value} ({count} voxels)").format(value=value, count=count), value)
-        self._clustersNode = clustersNode
+        self._clusters = clusters
+        self._updateButtons()
+
+    def _clearClusters(self) -> None:
+        """Forget the cluster map (scene closed, another volume): its clusters belong to the old one."""
+        self._clusters = None
+        self.ui.clusterComboBox.clear()
         self._updateButtons()
 
     def onAddCluster(self) -> None:
         with self._reportErrors(_("Add cluster")):
+            if self._clusters is None:
+                raise SegSSLError("there is no cluster map — run Segment with S3-Net and 'Keep all clusters' first")
             value = int(self.ui.clusterComboBox.currentData)
-            clusters = slicer.util.arrayFromVolume(self._clustersNode)
-            added = nodes.add_segments(
-                (clusters == value).astype("uint8"), self._outputSegmentation(), self._parameterNode.inputVolume,
-                names={1: f"S3-Net cluster {value}"},
-            )
+            segmentId = self._clusters.add(value)
             self.ui.statusLabel.text = _("added cluster {value} as a new segment").format(value=value)
-            self.ui.segmentEditorWidget.setCurrentSegmentID(added[1])
+            if self._clusters.segmentation_node is self.ui.segmentEditorWidget.segmentationNode():
+                self.ui.segmentEditorWidget.setCurrentSegmentID(segmentId)
 
     # -- weights -----------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import slicer.util
 
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.processes import SegSSLProcess, run_to_end
@@ -67,13 +68,38 @@ class PreparedRun:
 
 
 @dataclass
+class ClusterMap:
+    """An S3-Net cluster map with the volume and segmentation of its run: a cluster the user picks
+    later goes there, on that grid, whatever the panel shows by then."""
+
+    node: object  # label map volume on the volume's grid
+    volume_node: object
+    segmentation_node: object
+
+    def counts(self) -> list[tuple[int, int]]:
+        return nodes.label_counts(slicer.util.arrayFromVolume(self.node))
+
+    def add(self, value: int) -> str:
+        """Add cluster ``value`` as a new segment; returns its id."""
+        for node in (self.node, self.volume_node, self.segmentation_node):
+            if node is None or node.GetScene() is None or not node.GetScene().IsNodePresent(node):
+                raise SegSSLError("the cluster map, its volume or its segmentation was removed — run Segment again")
+        mask = (slicer.util.arrayFromVolume(self.node) == value).astype(np.uint8)
+        return nodes.add_segments(mask, self.segmentation_node, self.volume_node, names={1: f"S3-Net cluster {value}"})[1]
+
+
+@dataclass
 class RunResult:
     segment_ids: dict[int, str]  # label value -> segment id that received it
-    clusters_node: object | None = None
+    clusters: ClusterMap | None = None
 
     @property
     def empty(self) -> bool:
         return not self.segment_ids
+
+    @property
+    def clusters_node(self):
+        return self.clusters.node if self.clusters else None
 
 
 @contextlib.contextmanager
@@ -269,11 +295,12 @@ def finish(prepared: PreparedRun, segmentation_node, volume_node) -> RunResult:
         values = [int(v) for v in np.unique(labels) if v != 0]
         names = {v: prepared.names.get(v) or (prepared.default_name if len(values) == 1 else f"{prepared.default_name} {v}") for v in values}
         segment_ids = nodes.add_segments(labels, segmentation_node, volume_node, names, prepared.colors)
-    clusters_node = None
+    cluster_map = None
     if prepared.clusters and prepared.clusters.is_file():
         clusters = read_result(prepared.clusters, volume_node)
         clusters_node = nodes.add_label_volume(clusters, volume_node, f"{volume_node.GetName()} S3-Net clusters")
-    return RunResult(segment_ids, clusters_node)
+        cluster_map = ClusterMap(clusters_node, volume_node, segmentation_node)
+    return RunResult(segment_ids, cluster_map)
 
 
 def run_and_finish(prepared: PreparedRun, segmentation_node, volume_node, python=None, timeout=None, on_event=None) -> RunResult:

@@ -159,6 +159,18 @@ def test_results_on_another_grid_are_refused_and_clusters_load_on_the_volume_gri
     np.testing.assert_allclose(nodes.ijk_to_ras_matrix(result.clusters_node), nodes.ijk_to_ras_matrix(volume))
     assert nodes.label_counts(truth % 4)[0][1] == max(np.bincount((truth % 4).ravel()))
 
+    # A cluster picked later goes to the run's segmentation on the run's volume grid, even after
+    # another volume was loaded; once the volume is gone it is refused.
+    assert result.clusters.counts() == nodes.label_counts(truth % 4)
+    nodes.add_volume_from_image(sitk.Image((10, 10, 10), sitk.sitkInt16), "another volume")
+    cluster_id = result.clusters.add(2)
+    assert segmentation.GetSegmentation().GetSegment(cluster_id).GetName() == "S3-Net cluster 2"
+    np.testing.assert_array_equal(selftest.segment_array(segmentation, cluster_id, volume), (truth % 4 == 2).astype(np.uint8))
+    mrml_scene.RemoveNode(volume)
+    with pytest.raises(SegSSLError, match="was removed — run Segment again"):
+        result.clusters.add(3)
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 2
+
 
 def test_refine_without_weights_refuses_clearly_and_writes_nothing(mrml_scene, tmp_path):
     volume, segmentation, truth = selftest.add_phantom()
