@@ -666,12 +666,17 @@ class SegSSLLogic(ScriptedLoadableModuleLogic):
             import slicer.packaging as packaging  # Slicer 5.12 and newer
         except ImportError:
             packaging = None
-        if packaging is not None and hasattr(packaging, "pip_ensure"):
-            # Confirmation was asked already; pip_ensure offers the restart itself when needed.
-            packaging.pip_ensure(requirements, constraints=str(constraints), prompt_install=False, requester="SegSSL")
-            return
         restartNeeded = dependencies.imported_among(requirements)
-        slicer.util.pip_install(list(requirements) + ["-c", str(constraints)])
+        # Called after torch is installed: source builds (sam2) compile against it.
+        for arguments, environment in dependencies.pip_steps(requirements, constraints):
+            if not environment and packaging is not None and hasattr(packaging, "pip_ensure"):
+                # Confirmation was asked already; pip_ensure offers the restart itself when needed.
+                names = arguments[: arguments.index("-c")]
+                packaging.pip_ensure(names, constraints=str(constraints), prompt_install=False, requester="SegSSL")
+                restartNeeded = [r for r in restartNeeded if r not in names]
+                continue
+            with dependencies.environment_set(environment):
+                slicer.util.pip_install(arguments)
         if restartNeeded and slicer.util.confirmYesNoDisplay(
             _("Updated packages were already loaded ({names}). Restart Slicer now so they are used?").format(
                 names=", ".join(restartNeeded)

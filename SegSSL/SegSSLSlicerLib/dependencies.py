@@ -8,6 +8,8 @@ pinned in a constraints file so pip never replaces them (Slicer's SimpleITK abov
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from importlib import metadata
 
@@ -30,6 +32,10 @@ PIP_REQUIREMENTS = (
 )
 # Slicer's own copies; pip may use them but must not replace them.
 KEEP_INSTALLED = ("SimpleITK", "numpy")
+# Published as source only: built after torch, against the installed torch (an isolated build would
+# download a second torch, and constraints do not reach it), without the optional CUDA extension
+# (it needs a CUDA compiler; sam2 runs without it).
+SOURCE_BUILDS = {"sam2": {"SAM2_BUILD_CUDA": "0"}}
 
 
 def installed_version(name: str) -> str | None:
@@ -57,6 +63,34 @@ def constraints_text(names=KEEP_INSTALLED + tuple(Requirement(r).name for r in T
     """A pip constraints file that pins each installed package of ``names`` to its version."""
     lines = [f"{name}=={version}" for name in names if (version := installed_version(name))]
     return "\n".join(lines) + "\n"
+
+
+def pip_steps(requirements, constraints_path) -> list[tuple[list[str], dict[str, str]]]:
+    """The ``pip install`` calls for missing ``requirements``, in order, as (arguments, extra
+    environment): the ordinary packages together, then each source build on its own."""
+    constraints = ["-c", str(constraints_path)]
+    plain = [r for r in requirements if Requirement(r).name not in SOURCE_BUILDS]
+    steps = [(plain + constraints, {})] if plain else []
+    for requirement in requirements:
+        environment = SOURCE_BUILDS.get(Requirement(requirement).name)
+        if environment is not None:
+            steps.append(([requirement, "--no-build-isolation"] + constraints, dict(environment)))
+    return steps
+
+
+@contextlib.contextmanager
+def environment_set(variables: dict[str, str]):
+    """``os.environ`` with ``variables`` set for the duration (pip inherits it), restored afterwards."""
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def imported_among(requirements) -> list[str]:
