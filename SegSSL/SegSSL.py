@@ -165,6 +165,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.seedPointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.seedPlaceWidget.setCurrentNode)
         self.ui.outputSegmentationSelector.connect("nodeAddedByUser(vtkMRMLNode*)", self.onOutputSegmentationAdded)
+        editor.connect("currentSegmentIDChanged(QString)", self.onEditorSegmentChanged)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.addClusterButton.connect("clicked(bool)", self.onAddCluster)
         self.ui.propagateButton.connect("clicked(bool)", self.onPropagate)
@@ -291,13 +292,23 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not self._dependenciesReady():
                 return
             segmentation = self._outputSegmentation()
-            segmentId = self.ui.propagateSegmentSelector.currentSegmentID()
+            segmentIds = self._segmentsToPropagate()
             prepared = runs.prepare_propagate(
-                parameters.inputVolume, segmentation, [segmentId], self.logic.sliceNode(parameters.sliceView),
+                parameters.inputVolume, segmentation, segmentIds, self.logic.sliceNode(parameters.sliceView),
                 parameters.propagateBackend, parameters.device, sam2_model=parameters.sam2Model,
                 sam2_checkpoint=self._checkpoint("sam2"), work_parent=self.logic.workFolder(),
             )
             self._startImport(prepared)
+
+    def onEditorSegmentChanged(self, segmentId: str) -> None:
+        """Propagate what is being painted: the selection follows the editor's current segment."""
+        if segmentId:
+            self.ui.propagateSegmentSelector.setSelectedSegmentIDs([segmentId])
+
+    def _segmentsToPropagate(self) -> list[str]:
+        chosen = list(self.ui.propagateSegmentSelector.selectedSegmentIDs())
+        current = self.ui.segmentEditorWidget.currentSegmentID()
+        return chosen or ([current] if current else [])
 
     def onRefine(self) -> None:
         parameters = self._parameterNode

@@ -217,6 +217,8 @@ def segments_to_labels(segmentation_node, segment_ids, volume_node) -> np.ndarra
     """(k, j, i) label array on the volume's grid: segment ``segment_ids[n]`` gets value n + 1."""
     if segmentation_node is None:
         raise SegSSLError("no output segmentation is selected — select or create one")
+    if not segment_ids:
+        raise SegSSLError("no segment is selected — pick the segment to use in the segment list")
     segmentation = segmentation_node.GetSegmentation()
     i, j, k = volume_size(volume_node)
     labels = np.zeros((k, j, i), dtype=np.uint8 if len(segment_ids) < 256 else np.uint16)

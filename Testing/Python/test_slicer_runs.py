@@ -65,6 +65,25 @@ def test_propagate_writes_the_view_slice_with_exact_geometry_and_imports_new_seg
     assert not prepared.work_folder.exists()
 
 
+def test_several_segments_propagate_together_as_label_values_and_none_is_refused(mrml_scene, tmp_path):
+    volume, segmentation, truth = selftest.add_phantom()
+    k = int(np.argmax((truth == selftest.LIVER).sum(axis=(1, 2))))
+    ids = []
+    for value, name in ((selftest.LIVER, "liver"), (2, "spleen")):
+        painted = np.zeros_like(truth, dtype=np.uint8)
+        painted[k] = truth[k] == value
+        ids.append(nodes.add_segments(painted, segmentation, volume, names={1: name})[1])
+    assert all((truth[k] == v).any() for v in (selftest.LIVER, 2))
+    prepared = runs.prepare_propagate(
+        volume, segmentation, ids[::-1], axial_view(mrml_scene, volume, k), "Registration (no weights)", "CPU", work_parent=tmp_path
+    )
+    annotation = sitk.GetArrayFromImage(sitk.ReadImage(option(prepared.arguments, "--annotation")))
+    np.testing.assert_array_equal(annotation[k], np.select([truth[k] == 2, truth[k] == selftest.LIVER], [1, 2], 0))
+    assert prepared.names == {1: "spleen propagated", 2: "liver propagated"}
+    with pytest.raises(SegSSLError, match="no segment is selected"):
+        runs.prepare_propagate(volume, segmentation, [], axial_view(mrml_scene, volume, k), "Registration (no weights)", "CPU", work_parent=tmp_path)
+
+
 def test_segment_command_lines_carry_seeds_and_refuse_missing_inputs(mrml_scene, tmp_path):
     volume, segmentation, truth = selftest.add_phantom()
     seeds = mrml_scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
