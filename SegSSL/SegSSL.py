@@ -54,7 +54,8 @@ from SegSSLLib.errors import SegSSLError  # noqa: E402
 from SegSSLLib.processes import EXIT_EVENT, SegSSLProcess  # noqa: E402
 from SegSSLSlicerLib import dependencies, nodes, runs, selftest  # noqa: E402
 
-SLICE_VIEWS = ["Red", "Yellow", "Green"]
+# "Auto": the slice the painting lies on, else the view the user last worked in.
+SLICE_VIEWS = ["Auto", "Red", "Yellow", "Green"]
 
 
 #
@@ -99,7 +100,7 @@ class SegSSLParameterNode:
     seedPoints: vtkMRMLMarkupsFiducialNode
     keepClusters: bool = True
     # Annotate and propagate
-    sliceView: Annotated[str, Choice(SLICE_VIEWS)] = "Red"
+    sliceView: Annotated[str, Choice(SLICE_VIEWS)] = "Auto"
     propagateBackend: Annotated[str, Choice(list(runs.PROPAGATION_BACKENDS))] = "Registration (no weights)"
     sam2Model: Annotated[str, Choice(list(runs.SAM2_MODELS))] = "SAM 2.1 tiny"
     # Refine with SAM
@@ -294,11 +295,21 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             segmentation = self._outputSegmentation()
             segmentIds = self._segmentsToPropagate()
             prepared = runs.prepare_propagate(
-                parameters.inputVolume, segmentation, segmentIds, self.logic.sliceNode(parameters.sliceView),
+                parameters.inputVolume, segmentation, segmentIds, self._chosenSliceNode(),
                 parameters.propagateBackend, parameters.device, sam2_model=parameters.sam2Model,
                 sam2_checkpoint=self._checkpoint("sam2"), work_parent=self.logic.workFolder(),
             )
             self._startImport(prepared)
+
+    def _chosenSliceNode(self):
+        """The view chosen under 'Painted in view', or None for Auto."""
+        view = self._parameterNode.sliceView
+        return None if view == "Auto" else self.logic.sliceNode(view)
+
+    def _workingAxis(self):
+        """Refinement's slice axis: that of the chosen view, else of the view last worked in."""
+        view, volume = self._chosenSliceNode() or nodes.active_slice_node(), self._parameterNode.inputVolume
+        return nodes.view_axis(view, volume) if view is not None and volume is not None else None
 
     def onEditorSegmentChanged(self, segmentId: str) -> None:
         """Propagate what is being painted: the selection follows the editor's current segment."""
@@ -329,7 +340,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 parameters.inputVolume, parameters.refineSource, parameters.device,
                 sam_model=parameters.samModel, sam_checkpoint=self._checkpoint("sam"),
                 segmentation_node=segmentation, segment_id=segmentId, roi_node=parameters.refineRoi,
-                replace=replace, work_parent=self.logic.workFolder(),
+                replace=replace, axis=self._workingAxis(), work_parent=self.logic.workFolder(),
             )
             self._startImport(prepared)
 

@@ -173,13 +173,8 @@ def box_mask(volume_node, lower, upper) -> np.ndarray:
     return mask
 
 
-def view_slice(slice_node, volume_node) -> tuple[int, int]:
-    """(ITK axis, slice index) of the volume plane that a slice view shows.
-
-    Propagation works along a voxel axis, so a view that is oblique to the volume's grid is refused
-    with a message saying how to fix it.
-    """
-    view = slice_node.GetLayoutName() or slice_node.GetName()
+def _view_alignment(slice_node, volume_node) -> tuple[np.ndarray, np.ndarray]:
+    """(slice-to-volume-frame matrix, |cos| of the angle between the view's normal and each voxel axis)."""
     parent = volume_node.GetParentTransformNode()
     if parent is not None and not parent.IsTransformToWorldLinear():
         raise SegSSLError(
@@ -194,7 +189,22 @@ def view_slice(slice_node, volume_node) -> tuple[int, int]:
     ijk_to_ras = ijk_to_ras_matrix(volume_node)
     axes = ijk_to_ras[:3, :3] / np.linalg.norm(ijk_to_ras[:3, :3], axis=0)  # unit voxel axes in RAS
     normal = np.cross(slice_to_local[:3, 0], slice_to_local[:3, 1])
-    alignment = np.abs(axes.T @ (normal / np.linalg.norm(normal)))
+    return slice_to_local, np.abs(axes.T @ (normal / np.linalg.norm(normal)))
+
+
+def view_axis(slice_node, volume_node) -> int:
+    """The voxel axis (ITK order) nearest to a slice view's normal; an oblique view is fine here."""
+    return int(np.argmax(_view_alignment(slice_node, volume_node)[1]))
+
+
+def view_slice(slice_node, volume_node) -> tuple[int, int]:
+    """(ITK axis, slice index) of the volume plane that a slice view shows.
+
+    Propagation works along a voxel axis, so a view that is oblique to the volume's grid is refused
+    with a message saying how to fix it.
+    """
+    view = slice_node.GetLayoutName() or slice_node.GetName()
+    slice_to_local, alignment = _view_alignment(slice_node, volume_node)
     axis = int(np.argmax(alignment))
     if alignment[axis] < np.cos(np.radians(VIEW_ALIGNMENT_TOLERANCE_DEGREES)):
         angle = np.degrees(np.arccos(min(1.0, alignment[axis])))
@@ -203,11 +213,32 @@ def view_slice(slice_node, volume_node) -> tuple[int, int]:
             f"propagation runs along a voxel axis: choose 'Rotate to volume plane' in the {view} view's menu, "
             "then paint and propagate"
         )
-    centre = np.linalg.inv(ijk_to_ras) @ slice_to_local[:, 3]
+    centre = np.linalg.inv(ijk_to_ras_matrix(volume_node)) @ slice_to_local[:, 3]
     index = int(np.rint(centre[axis]))
     if not 0 <= index < volume_size(volume_node)[axis]:
         raise SegSSLError(f"the {view} view shows a plane outside the volume '{volume_node.GetName()}' — scroll into it")
     return axis, index
+
+
+def active_slice_node():
+    """The slice view the user last worked in (Slicer's active view), or None if that is not a slice view."""
+    selection = slicer.mrmlScene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+    view_id = selection.GetActiveViewID() if selection is not None else None
+    view = slicer.mrmlScene.GetNodeByID(view_id) if view_id else None
+    return view if view is not None and view.IsA("vtkMRMLSliceNode") else None
+
+
+def painted_slice(labels: np.ndarray) -> tuple[int, int] | None:
+    """(ITK axis, index) of the one slice the labels lie on, when exactly one axis has a single painted
+    slice; None when that does not tell (nothing painted, several slices, or a line or a dot that lies
+    on one slice of several axes)."""
+    single = []
+    for axis in (0, 1, 2):
+        other = tuple(a for a in range(3) if a != 2 - axis)  # (k, j, i) array
+        occupied = np.flatnonzero(np.any(labels != 0, axis=other))
+        if len(occupied) == 1:
+            single.append((axis, int(occupied[0])))
+    return single[0] if len(single) == 1 else None
 
 
 # -- segments <-> label arrays --------------------------------------------------------------------

@@ -195,7 +195,11 @@ def prepare_propagate(
     sam2_checkpoint=None,
     work_parent=None,
 ) -> PreparedRun:
-    """Propagate: the segments as painted on the slice shown in ``slice_node``, through the volume."""
+    """Propagate: the segments as painted on the slice shown in ``slice_node``, through the volume.
+
+    ``slice_node`` None means "find it": the one slice the segments lie on when the painting tells
+    (see ``nodes.painted_slice``), else the slice shown in the view the user last worked in.
+    """
     nodes.require_volume(volume_node)
     backend = PROPAGATION_BACKENDS.get(backend, backend)
     options = ["--backend", backend]
@@ -205,8 +209,18 @@ def prepare_propagate(
         )
         options += ["--sam2-checkpoint", str(checkpoint), "--sam2-config", SAM2_MODELS[sam2_model][1]]
     labels = nodes.segments_to_labels(segmentation_node, segment_ids, volume_node)
-    axis, index = nodes.view_slice(slice_node, volume_node)
-    annotation, index = nodes.keep_view_slice(labels, axis, index, slice_node.GetLayoutName() or "slice")
+    found = nodes.painted_slice(labels) if slice_node is None else None
+    if found is not None:
+        (axis, index), annotation = found, labels
+    else:
+        slice_node = slice_node or nodes.active_slice_node()
+        if slice_node is None:
+            raise SegSSLError(
+                "cannot tell which slice to propagate from (the segment is not on exactly one slice) — "
+                "choose the view you painted in under 'Painted in view'"
+            )
+        axis, index = nodes.view_slice(slice_node, volume_node)
+        annotation, index = nodes.keep_view_slice(labels, axis, index, slice_node.GetLayoutName() or "slice")
     with _new_work_folder(work_parent) as work_folder:
         volume_path, annotation_path = _write_inputs(work_folder, volume_node, annotation)
     result = work_folder / _RESULT_FILE
@@ -215,7 +229,7 @@ def prepare_propagate(
         title=f"propagation from slice {index} ({'SAM 2' if backend == 'sam2' else 'registration'})",
         arguments=["propagate", "--input", str(volume_path), "--annotation", str(annotation_path), "--output", str(result)]
         + options
-        + ["--device", _device(device)],
+        + ["--axis", str(axis), "--device", _device(device)],  # the axis the user painted on, not a guess
         work_folder=work_folder,
         result=result,
         default_name="propagated",
@@ -234,9 +248,11 @@ def prepare_refine(
     segment_id: str | None = None,
     roi_node=None,
     replace: bool = False,
+    axis: int | None = None,
     work_parent=None,
 ) -> PreparedRun:
-    """Refine with SAM: boxes from the selected segment (per slice and component) or from an ROI box.
+    """Refine with SAM: boxes from the selected segment (per slice and component) or from an ROI box,
+    on the slices along ITK ``axis`` (the view the user works in; None: the command's default, axial).
 
     Without SAM weights nothing is written or run: the message says how to get them.
     """
@@ -258,7 +274,8 @@ def prepare_refine(
     return PreparedRun(
         title=f"refinement with {sam_model}",
         arguments=["refine", "--input", str(volume_path), "--mask", str(mask_path), "--output", str(result)]
-        + ["--sam-checkpoint", str(checkpoint), "--device", _device(device)],
+        + ["--sam-checkpoint", str(checkpoint), "--device", _device(device)]
+        + (["--refine-axis", str(axis)] if axis is not None else []),
         work_folder=work_folder,
         result=result,
         default_name=name,

@@ -39,7 +39,10 @@ def configure(parser) -> None:
         "smaller is much faster on a CPU and less precise"
     )
     parser.add_argument(
-        "--axis", type=int, choices=(0, 1, 2), help="slice axis, ITK order (default: the one the annotation lies on)"
+        "--axis", type=int, choices=(0, 1, 2),
+        help="slice axis the annotation was painted on, ITK index order: 0 = I (sagittal for an axial scan), "
+        "1 = J (coronal), 2 = K (axial); the annotation must lie on slices of it (default: the axis along which it "
+        "covers fewest slices, axial on a tie)"
     )
     add_device_option(parser)
 

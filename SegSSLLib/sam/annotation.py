@@ -40,6 +40,14 @@ def find_annotation(labels: np.ndarray, axis: int | None = None) -> Annotation:
         axis = min(_AXIS_PREFERENCE, key=lambda a: (len(occupied[a]), _AXIS_PREFERENCE.index(a)))
     elif axis not in (0, 1, 2):
         raise SegSSLError(f"--axis must be 0, 1 or 2 (I, J, K), got {axis}")
+    elif len(occupied[axis]) > min(len(slices) for slices in occupied.values()):
+        # Painted across the slices of that axis, not on them: the axis does not match the drawing.
+        best = min(_AXIS_PREFERENCE, key=lambda a: (len(occupied[a]), _AXIS_PREFERENCE.index(a)))
+        raise SegSSLError(
+            f"the annotation does not lie on slices of --axis {axis}: it covers {len(occupied[axis])} slices "
+            f"along axis {axis} but {len(occupied[best])} along axis {best} — pass --axis {best}, or paint on "
+            f"one slice of axis {axis}"
+        )
     values = tuple(int(v) for v in np.unique(labels) if v != 0)
     return Annotation(axis=axis, slices=tuple(occupied[axis]), labels=values)
 

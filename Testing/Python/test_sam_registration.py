@@ -28,7 +28,11 @@ def test_annotation_axis_slices_and_labels():
     corrections[2, 3:7, 3:7] = 1
     corrections[7, 3:7, 3:7] = 1
     assert find_annotation(corrections).slices == (2, 7)
-    assert find_annotation(corrections, axis=1).slices == (3, 4, 5, 6)
+    with pytest.raises(SegSSLError, match="does not lie on slices of --axis 1.*pass --axis 2"):
+        find_annotation(corrections, axis=1)  # painted on axial slices, not coronal ones
+    line = np.zeros_like(labels)
+    line[4, 6, 2:12] = 1  # one row: on one slice of both K and J; painted in a coronal view
+    assert find_annotation(line).axis == 2 and find_annotation(line, axis=1).slices == (6,)
     with pytest.raises(SegSSLError, match="empty"):
         find_annotation(np.zeros_like(labels))
 

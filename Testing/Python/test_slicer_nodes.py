@@ -309,3 +309,25 @@ def test_roi_that_is_not_placed_yet_says_so(mrml_scene):
     roi = mrml_scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "box")
     with pytest.raises(SegSSLError, match="ROI 'box' is not placed yet"):
         nodes.roi_to_ijk_box(roi, volume)
+
+
+def test_painted_slice_is_found_only_when_the_painting_tells():
+    labels = np.zeros((12, 16, 20), dtype=np.uint8)  # (k, j, i)
+    labels[6, 4:9, 5:12] = 1
+    assert nodes.painted_slice(labels) == (2, 6)
+    sagittal = np.zeros_like(labels)
+    sagittal[2:9, 3:12, 7] = 3
+    assert nodes.painted_slice(sagittal) == (0, 7)
+    line = np.zeros_like(labels)
+    line[6, 4, 5:12] = 1  # on one slice of both K and J: ambiguous
+    assert nodes.painted_slice(line) is None
+    labels[8, 4:6, 5:7] = 2  # a second slice
+    assert nodes.painted_slice(labels) is None
+    assert nodes.painted_slice(np.zeros_like(labels)) is None
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_view_axis_is_the_nearest_voxel_axis_even_for_an_oblique_view(mrml_scene, axis):
+    image, _ = oblique_phantom()
+    volume = nodes.add_volume_from_image(image, "ct")
+    assert nodes.view_axis(aligned_slice_node(mrml_scene, volume, axis, 3, tilt_degrees=20.0), volume) == axis

@@ -41,6 +41,7 @@ def test_propagate_writes_the_view_slice_with_exact_geometry_and_imports_new_seg
     arguments = prepared.arguments
     assert arguments[0] == "propagate" and option(arguments, "--backend") == "registration"
     assert option(arguments, "--device") == "cuda" and option(arguments, "--output") == str(prepared.result)
+    assert option(arguments, "--axis") == "2"  # the view's axis, not left to the command's guess
     written = sitk.ReadImage(option(arguments, "--input"))
     annotation = sitk.ReadImage(option(arguments, "--annotation"))
     for image in (written, annotation):  # the CLI sees the node's grid exactly
@@ -82,6 +83,45 @@ def test_several_segments_propagate_together_as_label_values_and_none_is_refused
     assert prepared.names == {1: "spleen propagated", 2: "liver propagated"}
     with pytest.raises(SegSSLError, match="no segment is selected"):
         runs.prepare_propagate(volume, segmentation, [], axial_view(mrml_scene, volume, k), "Registration (no weights)", "CPU", work_parent=tmp_path)
+
+
+def test_propagate_finds_the_painted_slice_or_uses_the_active_view(mrml_scene, tmp_path):
+    volume, segmentation, truth = selftest.add_phantom()
+    liver = truth == selftest.LIVER
+    j = int(np.argmax(liver.sum(axis=(0, 2))))
+    coronal = np.zeros_like(truth, dtype=np.uint8)
+    coronal[:, j] = liver[:, j]
+    source = nodes.add_segments(coronal, segmentation, volume, names={1: "liver"})[1]
+    auto = runs.prepare_propagate(volume, segmentation, [source], None, "Registration (no weights)", "CPU", work_parent=tmp_path)
+    assert option(auto.arguments, "--axis") == "1" and auto.title.startswith(f"propagation from slice {j} ")
+
+    # Painted on two axial slices: the painting does not tell; the view the user works in does.
+    two = np.zeros_like(coronal)
+    k = int(np.argmax(liver.sum(axis=(1, 2))))
+    two[k], two[k + 2] = liver[k], liver[k + 2]
+    second = nodes.add_segments(two, segmentation, volume, names={1: "two slices"})[1]
+    with pytest.raises(SegSSLError, match="cannot tell which slice.*'Painted in view'"):
+        runs.prepare_propagate(volume, segmentation, [second], None, "Registration (no weights)", "CPU", work_parent=tmp_path)
+    view = axial_view(mrml_scene, volume, k + 2)
+    mrml_scene.GetNodeByID("vtkMRMLSelectionNodeSingleton").SetActiveViewID(view.GetID())
+    assert nodes.active_slice_node() is view
+    chosen = runs.prepare_propagate(volume, segmentation, [second], None, "Registration (no weights)", "CPU", work_parent=tmp_path)
+    annotation = sitk.GetArrayFromImage(sitk.ReadImage(option(chosen.arguments, "--annotation")))
+    assert option(chosen.arguments, "--axis") == "2" and np.flatnonzero(annotation.any(axis=(1, 2))).tolist() == [k + 2]
+
+    # Refinement works on the slices of that view too.
+    checkpoint = tmp_path / "sam.pth"
+    checkpoint.write_bytes(b"weights")
+    refine = runs.prepare_refine(
+        volume, "Selected segment", "CPU", sam_checkpoint=checkpoint, segmentation_node=segmentation, segment_id=source,
+        axis=nodes.view_axis(view, volume), work_parent=tmp_path,
+    )
+    assert option(refine.arguments, "--refine-axis") == "2"
+    default = runs.prepare_refine(
+        volume, "Selected segment", "CPU", sam_checkpoint=checkpoint, segmentation_node=segmentation, segment_id=source,
+        work_parent=tmp_path,
+    )
+    assert "--refine-axis" not in default.arguments
 
 
 def test_segment_command_lines_carry_seeds_and_refuse_missing_inputs(mrml_scene, tmp_path):
