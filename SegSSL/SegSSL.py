@@ -192,18 +192,25 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        self.ui.segmentEditorWidget.updateWidgetFromMRML()
         self.ui.segmentEditorWidget.installKeyboardShortcuts()
 
     def exit(self) -> None:
         self.ui.segmentEditorWidget.setActiveEffect(None)
         self.ui.segmentEditorWidget.uninstallKeyboardShortcuts()
+        self.ui.segmentEditorWidget.removeViewObservations()  # as Slicer's Segment Editor: views are free again
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
+        # A run's result would arrive in a closed scene: stop it (its nodes are going away).
+        if self._run is not None:
+            self._run[0].cancel(grace_seconds=1.0)
         self.setParameterNode(None)
+        self.ui.segmentEditorWidget.setSegmentationNode(None)
+        self.ui.segmentEditorWidget.removeViewObservations()
         self._clearClusters()
 
     def onSceneEndClose(self, caller, event) -> None:
