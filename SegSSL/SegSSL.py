@@ -135,6 +135,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._weightsTimer = None
         self._weightsFound = {}  # weights name -> Path, None (not downloaded) or "unknown"
         self._weightsLookups = {}  # weights name -> thread
+        self._lastVolume = None  # input volume seen last, to notice a change
         self._clusters = None  # runs.ClusterMap of the last S3-Net run, while its volume is the input
 
     def setup(self) -> None:
@@ -205,6 +206,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
+        self._lastVolume = None
         # A run's result would arrive in a closed scene: stop it (its nodes are going away).
         if self._run is not None:
             self._run[0].cancel(grace_seconds=1.0)
@@ -244,6 +246,13 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         volume, segmentation = parameters.inputVolume, parameters.outputSegmentation
         if self._clusters is not None and self._clusters.volume_node is not volume:
             self._clearClusters()
+        if volume is not self._lastVolume:
+            self._lastVolume = volume
+            if volume is not None and segmentation is None:
+                # A segmentation to paint in right away (the editor needs one to add a segment). Only
+                # when the volume changes: choosing "(new segmentation)" by hand keeps it empty.
+                parameters.outputSegmentation = nodes.new_segmentation(volume, f"{volume.GetName()} SegSSL")
+                segmentation = parameters.outputSegmentation
         editor = self.ui.segmentEditorWidget
         if editor.segmentationNode() is not segmentation:
             editor.setSegmentationNode(segmentation)
@@ -299,7 +308,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with self._reportErrors(_("Propagate")):
             if not self._dependenciesReady():
                 return
-            segmentation = self._outputSegmentation()
+            segmentation = self._paintedSegmentation()
             segmentIds = self._segmentsToPropagate()
             prepared = runs.prepare_propagate(
                 parameters.inputVolume, segmentation, segmentIds, self._chosenSliceNode(),
@@ -333,7 +342,8 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with self._reportErrors(_("Refine with SAM")):
             if not self._dependenciesReady():
                 return
-            segmentation = self._outputSegmentation()
+            fromSegment = parameters.refineSource == "Selected segment"
+            segmentation = self._paintedSegmentation() if fromSegment else self._outputSegmentation()
             segmentId = self.ui.refineSegmentSelector.currentSegmentID()
             replace = parameters.replaceRefinedSegment and parameters.refineSource == "Selected segment"
             if replace and segmentId:
@@ -377,6 +387,15 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # Under the volume's transform: results are arrays on the volume's grid.
             parameters.outputSegmentation = nodes.new_segmentation(parameters.inputVolume, f"{parameters.inputVolume.GetName()} SegSSL")
         return parameters.outputSegmentation
+
+    def _paintedSegmentation(self):
+        """The output segmentation when the run starts from its segments (never a new, empty one)."""
+        segmentation = self._parameterNode.outputSegmentation
+        if segmentation is None or segmentation.GetSegmentation().GetNumberOfSegments() == 0:
+            raise SegSSLError(
+                "no segment to start from — add a segment in the editor below (Output segmentation in Inputs) and paint it"
+            )
+        return segmentation
 
     def onOutputSegmentationAdded(self, segmentation) -> None:
         """'Create new Segmentation' in the Output list: place it like the input volume."""
