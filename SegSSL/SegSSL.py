@@ -752,6 +752,8 @@ class SegSSLTest(ScriptedLoadableModuleTest):
         self.test_propagate_with_registration()
         self.setUp()
         self.test_refine_without_weights_explains_what_to_do()
+        self.setUp()
+        self.test_refine_with_a_tiny_random_sam()
 
     def _work(self) -> Path:
         folder = Path(slicer.app.temporaryPath) / "SegSSLTest"
@@ -777,3 +779,13 @@ class SegSSLTest(ScriptedLoadableModuleTest):
         volume, segmentation, truth = selftest.add_phantom()
         message = selftest.check_refine_without_weights(volume, segmentation, truth, self._work())
         self.delayDisplay(f"refused as expected: {message}")
+
+    def test_refine_with_a_tiny_random_sam(self):
+        self.delayDisplay("Refine with SAM: a tiny randomly initialised SAM (no download)")
+        missing = selftest.refine_dependencies_missing()
+        if missing:
+            self.delayDisplay(missing)
+            return
+        volume, segmentation, truth = selftest.add_phantom()
+        count = selftest.check_refine(volume, segmentation, truth, SegSSLLogic.pythonExecutable(), self._work())
+        self.delayDisplay(f"refined the liver on {count} slices")

@@ -1,6 +1,7 @@
 """The three workflows on a generated phantom, as checks: used by the in-Slicer self-test
 (``SegSSLTest``) and by pytest. No downloads: S3-Net needs no weights, propagation uses the
-registration backend, and refinement must refuse clearly when no SAM weights are there.
+registration backend, refinement runs a tiny randomly initialised SAM written on the spot (and must
+refuse clearly when no SAM weights are there).
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from SegSSLLib.phantoms import LABEL_VALUES, make_ct_phantom
 from SegSSLSlicerLib import nodes, runs
 
 PHANTOM_SIZE, PHANTOM_SPACING = (48, 48, 24), (6.0, 6.0, 10.0)  # small, so CPU runs stay short
+RUN_TIMEOUT_SECONDS = 900  # a run that hangs fails the check instead of blocking the self-test
+# A SAM small enough to build and run in seconds on a CPU; only its shapes matter, not its answers.
+TINY_SAM = dict(
+    embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,), image_size=128, window_size=4,
+    prompt_dim=32, mask_in_chans=8, decoder_mlp_dim=64, iou_head_hidden_dim=32,
+)
 LIVER = LABEL_VALUES["liver"]
 
 
@@ -56,7 +63,7 @@ def check_segment(volume, segmentation, truth, python=None, work_parent=None) ->
     seeds = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "liver seed")
     seeds.AddControlPoint(*ras_of_index(volume, seed))
     prepared = runs.prepare_segment(volume, "S3-Net", "CPU", seeds_node=seeds, keep_clusters=True, work_parent=work_parent)
-    result = runs.run_and_finish(prepared, segmentation, volume, python=python)
+    result = runs.run_and_finish(prepared, segmentation, volume, python=python, timeout=RUN_TIMEOUT_SECONDS)
     assert not result.empty, "S3-Net returned an empty segmentation"
     mask = segment_array(segmentation, next(iter(result.segment_ids.values())), volume)
     assert mask[seed[2], seed[1], seed[0]] == 1, "the S3-Net segment does not contain its seed"
@@ -76,7 +83,7 @@ def check_propagate(volume, segmentation, truth, slice_node, python=None, work_p
     prepared = runs.prepare_propagate(
         volume, segmentation, [source_id], slice_node, "Registration (no weights)", "CPU", work_parent=work_parent
     )
-    result = runs.run_and_finish(prepared, segmentation, volume, python=python)
+    result = runs.run_and_finish(prepared, segmentation, volume, python=python, timeout=RUN_TIMEOUT_SECONDS)
     assert not result.empty, "propagation returned an empty segmentation"
     mask = segment_array(segmentation, result.segment_ids[1], volume)
     assert np.array_equal(mask[k], painted[k]), "the annotated slice is not what was painted"
@@ -105,3 +112,48 @@ def check_refine_without_weights(volume, segmentation, truth, work_parent) -> st
     assert segmentation.GetSegmentation().GetNumberOfSegments() == count
     assert sorted(Path(work_parent).iterdir()) == files_before, "files were written for a refinement that cannot run"
     return message
+
+
+def refine_dependencies_missing() -> str:
+    """Why a SAM refinement cannot run in this Python (empty when it can)."""
+    try:
+        import segment_anything  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as error:
+        return f"refinement check skipped: {error.name} is not installed (Install dependencies in the SegSSL panel)"
+    return ""
+
+
+def write_tiny_sam_checkpoint(path) -> Path:
+    """A randomly initialised tiny SAM state dict (no download)."""
+    import torch
+
+    from SegSSLLib.sam.models import SamArchitecture, build_sam
+
+    torch.manual_seed(0)
+    torch.save(build_sam(SamArchitecture(**TINY_SAM)).state_dict(), path)
+    return Path(path)
+
+
+def check_refine(volume, segmentation, truth, python=None, work_parent=None) -> int:
+    """Refine the liver with a tiny random SAM: a new segment on the liver's slices, the source unchanged.
+
+    Returns the number of refined slices. Random weights give arbitrary masks, so only what does
+    not depend on them is checked (where SAM finds nothing, the coarse mask is kept on that slice).
+    """
+    liver = (truth == LIVER).astype(np.uint8)
+    source_id = nodes.add_segments(liver, segmentation, volume, names={1: "liver"})[1]
+    checkpoint = write_tiny_sam_checkpoint(Path(work_parent) / "tiny_sam.pth")
+    prepared = runs.prepare_refine(
+        volume, "Selected segment", "CPU", sam_checkpoint=checkpoint, segmentation_node=segmentation,
+        segment_id=source_id, axis=2, work_parent=work_parent,
+    )
+    result = runs.run_and_finish(prepared, segmentation, volume, python=python, timeout=RUN_TIMEOUT_SECONDS)
+    assert not result.empty, "refinement returned an empty segmentation"
+    refined_id = result.segment_ids[1]
+    assert segmentation.GetSegmentation().GetSegment(refined_id).GetName() == "liver refined"
+    refined = segment_array(segmentation, refined_id, volume)
+    slices = np.flatnonzero(liver.any(axis=(1, 2)))
+    assert np.array_equal(np.flatnonzero(refined.any(axis=(1, 2))), slices), "refined slices differ from the liver's"
+    assert np.array_equal(segment_array(segmentation, source_id, volume), liver), "the source segment changed"
+    return len(slices)

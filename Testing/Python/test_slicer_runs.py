@@ -253,6 +253,14 @@ def test_self_test_s3net_segment(mrml_scene, tmp_path):
     assert selftest.check_segment(volume, segmentation, truth, work_parent=tmp_path) > 0.0  # overlaps the liver
 
 
+@pytest.mark.slow
+def test_self_test_refine_with_a_tiny_random_sam(mrml_scene, tmp_path):
+    assert not selftest.refine_dependencies_missing()
+    volume, segmentation, truth = selftest.add_phantom()
+    assert selftest.check_refine(volume, segmentation, truth, work_parent=tmp_path) > 0
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 2  # the source and its refinement
+
+
 def test_panel_model_choices_name_weights_and_configs_the_library_knows():
     from SegSSLLib.sam.models import sam2_config_names
     from SegSSLLib.sam.weights import REGISTRY
