@@ -5,7 +5,8 @@ Plain Python (subprocess and threads; no Qt, no ``slicer``), so the same code ru
 except ``wait``: the Slicer widget calls ``poll()`` from a QTimer and shows ``status``.
 
 ``cancel()`` first interrupts the process group, so the CLI stops, removes its own temporary file and
-exits; if it has not exited after a grace period the whole process tree is killed. Whenever a run ends
+exits; if some process of the group (not only the one started: under PythonSlicer that is a launcher
+that exits at once) is still there after a grace period, the whole process tree is killed. Whenever a run ends
 without success, what a killed writer could have left is removed: ``.partial-*`` files next to the
 declared outputs, and declared outputs that did not exist before the run.
 """
@@ -130,6 +131,7 @@ class SegSSLProcess:
         self._stderr_tail: collections.deque = collections.deque(maxlen=40)
         self._finished = threading.Event()
         self._cancel_requested = threading.Event()
+        self._stopped = threading.Event()  # set by the canceller once the process group is gone or killed
         self._existed_before: dict[Path, bool] = {}
         self._partials_before: set[Path] = set()
 
@@ -242,7 +244,10 @@ class SegSSLProcess:
     def _finish(self, readers: list[threading.Thread]) -> None:
         returncode = self._process.wait()
         if self._cancel_requested.is_set():
-            self._kill_tree()  # children that outlived the main process
+            # A launcher (PythonSlicer) may exit at once on the interrupt while the real Python still
+            # cleans up: the canceller gives the whole group its grace period, then kills what is left.
+            self._stopped.wait()
+            self._kill_tree()
         for reader in readers:
             reader.join(timeout=10)  # a stray grandchild may hold the pipes open; do not hang on it
         if returncode != 0 or self._cancel_requested.is_set():
@@ -251,15 +256,28 @@ class SegSSLProcess:
         self._finished.set()
 
     def _terminate(self, grace_seconds: float) -> None:
-        if not _IS_WINDOWS:
-            # SIGINT becomes KeyboardInterrupt in the CLI: it cleans up its temporary file and exits.
-            self._signal_group(signal.SIGINT)
-            try:
-                self._process.wait(timeout=grace_seconds)
-                return
-            except subprocess.TimeoutExpired:
-                pass
-        self._kill_tree()
+        try:
+            if not _IS_WINDOWS:
+                # SIGINT becomes KeyboardInterrupt in the CLI: it cleans up its temporary file and exits.
+                self._signal_group(signal.SIGINT)
+                deadline = time.monotonic() + grace_seconds
+                while self._group_alive() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            self._kill_tree()  # a no-op when the whole group has exited
+        finally:
+            self._stopped.set()
+
+    def _group_alive(self) -> bool:
+        """Whether any process of the run's group is still there (the main one included)."""
+        if self._process.poll() is None:
+            return True
+        try:
+            os.killpg(self._process.pid, 0)  # signal 0: only asks whether the group exists
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
     # -- process tree and files ----------------------------------------------------------------
 

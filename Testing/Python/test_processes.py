@@ -97,6 +97,46 @@ def test_cancel_kills_the_process_tree_and_removes_what_the_run_left(tmp_path):
     assert old_partial.read_text() == "older" and (kept_folder / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups and SIGINT are POSIX")
+def test_cancel_lets_the_real_python_clean_up_after_its_launcher_exits(tmp_path):
+    # Like PythonSlicer: a launcher starts the real Python in the same process group and exits at once
+    # on the interrupt; the real Python needs a moment to clean up. Cancel must not kill it meanwhile.
+    cleaned, child_pid = tmp_path / "cleaned", tmp_path / "child.pid"
+    child = tmp_path / "child.py"
+    child.write_text(
+        "import json, os, signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        f"open({str(child_pid)!r}, 'w').write(str(os.getpid()))\n"
+        "print(json.dumps({'event': 'stage', 'stage': 'work'}), flush=True)\n"
+        "try:\n"
+        "    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n"
+        "    time.sleep(0.8)  # removing temporary files, ...\n"
+        f"    open({str(cleaned)!r}, 'w').write('done')\n"
+        "    sys.exit(130)\n"
+    )
+    launcher = tmp_path / "launcher"
+    launcher.write_text(
+        f"#!{sys.executable}\n"
+        "import os, signal, subprocess, sys\n"
+        "signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # gone at once, child left running\n"
+        f"subprocess.Popen([sys.executable, {str(child)!r}]).wait()\n"
+    )
+    launcher.chmod(launcher.stat().st_mode | stat.S_IEXEC)
+
+    process = SegSSLProcess(["ignored"], python=launcher).start()
+    deadline = time.monotonic() + 60
+    while not any(e["event"] == "stage" for e in process.poll()):
+        assert process.running and time.monotonic() < deadline
+        time.sleep(0.05)
+    started = time.monotonic()
+    process.cancel(grace_seconds=10.0)
+    assert process.wait(timeout=30) is not None
+    assert cleaned.read_text() == "done"  # the real Python finished its cleanup
+    assert not process_alive(int(child_pid.read_text())) and process.cancelled
+    assert time.monotonic() - started < 9.0  # ended when the group was gone, not at the grace period's end
+
+
 def test_status_folds_events_into_bar_and_line():
     status = RunStatus()
     status.update({"event": "stage", "stage": "s3net", "total": 20})
