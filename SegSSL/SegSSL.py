@@ -683,10 +683,13 @@ class SegSSLLogic(ScriptedLoadableModuleLogic):
             detailedText="\n".join(torchMissing + pipMissing),
         ):
             return False
-        if torchMissing:
-            self._installTorch()
-        if pipMissing:
-            self._pipInstall(pipMissing)
+        try:
+            if torchMissing:
+                self._installTorch()
+            if pipMissing:
+                self._pipInstall(pipMissing)
+        finally:
+            dependencies.refresh()  # what is installed now, even after a failure half-way
         return True
 
     @staticmethod

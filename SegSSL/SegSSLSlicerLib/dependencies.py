@@ -9,6 +9,8 @@ pinned in a constraints file so pip never replaces them (Slicer's SimpleITK abov
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import os
 import sys
 from importlib import metadata
@@ -101,11 +103,22 @@ def imported_among(requirements) -> list[str]:
     return [r for r, name in names.items() if canonicalize_name(import_names.get(name, name)) in imported]
 
 
+@functools.lru_cache(maxsize=1)
 def describe_missing() -> str:
-    """One line for the panel: what is missing, or that everything is there."""
+    """One line for the panel: what is missing, or that everything is there.
+
+    Cached: it scans the installed distributions and the panel asks on every change; ``refresh()``
+    after installing.
+    """
     if not python_supported():
         return f"SegSSL needs Python {'.'.join(map(str, MINIMUM_PYTHON))} or newer: use 3D Slicer 5.10 or newer"
     absent = missing(TORCH_REQUIREMENTS + PIP_REQUIREMENTS)
     if not absent:
         return ""
     return "missing Python packages: " + ", ".join(Requirement(r).name for r in absent)
+
+
+def refresh() -> None:
+    """Forget what was found installed (after pip ran)."""
+    importlib.invalidate_caches()
+    describe_missing.cache_clear()

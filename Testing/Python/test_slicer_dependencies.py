@@ -27,3 +27,24 @@ def test_the_build_environment_is_set_only_while_pip_runs(monkeypatch):
     with dependencies.environment_set({"SAM2_BUILD_CUDA": "0", "SEGSSL_TEST_KEPT": "during"}):
         assert os.environ["SAM2_BUILD_CUDA"] == "0" and os.environ["SEGSSL_TEST_KEPT"] == "during"
     assert "SAM2_BUILD_CUDA" not in os.environ and os.environ["SEGSSL_TEST_KEPT"] == "before"
+
+
+def test_the_package_scan_is_cached_until_refreshed(monkeypatch):
+    versions = {"torch": "2.6.0", "torchvision": "0.21.0"}
+    calls = []
+
+    def installed_version(name):
+        calls.append(name)
+        return versions.get(name, "99.0")
+
+    monkeypatch.setattr(dependencies, "installed_version", installed_version)
+    dependencies.refresh()
+    assert dependencies.describe_missing() == ""
+    scanned = len(calls)
+    assert scanned == len(dependencies.TORCH_REQUIREMENTS + dependencies.PIP_REQUIREMENTS)
+    assert dependencies.describe_missing() == "" and len(calls) == scanned  # no second scan
+    versions["torch"] = "2.0.0"  # e.g. replaced outside the panel: seen after a refresh only
+    assert dependencies.describe_missing() == ""
+    dependencies.refresh()
+    assert dependencies.describe_missing() == "missing Python packages: torch"
+    dependencies.refresh()
