@@ -364,6 +364,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _startImport(self, prepared: runs.PreparedRun) -> None:
         """Run a prepared command; on success its result becomes new segments of the output."""
         volume, segmentation = self._parameterNode.inputVolume, self._outputSegmentation()
+        nodes.require_same_transform(segmentation, volume)  # before the run, not when its result arrives
 
         def importResult(process):
             result = runs.finish(prepared, segmentation, volume)

@@ -250,6 +250,7 @@ def segments_to_labels(segmentation_node, segment_ids, volume_node) -> np.ndarra
         raise SegSSLError("no output segmentation is selected — select or create one")
     if not segment_ids:
         raise SegSSLError("no segment is selected — pick the segment to use in the segment list")
+    require_same_transform(segmentation_node, volume_node)  # results go back there: refuse before the run
     segmentation = segmentation_node.GetSegmentation()
     i, j, k = volume_size(volume_node)
     labels = np.zeros((k, j, i), dtype=np.uint8 if len(segment_ids) < 256 else np.uint16)

@@ -263,6 +263,8 @@ def test_results_land_on_a_transformed_volume_and_other_transforms_are_refused(m
     with pytest.raises(SegSSLError, match="'untransformed' and volume 'ct' are under different transforms"):
         nodes.add_segments(voxel, elsewhere, volume)
     assert elsewhere.GetSegmentation().GetNumberOfSegments() == 0
+    with pytest.raises(SegSSLError, match="different transforms"):  # checked before a run starts
+        nodes.segments_to_labels(elsewhere, ["any"], volume)
     segmentation.SetAndObserveTransformNodeID(None)
     with pytest.raises(SegSSLError, match="different transforms"):
         nodes.replace_segment(voxel, segmentation, single, volume)
