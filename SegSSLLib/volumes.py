@@ -20,7 +20,10 @@ log = logging.getLogger(__name__)
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".nhdr", ".mha", ".mhd")
 IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff")
+WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".png", ".tif", ".tiff")
+# Header-only formats put the voxels in a second file that one atomic rename cannot move with the
+# header; each has a single-file twin that stores the same thing.
+DETACHED_HEADER_SUFFIXES = {".mhd": ".mha", ".nhdr": ".nrrd"}
 
 # Relative tolerance for comparing grids: file formats store spacing/origin as text or float32.
 GRID_TOLERANCE = 1e-4
@@ -160,6 +163,7 @@ def check_output_path(
     path = Path(path)
     suffix = full_suffix(path).lower()
     if suffixes and suffix not in suffixes:
+        _refuse_detached_header(path, what)
         raise SegSSLError(
             f"{what} {path} has an unsupported extension {suffix or '(none)'!r} — "
             f"use one of {', '.join(suffixes)}"
@@ -177,7 +181,17 @@ def check_output_path(
     return path
 
 
+def _refuse_detached_header(path: Path, what: str) -> None:
+    single_file = DETACHED_HEADER_SUFFIXES.get(full_suffix(path).lower())
+    if single_file:
+        raise SegSSLError(
+            f"{what} {path}: {path.suffix} keeps the voxels in a separate data file, which SegSSL does not "
+            f"write — use {single_file} (the same format in one file)"
+        )
+
+
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:
     """Write atomically: the file appears complete or not at all."""
+    _refuse_detached_header(Path(path), "output")
     with atomic_output(path) as temporary:
         sitk.WriteImage(image, str(temporary), useCompression=compress)

@@ -52,6 +52,16 @@ def test_output_that_would_overwrite_an_input_is_refused(tiny_phantom):
     assert digest(labels) == before
 
 
+def test_mhd_output_is_refused_before_any_work(tmp_path, tiny_phantom):
+    image, _ = tiny_phantom
+    before = digest(image)
+    result = run_segssl("segment", "--method", "s3net", "--input", image, "--output", tmp_path / "out.mhd",
+                        "--seed", "20,18,10")
+    assert_one_line_error(result, "out.mhd", ".mha")
+    assert digest(image) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz", "labels.nii.gz"]
+
+
 def test_usage_errors_are_one_line_too():
     result = run_segssl("evaluate", "--pred", "x.nii.gz")
     assert_one_line_error(result, "--truth", "--help")

@@ -1,5 +1,6 @@
 """Reading and writing keep size, spacing, origin, direction and values exactly."""
 
+import locale
 import time
 
 import numpy as np
@@ -51,14 +52,26 @@ def test_round_trip_keeps_geometry_and_values(tmp_path, suffix):
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary files left
 
 
-def write_dicom_series(image: sitk.Image, folder):
-    """Write a 3D image as a DICOM CT series with the tags that carry its geometry."""
+def write_dicom_series(image: sitk.Image, folder, skip=()):
+    """Write a 3D image as a DICOM CT series with the tags that carry its geometry (minus slices ``skip``)."""
+    # GDCM's writer switches the process locale to "C" and leaves it there; later tests that decode
+    # a subprocess's UTF-8 output would then fail, so the locale is put back.
+    saved_locale = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_dicom_slices(image, folder, skip)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved_locale)
+
+
+def _write_dicom_slices(image: sitk.Image, folder, skip):
     folder.mkdir()
     direction = image.GetDirection()
     series_uid = "1.2.826.0.1.3680043.2.1125.1.42"
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for k in range(image.GetDepth()):
+        if k in skip:
+            continue
         slice_image = image[:, :, k]
         position = image.TransformIndexToPhysicalPoint((0, 0, k))
         tags = {
@@ -168,6 +181,22 @@ def test_output_path_checks(tmp_path):
     with pytest.raises(SegSSLError, match="also an input"):
         check_output_path(existing, inputs=(existing,))
     assert check_output_path(tmp_path / "out.seg.nrrd") == tmp_path / "out.seg.nrrd"
+
+
+@pytest.mark.parametrize("suffix, single_file", [(".mhd", ".mha"), (".nhdr", ".nrrd")])
+def test_detached_header_outputs_are_refused_with_the_single_file_twin(tmp_path, suffix, single_file):
+    path = tmp_path / f"out{suffix}"
+    with pytest.raises(SegSSLError, match=f"use \\{single_file} "):
+        check_output_path(path)
+    with pytest.raises(SegSSLError, match="separate data file"):
+        write_image(oblique_image(), path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mhd_input_reads_with_geometry(tmp_path):
+    image = oblique_image()
+    sitk.WriteImage(image, str(tmp_path / "volume.mhd"))  # header + .raw written by ITK itself
+    assert_same_image(image, read_volume(tmp_path / "volume.mhd"))
 
 
 def test_failed_write_leaves_neither_partial_nor_changed_file(tmp_path):
