@@ -64,10 +64,43 @@ def _read_dicom_folder(folder: Path, what: str) -> sitk.Image:
         )
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files_per_series[series_id])
+    reader.MetaDataDictionaryArrayUpdateOn()  # keeps each slice's position for the check below
     try:
-        return reader.Execute()
+        image = reader.Execute()
     except RuntimeError as exc:
         raise SegSSLError(f"cannot read the DICOM series in {folder}: {exc}".splitlines()[0]) from None
+    _require_even_slice_spacing(reader, len(files_per_series[series_id]), folder)
+    return image
+
+
+def _require_even_slice_spacing(reader: sitk.ImageSeriesReader, count: int, folder: Path) -> None:
+    """Refuse a series with a missing or doubled slice: ITK would stack it with one wrong spacing."""
+    def tag(index: int, key: str) -> np.ndarray | None:
+        if not reader.HasMetaDataKey(index, key):
+            return None
+        try:
+            return np.array([float(v) for v in reader.GetMetaData(index, key).split("\\")])
+        except ValueError:
+            return None
+
+    orientation = tag(0, "0020|0037")
+    positions = [tag(k, "0020|0032") for k in range(count)]
+    if count < 3 or orientation is None or orientation.size != 6 or any(p is None or p.size != 3 for p in positions):
+        return  # nothing to compare, or not a cross-sectional series (no image position tags)
+    normal = np.cross(orientation[:3], orientation[3:])
+    along_normal = np.array(positions) @ normal  # slice positions in mm along the slice normal
+    steps = np.abs(np.diff(along_normal))
+    spacing = float(np.median(steps))
+    # Scanners write positions to a few decimals: allow 1% of the spacing before calling it a gap.
+    uneven = np.flatnonzero(np.abs(steps - spacing) > 0.01 * spacing + 1e-3)
+    if spacing <= 0 or uneven.size:
+        k = int(uneven[0]) if uneven.size else 0
+        raise SegSSLError(
+            f"the DICOM series in {folder} is not evenly spaced: slices are {spacing:g} mm apart but "
+            f"{steps[k]:g} mm between slice {k + 1} and {k + 2} (at {along_normal[k]:.2f} and "
+            f"{along_normal[k + 1]:.2f} mm along the slice normal), so a slice is missing or repeated — "
+            "export the complete series again, or convert it with a tool that handles gaps (e.g. dcm2niix)"
+        )
 
 
 def read_volume(path: str | os.PathLike, what: str = "volume") -> sitk.Image:

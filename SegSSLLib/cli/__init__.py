@@ -48,6 +48,11 @@ def build_parser() -> OneLineArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import SimpleITK as sitk
+
+    # ITK prints multi-line warnings straight to stderr; SegSSL checks what matters itself and
+    # reports it as one line.
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     parser = build_parser()
     args = parser.parse_args(argv)
     progress = Progress(args.progress)

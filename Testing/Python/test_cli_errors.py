@@ -10,6 +10,7 @@ import SimpleITK as sitk
 from SegSSLLib.cli.common import check_index_inside, parse_index
 from SegSSLLib.errors import SegSSLError
 from conftest import assert_one_line_error, run_segssl
+from test_volumes import oblique_image, write_dicom_series
 
 
 def digest(path):
@@ -60,6 +61,16 @@ def test_mhd_output_is_refused_before_any_work(tmp_path, tiny_phantom):
     assert_one_line_error(result, "out.mhd", ".mha")
     assert digest(image) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz", "labels.nii.gz"]
+
+
+def test_dicom_series_with_a_gap_is_one_line_without_itk_warnings(tmp_path):
+    series = tmp_path / "series"
+    write_dicom_series(oblique_image(), series, skip=(5,))
+    before = {p.name: digest(p) for p in series.iterdir()}
+    result = run_segssl("evaluate", "--pred", series, "--truth", series, "--json", tmp_path / "o.json")
+    assert_one_line_error(result, "not evenly spaced", "9 mm between slice 5 and 6", "dcm2niix")
+    assert "WARNING" not in result.stderr and not (tmp_path / "o.json").exists()
+    assert {p.name: digest(p) for p in series.iterdir()} == before
 
 
 def test_usage_errors_are_one_line_too():

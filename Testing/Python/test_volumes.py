@@ -105,6 +105,16 @@ def test_dicom_series_folder_reads_with_geometry(tmp_path):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(loaded), sitk.GetArrayFromImage(image))
 
 
+def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
+    image = oblique_image()  # 7 slices, 4.5 mm apart
+    write_dicom_series(image, tmp_path / "series", skip=(3,))
+    with pytest.raises(SegSSLError) as caught:
+        read_volume(tmp_path / "series")
+    message = str(caught.value)
+    assert "not evenly spaced: slices are 4.5 mm apart but 9 mm between slice 3 and 4" in message
+    assert "missing" in message and "dcm2niix" in message
+
+
 def test_2d_rgb_png_reads_as_vector_image(tmp_path):
     rgb = np.random.default_rng(1).integers(0, 255, size=(9, 12, 3), dtype=np.uint8)
     path = tmp_path / "photo.png"
