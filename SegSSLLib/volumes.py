@@ -38,7 +38,13 @@ def read_image(path: str | os.PathLike, what: str = "image") -> sitk.Image:
         return _read_dicom_folder(path, what)
     try:
         return sitk.ReadImage(str(path))
-    except RuntimeError:
+    except RuntimeError as exc:
+        if "orthonormal" in str(exc):
+            raise SegSSLError(
+                f"cannot read {what} {path}: its orientation matrix is sheared (not orthonormal), and ITK only "
+                "supports orthonormal direction cosines — resample it onto an unsheared grid first "
+                "(e.g. nibabel.processing.resample_from_to or ANTs/FSL) and give that file"
+            ) from None
         raise SegSSLError(
             f"cannot read {what} {path}: not an image SimpleITK understands — "
             "give a NIfTI, NRRD or MHA file, a DICOM series folder, or a PNG/JPEG for 2D"

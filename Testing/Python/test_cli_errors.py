@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from SegSSLLib.cli.common import check_index_inside, parse_index
 from SegSSLLib.errors import SegSSLError
 from conftest import assert_one_line_error, run_segssl
-from test_volumes import oblique_image, write_dicom_series
+from test_volumes import oblique_image, write_dicom_series, write_sheared_nifti
 
 
 def digest(path):
@@ -71,6 +71,14 @@ def test_dicom_series_with_a_gap_is_one_line_without_itk_warnings(tmp_path):
     assert_one_line_error(result, "not evenly spaced", "9 mm between slice 5 and 6", "dcm2niix")
     assert "WARNING" not in result.stderr and not (tmp_path / "o.json").exists()
     assert {p.name: digest(p) for p in series.iterdir()} == before
+
+
+def test_sheared_nifti_is_one_line_naming_the_shear(tmp_path):
+    sheared = tmp_path / "sheared.nii"
+    write_sheared_nifti(sheared)
+    result = run_segssl("evaluate", "--pred", sheared, "--truth", sheared)
+    assert_one_line_error(result, "sheared", "resample")
+    assert "WARNING" not in result.stderr
 
 
 def test_usage_errors_are_one_line_too():

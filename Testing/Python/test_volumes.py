@@ -138,6 +138,27 @@ def test_unreadable_and_missing_files_give_clear_errors(tmp_path):
         read_volume(tmp_path / "empty_folder")
 
 
+def write_sheared_nifti(path):
+    """An uncompressed NIfTI whose sform has a shear (x depends on j), as some registration tools write."""
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16)), str(path))
+    header = bytearray(path.read_bytes())
+    header[252:256] = np.array([0, 1], "<i2").tobytes()  # qform_code 0, sform_code 1: the sform rules
+    header[280:328] = np.array([[1, 0.5, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], "<f4").tobytes()  # srow_x/y/z
+    path.write_bytes(bytes(header))
+
+
+def test_sheared_nifti_is_explained_with_the_cause_and_the_fix(tmp_path):
+    path = tmp_path / "sheared.nii"
+    write_sheared_nifti(path)
+    before = path.read_bytes()
+    with pytest.raises(SegSSLError) as caught:
+        read_volume(path)
+    message = str(caught.value)
+    assert "sheared (not orthonormal)" in message and "orthonormal direction cosines" in message
+    assert "resample" in message and "not an image SimpleITK understands" not in message
+    assert path.read_bytes() == before
+
+
 def test_label_map_checks_values_and_grid(tmp_path):
     volume = oblique_image()
     labels = label_array_to_image(np.zeros((7, 11, 13), np.uint8), volume)
