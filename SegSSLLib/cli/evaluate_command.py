@@ -35,12 +35,13 @@ def run(args, progress) -> int:
         args.pred, reference=truth, what="predicted label map", reference_name="the reference label map"
     )
     metrics = evaluate_label_maps(pred, truth, args.label)
+    if args.json:  # first, so the file is complete even if a reader of stdout stops early
+        with atomic_output(args.json) as temporary:
+            temporary.write_text(strict_json.dumps(metrics, indent=2) + "\n")
     if progress.mode != "json":
         print(format_report(metrics))
     else:
         progress.emit("metrics", **metrics)
     if args.json:
-        with atomic_output(args.json) as temporary:
-            temporary.write_text(strict_json.dumps(metrics, indent=2) + "\n")
         progress.output(args.json)
     return 0

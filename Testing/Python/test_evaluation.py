@@ -1,6 +1,9 @@
 """Dice and HD95 against values computed by hand, through the library and the real command."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,7 +11,7 @@ import SimpleITK as sitk
 
 from SegSSLLib.evaluation import dice_and_hd95, evaluate_label_maps
 from SegSSLLib.phantoms import oblique_direction
-from conftest import assert_one_line_error, run_segssl
+from conftest import REPO_ROOT, assert_one_line_error, run_segssl
 
 SPACING = (1.0, 2.0, 3.0)  # (i, j, k) mm
 
@@ -141,3 +144,24 @@ def test_evaluate_command_refuses_label_maps_on_different_grids(tmp_path):
     )
     assert_one_line_error(result, "different grid", "resample")
     assert not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path, unbuffered):
+    # ``segssl evaluate ... | head -3``: here the reading end is closed before anything is written.
+    truth = np.zeros((4, 4, 4), np.uint8)
+    truth[0:2] = 1
+    sitk.WriteImage(image_from(truth), str(tmp_path / "truth.nrrd"))
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED=unbuffered)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "SegSSLLib", "evaluate", "--pred", str(tmp_path / "truth.nrrd"),
+             "--truth", str(tmp_path / "truth.nrrd"), "--json", str(tmp_path / "m.json")],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, env=env, timeout=600,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == "" and result.returncode == 141
+    assert json.loads((tmp_path / "m.json").read_text())["mean_dice"] == 1.0
