@@ -51,29 +51,67 @@ def load_dataset(folder: str | os.PathLike) -> Dataset:
 
 
 def _load_msd(root: Path) -> Dataset:
+    json_path = root / "dataset.json"
     try:
-        description = json.loads((root / "dataset.json").read_text())
+        description = json.loads(json_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SegSSLError(f"{root / 'dataset.json'} is not valid JSON ({exc.__class__.__name__}) — fix or remove it") from None
-    entries = description.get("training") or []
+        raise SegSSLError(f"{json_path} is not valid JSON ({exc.__class__.__name__}) — fix or remove it") from None
+    if not isinstance(description, dict):
+        raise SegSSLError(
+            f"{json_path} holds a JSON {_json_type(description)}, not an object — "
+            'write {"training": [{"image": ..., "label": ...}], "labels": {...}} (the MSD layout)'
+        )
+    entries = _field(description, "training", list, json_path) or []
     cases = []
-    for entry in entries:
-        if isinstance(entry, str):  # some tools list bare image paths
-            entry = {"image": entry}
-        image = (root / entry["image"]).resolve()
-        label = (root / entry["label"]).resolve() if entry.get("label") else None
+    for number, entry in enumerate(entries, start=1):
+        image, label = _entry_paths(entry, number, json_path)
         for path, kind in ((image, "image"), (label, "label map")):
             if path is not None and not path.exists():
-                raise SegSSLError(f"{root / 'dataset.json'} lists {kind} {path}, which does not exist — fix the entry")
+                raise SegSSLError(f"{json_path} lists {kind} {path}, which does not exist — fix the entry")
         cases.append(Case(_case_name(image), image, label))
     if not entries:
         # dataset.json without a training list: pair imagesTr/ with labelsTr/ by file name.
         cases = _pair_by_name(root)
     if not cases:
         raise SegSSLError(f"data folder {root} has a dataset.json but no training cases — add images to imagesTr/")
-    labels = {int(k): str(v) for k, v in (description.get("labels") or {}).items() if str(k).isdigit()}
-    modality = str((description.get("modality") or {}).get("0", "unknown"))
+    label_field = _field(description, "labels", dict, json_path) or {}
+    labels = {int(k): str(v) for k, v in label_field.items() if str(k).isdigit()}
+    modality = description.get("modality") or "unknown"  # MSD writes {"0": "CT"}; some tools a bare "CT"
+    if isinstance(modality, dict):
+        modality = modality.get("0", "unknown")
+    modality = str(modality)
     return Dataset(root, tuple(cases), labels, modality)
+
+
+def _field(description: dict, key: str, kind: type, json_path: Path):
+    """``description[key]`` if it is absent, empty or of ``kind``; a clear error otherwise."""
+    value = description.get(key)
+    if value and not isinstance(value, kind):
+        raise SegSSLError(
+            f'{json_path}: "{key}" is a JSON {_json_type(value)}, expected a JSON {_json_type(kind())} — fix the file'
+        )
+    return value
+
+
+def _entry_paths(entry, number: int, json_path: Path) -> tuple[Path, Path | None]:
+    """(image, label or None) of the ``number``-th "training" entry, resolved against the folder."""
+    if isinstance(entry, str):  # some tools list bare image paths
+        entry = {"image": entry}
+    where = f'{json_path}: "training" entry {number}'
+    if not isinstance(entry, dict):
+        raise SegSSLError(f'{where} is a JSON {_json_type(entry)} — give {{"image": ..., "label": ...}} or an image path')
+    image, label = entry.get("image"), entry.get("label")
+    if not isinstance(image, str) or not image:
+        raise SegSSLError(f'{where} has no "image" path ({json.dumps(entry)[:80]}) — add "image": "./imagesTr/NAME.nii.gz"')
+    if label is not None and not isinstance(label, str):
+        raise SegSSLError(f'{where} has a "label" that is not a path — give "label": "./labelsTr/NAME.nii.gz" or leave it out')
+    root = json_path.parent
+    return (root / image).resolve(), (root / label).resolve() if label else None
+
+
+def _json_type(value) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "true/false", type(None): "null"}
+    return next((name for kind, name in names.items() if isinstance(value, kind)), "number")
 
 
 def _pair_by_name(root: Path) -> list[Case]:

@@ -7,7 +7,6 @@ is listed in ``DEMO_STEPS``. Steps add sections (text, metrics, pictures) to the
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from SegSSLLib import strict_json
 from SegSSLLib.atomic import atomic_output
 from SegSSLLib.evaluation import evaluate_label_maps, format_report
 from SegSSLLib.intensity import IntensityWindow, to_uint8
@@ -161,5 +161,5 @@ def write_report(context: DemoContext) -> Path:
         temporary.write_text("\n".join(lines))
     metrics = {section.title: section.metrics for section in context.sections if section.metrics}
     with atomic_output(context.path("metrics.json")) as temporary:
-        temporary.write_text(json.dumps(metrics, indent=2) + "\n")
+        temporary.write_text(strict_json.dumps(metrics, indent=2) + "\n")
     return report

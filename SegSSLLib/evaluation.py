@@ -39,15 +39,19 @@ def dice_and_hd95(pred: np.ndarray, truth: np.ndarray, spacing_kji) -> tuple[flo
 def evaluate_label_maps(pred: sitk.Image, truth: sitk.Image, labels: list[int] | None = None) -> dict:
     """Per-label Dice and HD95 in the JSON layout of ``segssl evaluate --json``.
 
-    ``labels``: the label values to score; default every non-zero value found in ``truth``.
+    ``labels``: the label values to score; default every non-zero value found in ``pred`` or
+    ``truth``, so a spurious label in the prediction lowers the mean (Dice 0, HD95 undefined).
     """
     require_same_grid(truth, pred, "the reference label map", "the predicted label map")
     pred_array = sitk.GetArrayViewFromImage(pred)
     truth_array = sitk.GetArrayViewFromImage(truth)
     if labels is None:
-        labels = sorted(int(v) for v in np.unique(truth_array) if v != 0)
+        present = set(np.unique(truth_array).tolist()) | set(np.unique(pred_array).tolist())
+        labels = sorted(int(v) for v in present if v != 0)
         if not labels:
-            raise SegSSLError("the reference label map is empty (all zero) — give --label N to score a value anyway")
+            raise SegSSLError(
+                "both label maps are empty (all zero) — give --label N to score a value anyway"
+            )
     spacing_kji = tuple(reversed(truth.GetSpacing()))
     results = {}
     for value in labels:

@@ -17,7 +17,8 @@ class IntensityWindow:
     """How raw voxel values map to [0, 1]; stored in checkpoints so inference repeats training.
 
     mode "ct": a window of ``width`` HU centred on ``level``; below it 0, above it 1.
-    mode "percentile": the ``lower``..``upper`` percentiles of each volume map to 0..1 (MR, unknown units).
+    mode "percentile": the ``lower``..``upper`` percentiles of each volume map to 0..1 (MR, unknown units);
+    where they coincide (a constant image) the image maps to 0, and values above that level to 1.
     """
 
     mode: str = "ct"
@@ -37,18 +38,21 @@ class IntensityWindow:
     def apply(self, array: np.ndarray) -> np.ndarray:
         """Return a float32 copy of ``array`` mapped to [0, 1]."""
         # Imported here: MONAI takes seconds to import, and importing this module should not.
-        from monai.transforms import ScaleIntensityRange, ScaleIntensityRangePercentiles
+        from monai.transforms import ScaleIntensityRange
 
         array = np.asarray(array, dtype=np.float32)
         if not np.all(np.isfinite(array)):
             raise SegSSLError("the image contains NaN or infinite values — fix or mask them before segmenting")
         if self.mode == "ct":
-            low = self.level - self.width / 2
-            transform = ScaleIntensityRange(a_min=low, a_max=low + self.width, b_min=0.0, b_max=1.0, clip=True)
+            low, high = self.level - self.width / 2, self.level + self.width / 2
         else:
-            transform = ScaleIntensityRangePercentiles(
-                lower=self.lower, upper=self.upper, b_min=0.0, b_max=1.0, clip=True
-            )
+            # What MONAI's ScaleIntensityRangePercentiles computes, done here to see a zero range first.
+            low, high = (float(v) for v in np.percentile(array, [self.lower, self.upper]))
+            if high <= low:
+                # Constant (or almost constant) image: no contrast to stretch, and MONAI would warn
+                # about dividing by zero. The common value maps to 0, anything brighter to 1.
+                return (array > low).astype(np.float32)
+        transform = ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
         return np.asarray(transform(array), dtype=np.float32)
 
     def to_dict(self) -> dict:

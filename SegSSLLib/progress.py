@@ -18,7 +18,6 @@ Readers must ignore events and keys they do not know.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -27,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tqdm import tqdm
+
+from SegSSLLib import strict_json
 
 PROGRESS_MODES = ("bar", "json", "none")
 
@@ -59,7 +60,7 @@ class Progress:
     def emit(self, event: str, **fields) -> None:
         if self.mode != "json":
             return
-        line = json.dumps({"event": event, **fields}, default=str)
+        line = strict_json.dumps({"event": event, **fields}, default=str)
         with self._lock:
             self.stream.write(line + "\n")
             self.stream.flush()

@@ -20,7 +20,10 @@ log = logging.getLogger(__name__)
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".nhdr", ".mha", ".mhd")
 IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".mhd", ".png", ".tif", ".tiff")
+WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".png", ".tif", ".tiff")
+# Header-only formats put the voxels in a second file that one atomic rename cannot move with the
+# header; each has a single-file twin that stores the same thing.
+DETACHED_HEADER_SUFFIXES = {".mhd": ".mha", ".nhdr": ".nrrd"}
 
 # Relative tolerance for comparing grids: file formats store spacing/origin as text or float32.
 GRID_TOLERANCE = 1e-4
@@ -35,7 +38,13 @@ def read_image(path: str | os.PathLike, what: str = "image") -> sitk.Image:
         return _read_dicom_folder(path, what)
     try:
         return sitk.ReadImage(str(path))
-    except RuntimeError:
+    except RuntimeError as exc:
+        if "orthonormal" in str(exc):
+            raise SegSSLError(
+                f"cannot read {what} {path}: its orientation matrix is sheared (not orthonormal), and ITK only "
+                "supports orthonormal direction cosines — resample it onto an unsheared grid first "
+                "(e.g. nibabel.processing.resample_from_to or ANTs/FSL) and give that file"
+            ) from None
         raise SegSSLError(
             f"cannot read {what} {path}: not an image SimpleITK understands — "
             "give a NIfTI, NRRD or MHA file, a DICOM series folder, or a PNG/JPEG for 2D"
@@ -61,10 +70,43 @@ def _read_dicom_folder(folder: Path, what: str) -> sitk.Image:
         )
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files_per_series[series_id])
+    reader.MetaDataDictionaryArrayUpdateOn()  # keeps each slice's position for the check below
     try:
-        return reader.Execute()
+        image = reader.Execute()
     except RuntimeError as exc:
         raise SegSSLError(f"cannot read the DICOM series in {folder}: {exc}".splitlines()[0]) from None
+    _require_even_slice_spacing(reader, len(files_per_series[series_id]), folder)
+    return image
+
+
+def _require_even_slice_spacing(reader: sitk.ImageSeriesReader, count: int, folder: Path) -> None:
+    """Refuse a series with a missing or doubled slice: ITK would stack it with one wrong spacing."""
+    def tag(index: int, key: str) -> np.ndarray | None:
+        if not reader.HasMetaDataKey(index, key):
+            return None
+        try:
+            return np.array([float(v) for v in reader.GetMetaData(index, key).split("\\")])
+        except ValueError:
+            return None
+
+    orientation = tag(0, "0020|0037")
+    positions = [tag(k, "0020|0032") for k in range(count)]
+    if count < 3 or orientation is None or orientation.size != 6 or any(p is None or p.size != 3 for p in positions):
+        return  # nothing to compare, or not a cross-sectional series (no image position tags)
+    normal = np.cross(orientation[:3], orientation[3:])
+    along_normal = np.array(positions) @ normal  # slice positions in mm along the slice normal
+    steps = np.abs(np.diff(along_normal))
+    spacing = float(np.median(steps))
+    # Scanners write positions to a few decimals: allow 1% of the spacing before calling it a gap.
+    uneven = np.flatnonzero(np.abs(steps - spacing) > 0.01 * spacing + 1e-3)
+    if spacing <= 0 or uneven.size:
+        k = int(uneven[0]) if uneven.size else 0
+        raise SegSSLError(
+            f"the DICOM series in {folder} is not evenly spaced: slices are {spacing:g} mm apart but "
+            f"{steps[k]:g} mm between slice {k + 1} and {k + 2} (at {along_normal[k]:.2f} and "
+            f"{along_normal[k + 1]:.2f} mm along the slice normal), so a slice is missing or repeated — "
+            "export the complete series again, or convert it with a tool that handles gaps (e.g. dcm2niix)"
+        )
 
 
 def read_volume(path: str | os.PathLike, what: str = "volume") -> sitk.Image:
@@ -160,6 +202,7 @@ def check_output_path(
     path = Path(path)
     suffix = full_suffix(path).lower()
     if suffixes and suffix not in suffixes:
+        _refuse_detached_header(path, what)
         raise SegSSLError(
             f"{what} {path} has an unsupported extension {suffix or '(none)'!r} — "
             f"use one of {', '.join(suffixes)}"
@@ -177,7 +220,17 @@ def check_output_path(
     return path
 
 
+def _refuse_detached_header(path: Path, what: str) -> None:
+    single_file = DETACHED_HEADER_SUFFIXES.get(full_suffix(path).lower())
+    if single_file:
+        raise SegSSLError(
+            f"{what} {path}: {path.suffix} keeps the voxels in a separate data file, which SegSSL does not "
+            f"write — use {single_file} (the same format in one file)"
+        )
+
+
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:
     """Write atomically: the file appears complete or not at all."""
+    _refuse_detached_header(Path(path), "output")
     with atomic_output(path) as temporary:
         sitk.WriteImage(image, str(temporary), useCompression=compress)

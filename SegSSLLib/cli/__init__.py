@@ -7,7 +7,9 @@ heavy imports (torch models, sam2) stay inside ``run`` so ``segssl --help`` and 
 from __future__ import annotations
 
 import importlib
+import io
 import logging
+import os
 import sys
 
 from SegSSLLib.cli.common import OneLineArgumentParser, add_common_options, configure_logging
@@ -48,6 +50,11 @@ def build_parser() -> OneLineArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import SimpleITK as sitk
+
+    # ITK prints multi-line warnings straight to stderr; SegSSL checks what matters itself and
+    # reports it as one line.
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     parser = build_parser()
     args = parser.parse_args(argv)
     progress = Progress(args.progress)
@@ -55,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"segssl {args.command}"
     try:
         code = args._module.run(args, progress)
+        sys.stdout.flush()  # a closed pipe shows up here rather than at interpreter exit
+    except BrokenPipeError:
+        # Whoever read our output stopped early (``segssl evaluate ... | head -3``): end quietly, as
+        # Unix tools do, and point stdout at /dev/null so the flush at exit cannot fail again.
+        _discard_stdout()
+        return 141  # what a shell reports for a process ended by SIGPIPE
     except SegSSLError as exc:
         return _fail(progress, f"{prefix}: error: {exc}", exc.exit_code)
     except KeyboardInterrupt:
@@ -78,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     progress.done()
     return int(code or 0)
+
+
+def _discard_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # stdout replaced by an object without a file
+        pass
 
 
 def _fail(progress: Progress, line: str, code: int) -> int:

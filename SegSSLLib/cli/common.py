@@ -30,6 +30,17 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--debug", action="store_true", help="show the full traceback of unexpected errors")
 
 
+def positive_label(text: str) -> int:
+    """argparse type for a foreground label value: a whole number >= 1 (0 is background)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a label value: give a whole number >= 1 (0 is background)")
+    return value
+
+
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",

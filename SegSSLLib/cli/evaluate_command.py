@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from SegSSLLib.cli.common import positive_label
 from SegSSLLib.volumes import check_output_path
 
 HELP = "Dice and 95% Hausdorff distance (mm) of a predicted label map against a reference"
@@ -13,12 +12,18 @@ def configure(parser) -> None:
     parser.add_argument("--pred", required=True, help="predicted label map")
     parser.add_argument("--truth", required=True, help="reference label map on the same grid")
     parser.add_argument(
-        "--label", type=int, action="append", help="label value to score (repeatable; default: all in --truth)"
+        "--label",
+        type=positive_label,
+        action="append",
+        metavar="N",
+        help="label value to score, N >= 1 (repeatable; default: every non-zero value in --pred or --truth, "
+        "so a label found only in one map scores Dice 0)",
     )
     parser.add_argument("--json", help="also write the results to this JSON file")
 
 
 def run(args, progress) -> int:
+    from SegSSLLib import strict_json
     from SegSSLLib.atomic import atomic_output
     from SegSSLLib.evaluation import evaluate_label_maps, format_report
     from SegSSLLib.volumes import read_label_map
@@ -30,12 +35,13 @@ def run(args, progress) -> int:
         args.pred, reference=truth, what="predicted label map", reference_name="the reference label map"
     )
     metrics = evaluate_label_maps(pred, truth, args.label)
+    if args.json:  # first, so the file is complete even if a reader of stdout stops early
+        with atomic_output(args.json) as temporary:
+            temporary.write_text(strict_json.dumps(metrics, indent=2) + "\n")
     if progress.mode != "json":
         print(format_report(metrics))
     else:
         progress.emit("metrics", **metrics)
     if args.json:
-        with atomic_output(args.json) as temporary:
-            temporary.write_text(json.dumps(metrics, indent=2) + "\n")
         progress.output(args.json)
     return 0

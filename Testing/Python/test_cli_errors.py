@@ -10,6 +10,7 @@ import SimpleITK as sitk
 from SegSSLLib.cli.common import check_index_inside, parse_index
 from SegSSLLib.errors import SegSSLError
 from conftest import assert_one_line_error, run_segssl
+from test_volumes import oblique_image, write_dicom_series, write_sheared_nifti
 
 
 def digest(path):
@@ -50,6 +51,34 @@ def test_output_that_would_overwrite_an_input_is_refused(tiny_phantom):
     result = run_segssl("evaluate", "--pred", labels, "--truth", labels, "--json", labels)
     assert_one_line_error(result)
     assert digest(labels) == before
+
+
+def test_mhd_output_is_refused_before_any_work(tmp_path, tiny_phantom):
+    image, _ = tiny_phantom
+    before = digest(image)
+    result = run_segssl("segment", "--method", "s3net", "--input", image, "--output", tmp_path / "out.mhd",
+                        "--seed", "20,18,10")
+    assert_one_line_error(result, "out.mhd", ".mha")
+    assert digest(image) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz", "labels.nii.gz"]
+
+
+def test_dicom_series_with_a_gap_is_one_line_without_itk_warnings(tmp_path):
+    series = tmp_path / "series"
+    write_dicom_series(oblique_image(), series, skip=(5,))
+    before = {p.name: digest(p) for p in series.iterdir()}
+    result = run_segssl("evaluate", "--pred", series, "--truth", series, "--json", tmp_path / "o.json")
+    assert_one_line_error(result, "not evenly spaced", "9 mm between slice 5 and 6", "dcm2niix")
+    assert "WARNING" not in result.stderr and not (tmp_path / "o.json").exists()
+    assert {p.name: digest(p) for p in series.iterdir()} == before
+
+
+def test_sheared_nifti_is_one_line_naming_the_shear(tmp_path):
+    sheared = tmp_path / "sheared.nii"
+    write_sheared_nifti(sheared)
+    result = run_segssl("evaluate", "--pred", sheared, "--truth", sheared)
+    assert_one_line_error(result, "sheared", "resample")
+    assert "WARNING" not in result.stderr
 
 
 def test_usage_errors_are_one_line_too():

@@ -8,6 +8,7 @@ import SimpleITK as sitk
 from SegSSLLib.datasets import load_dataset
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.phantoms import make_ct_phantom
+from conftest import assert_one_line_error, run_segssl
 
 
 def write_msd(root, count=2, with_json=True):
@@ -37,6 +38,46 @@ def test_msd_entries_that_do_not_exist_are_named(tmp_path):
     (tmp_path / "labelsTr" / "case_000.nii.gz").unlink()
     with pytest.raises(SegSSLError, match="lists label map .*case_000.nii.gz, which does not exist"):
         load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "description, expected",
+    [
+        ([{"image": "./imagesTr/case_000.nii.gz"}], "holds a JSON array, not an object"),
+        ({"training": {"image": "./imagesTr/case_000.nii.gz"}}, '"training" is a JSON object, expected a JSON array'),
+        ({"training": [{"label": "./labelsTr/case_000.nii.gz"}]}, '"training" entry 1 has no "image" path'),
+        ({"training": [{"image": "./imagesTr/case_000.nii.gz"}, {"image": 7}]}, '"training" entry 2 has no "image"'),
+        ({"training": [["./imagesTr/case_000.nii.gz"]]}, '"training" entry 1 is a JSON array'),
+        ({"training": [{"image": "./imagesTr/case_000.nii.gz", "label": 1}]}, '"label" that is not a path'),
+        ({"training": ["./imagesTr/case_000.nii.gz"], "labels": ["background", "liver"]},
+         '"labels" is a JSON array, expected a JSON object'),
+        ({"training": [{"image": "./imagesTr/absent.nii.gz"}]}, "lists image .*absent.nii.gz, which does not exist"),
+    ],
+)
+def test_malformed_dataset_json_names_the_broken_entry(tmp_path, description, expected):
+    write_msd(tmp_path, count=1, with_json=False)
+    (tmp_path / "dataset.json").write_text(json.dumps(description))
+    with pytest.raises(SegSSLError, match=expected) as caught:
+        load_dataset(tmp_path)
+    assert "dataset.json" in str(caught.value)
+
+
+def test_finetune_on_a_malformed_dataset_json_is_one_line(tmp_path):
+    data = tmp_path / "data"
+    write_msd(data, count=1, with_json=False)
+    (data / "dataset.json").write_text(json.dumps({"training": [{"label": "./labelsTr/case_000.nii.gz"}]}))
+    result = run_segssl("finetune", "--data", data, "--label", "1", "--out", tmp_path / "model.pt")
+    assert_one_line_error(result, 'entry 1 has no "image" path', "imagesTr")
+    assert result.returncode == 1 and not (tmp_path / "model.pt").exists()
+
+
+def test_bare_image_paths_and_a_plain_modality_are_accepted(tmp_path):
+    write_msd(tmp_path, count=1, with_json=False)
+    description = {"training": ["./imagesTr/case_000.nii.gz"], "modality": "MR"}
+    (tmp_path / "dataset.json").write_text(json.dumps(description))
+    dataset = load_dataset(tmp_path)
+    assert [case.name for case in dataset.cases] == ["case_000"] and dataset.modality == "MR"
+    assert not dataset.labelled
 
 
 def test_plain_folder_is_unlabelled_and_ignores_other_files(tmp_path):

@@ -29,6 +29,21 @@ def test_percentile_mode_is_robust_to_outliers():
     assert 0.4 < float(np.median(mapped)) < 0.6
 
 
+def test_percentile_mode_on_a_constant_image_is_zero_without_warnings(recwarn):
+    mapped = IntensityWindow(mode="percentile").apply(np.full((3, 4, 5), 70, np.int16))
+    assert mapped.dtype == np.float32 and mapped.shape == (3, 4, 5) and not mapped.any()
+    almost = np.zeros(1000, np.float32)
+    almost[:3] = 500.0  # 0.3 % bright voxels: the 0.5 and 99.5 percentiles are both 0
+    np.testing.assert_array_equal(IntensityWindow(mode="percentile").apply(almost), almost > 0)
+    assert not [w for w in recwarn if "divide" in str(w.message).lower() or "zero" in str(w.message).lower()]
+
+
+def test_percentile_mode_maps_the_chosen_percentiles_to_0_and_1():
+    values = np.arange(101, dtype=np.float32)  # percentile p is the value p
+    mapped = IntensityWindow(mode="percentile", lower=10, upper=60).apply(values)
+    np.testing.assert_allclose(mapped[[0, 10, 35, 60, 100]], [0, 0, 0.5, 1, 1], atol=1e-6)
+
+
 def test_input_is_not_modified_and_output_is_float32():
     values = np.array([0, 100, 200], np.int16)
     mapped = IntensityWindow().apply(values)

@@ -82,11 +82,14 @@ def test_organ_strategy_on_unlabelled_volumes(data, tmp_path):
     assert not (tmp_path / "out.pt").exists()
 
 
-@pytest.mark.parametrize("kind", ["s3net", "sam"])
+@pytest.mark.parametrize("kind", ["s3net", "sam", "text"])
 def test_segment_with_a_checkpoint_of_the_wrong_kind(kind, tiny_phantom, tmp_path):
     image_path, _ = tiny_phantom
     wrong = tmp_path / f"{kind}.pth"
-    if kind == "s3net":
+    if kind == "text":  # torch.load alone fails with "KeyError: 101" on this
+        wrong.write_text("epoch 3 loss 0.12\n")
+        expected = "not a PyTorch checkpoint (it looks like a text file) — give the .pt file written by segssl"
+    elif kind == "s3net":
         save_checkpoint(wrong, "s3net", {"clusters": 64}, {"stem.weight": torch.zeros(1)})
         expected = "'s3net' model"
     else:  # the layout of segment-anything's released weights
@@ -95,7 +98,7 @@ def test_segment_with_a_checkpoint_of_the_wrong_kind(kind, tiny_phantom, tmp_pat
     before = tree_digest(image_path, wrong)
     output = tmp_path / "seg.nii.gz"
     result = run_segssl("segment", "--method", "polycl", "--checkpoint", wrong, "--input", image_path, "--output", output)
-    assert_one_line_error(result, expected, "--method polycl needs")
+    assert_one_line_error(result, expected, "--method polycl needs" if kind != "text" else "")
     assert not output.exists()
     _assert_untouched(before, image_path, wrong)
 

@@ -92,10 +92,12 @@ def test_rgb_photograph_without_a_seed_uses_the_central_component(tmp_path):
 
 def test_seed_outside_the_image_is_a_one_line_error(tiny_phantom, tmp_path):
     image_path, _ = tiny_phantom
+    before = image_path.read_bytes()
     output = tmp_path / "out.nii.gz"
     result = run_segssl("segment", "--method", "s3net", "--input", image_path, "--output", output, "--seed", "40,5,5")
     assert_one_line_error(result, "outside the image", "40,5,5")
     assert not output.exists()
+    assert image_path.read_bytes() == before
 
 
 def test_volume_without_a_seed_is_a_one_line_error(tiny_phantom, tmp_path):

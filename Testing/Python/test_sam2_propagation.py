@@ -148,6 +148,8 @@ def test_propagate_cli_bad_inputs(tiny_phantom, sam2_file, tmp_path):
         (["--annotation", shifted, "--backend", "registration"], ["different grid"]),
         (["--annotation", good, "--backend", "sam2", "--sam2-checkpoint", sam_file], ["SAM (segment-anything)", "not a SAM 2"]),
         (["--annotation", good, "--backend", "sam2", "--sam2-checkpoint", tmp_path / "gone.pt"], ["no such file"]),
+        (["--annotation", good, "--backend", "sam2", "--sam2-checkpoint", good],
+         ["not a PyTorch checkpoint", "gzip", "sam2.1_hiera_"]),
         (["--annotation", good, "--backend", "sam2", "--sam2-checkpoint", sam2_file, "--sam2-config", "sam3_hiera_t"],
          ["not a config", "sam2.1_hiera_t"]),
         (["--annotation", good, "--backend", "sam2", "--sam2-checkpoint", sam2_file, "--sam2-config", "sam2.1_hiera_s"],

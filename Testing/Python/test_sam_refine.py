@@ -119,9 +119,12 @@ def test_refine_cli_bad_inputs(tiny_phantom, sam_file, tmp_path):
     before = labels_path.read_bytes()
     sam2_file = tmp_path / "sam2.pt"
     torch.save({"model": {"image_encoder.trunk.patch_embed.proj.weight": torch.zeros(1)}}, sam2_file)
+    notes = tmp_path / "notes.pth"
+    notes.write_text("download link: see the README\n")
     cases = [
         (["--sam-checkpoint", sam2_file], ["SAM 2 checkpoint", "not a SAM"]),
         (["--sam-checkpoint", tmp_path / "missing.pth"], ["no such file"]),
+        (["--sam-checkpoint", notes], ["not a PyTorch checkpoint", "text file", "sam_vit_"]),
         (["--sam-checkpoint", sam_file, "--box-margin", "-1"], ["--box-margin"]),
         (["--sam-checkpoint", sam_file, "--device", "cuda"] if not torch.cuda.is_available() else
          ["--sam-checkpoint", sam_file, "--device", "cuda:99"], ["cuda"]),

@@ -1,5 +1,6 @@
 """Reading and writing keep size, spacing, origin, direction and values exactly."""
 
+import locale
 import time
 
 import numpy as np
@@ -51,14 +52,26 @@ def test_round_trip_keeps_geometry_and_values(tmp_path, suffix):
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary files left
 
 
-def write_dicom_series(image: sitk.Image, folder):
-    """Write a 3D image as a DICOM CT series with the tags that carry its geometry."""
+def write_dicom_series(image: sitk.Image, folder, skip=()):
+    """Write a 3D image as a DICOM CT series with the tags that carry its geometry (minus slices ``skip``)."""
+    # GDCM's writer switches the process locale to "C" and leaves it there; later tests that decode
+    # a subprocess's UTF-8 output would then fail, so the locale is put back.
+    saved_locale = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_dicom_slices(image, folder, skip)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved_locale)
+
+
+def _write_dicom_slices(image: sitk.Image, folder, skip):
     folder.mkdir()
     direction = image.GetDirection()
     series_uid = "1.2.826.0.1.3680043.2.1125.1.42"
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for k in range(image.GetDepth()):
+        if k in skip:
+            continue
         slice_image = image[:, :, k]
         position = image.TransformIndexToPhysicalPoint((0, 0, k))
         tags = {
@@ -92,6 +105,16 @@ def test_dicom_series_folder_reads_with_geometry(tmp_path):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(loaded), sitk.GetArrayFromImage(image))
 
 
+def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
+    image = oblique_image()  # 7 slices, 4.5 mm apart
+    write_dicom_series(image, tmp_path / "series", skip=(3,))
+    with pytest.raises(SegSSLError) as caught:
+        read_volume(tmp_path / "series")
+    message = str(caught.value)
+    assert "not evenly spaced: slices are 4.5 mm apart but 9 mm between slice 3 and 4" in message
+    assert "missing" in message and "dcm2niix" in message
+
+
 def test_2d_rgb_png_reads_as_vector_image(tmp_path):
     rgb = np.random.default_rng(1).integers(0, 255, size=(9, 12, 3), dtype=np.uint8)
     path = tmp_path / "photo.png"
@@ -113,6 +136,27 @@ def test_unreadable_and_missing_files_give_clear_errors(tmp_path):
     (tmp_path / "empty_folder").mkdir()
     with pytest.raises(SegSSLError, match="no DICOM series"):
         read_volume(tmp_path / "empty_folder")
+
+
+def write_sheared_nifti(path):
+    """An uncompressed NIfTI whose sform has a shear (x depends on j), as some registration tools write."""
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16)), str(path))
+    header = bytearray(path.read_bytes())
+    header[252:256] = np.array([0, 1], "<i2").tobytes()  # qform_code 0, sform_code 1: the sform rules
+    header[280:328] = np.array([[1, 0.5, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], "<f4").tobytes()  # srow_x/y/z
+    path.write_bytes(bytes(header))
+
+
+def test_sheared_nifti_is_explained_with_the_cause_and_the_fix(tmp_path):
+    path = tmp_path / "sheared.nii"
+    write_sheared_nifti(path)
+    before = path.read_bytes()
+    with pytest.raises(SegSSLError) as caught:
+        read_volume(path)
+    message = str(caught.value)
+    assert "sheared (not orthonormal)" in message and "orthonormal direction cosines" in message
+    assert "resample" in message and "not an image SimpleITK understands" not in message
+    assert path.read_bytes() == before
 
 
 def test_label_map_checks_values_and_grid(tmp_path):
@@ -168,6 +212,22 @@ def test_output_path_checks(tmp_path):
     with pytest.raises(SegSSLError, match="also an input"):
         check_output_path(existing, inputs=(existing,))
     assert check_output_path(tmp_path / "out.seg.nrrd") == tmp_path / "out.seg.nrrd"
+
+
+@pytest.mark.parametrize("suffix, single_file", [(".mhd", ".mha"), (".nhdr", ".nrrd")])
+def test_detached_header_outputs_are_refused_with_the_single_file_twin(tmp_path, suffix, single_file):
+    path = tmp_path / f"out{suffix}"
+    with pytest.raises(SegSSLError, match=f"use \\{single_file} "):
+        check_output_path(path)
+    with pytest.raises(SegSSLError, match="separate data file"):
+        write_image(oblique_image(), path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mhd_input_reads_with_geometry(tmp_path):
+    image = oblique_image()
+    sitk.WriteImage(image, str(tmp_path / "volume.mhd"))  # header + .raw written by ITK itself
+    assert_same_image(image, read_volume(tmp_path / "volume.mhd"))
 
 
 def test_failed_write_leaves_neither_partial_nor_changed_file(tmp_path):
