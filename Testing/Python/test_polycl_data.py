@@ -25,18 +25,34 @@ def two_cases(tmp_path):
 def test_cached_slices_are_the_windowed_slice_stack_and_memory_mapped(two_cases, tmp_path):
     case = two_cases.cases[0]
     [cached] = cache_cases([case], TINY_SLICING, tmp_path / "cache")
-    image = sitk.ReadImage(str(case.image))
+    image = TINY_SLICING.orient(sitk.ReadImage(str(case.image)))
     stack = TINY_SLICING.stack(image)
     expected = stack.to_slices(IntensityWindow().apply(sitk.GetArrayFromImage(image)))[:, 0].numpy()
     assert isinstance(cached.images, np.memmap) and cached.images.dtype == np.float16
     np.testing.assert_allclose(cached.images.astype(np.float32), expected, atol=1e-3)
-    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label)))
+    labels = sitk.GetArrayFromImage(TINY_SLICING.orient(sitk.ReadImage(str(case.label))))
     np.testing.assert_array_equal(
         cached.labels, stack.to_slices(labels.astype(np.float32), mode="nearest")[:, 0].numpy().astype(np.uint8)
     )
     # Flags come from the original slices (axial = first array axis for axis 2).
     np.testing.assert_array_equal(cached.flags(1), (labels == 1).any(axis=(1, 2)))
     assert not cached.flags(99).any()
+
+
+def test_a_case_stored_with_flipped_axes_gives_the_same_cached_slices(tmp_path):
+    from SegSSLLib.phantoms import oblique_direction
+
+    image, labels = make_ct_phantom(seed=1, size=(32, 32, 12), spacing=(10.0, 10.0, 20.0), direction=oblique_direction())
+    flip = [True, True, False]  # like abdomen_ct (direction diag(-1, -1, 1)) next to an identity-direction scan
+    cases = [("stored", image, labels), ("flipped", sitk.Flip(image, flip), sitk.Flip(labels, flip))]
+    folder = write_msd_dataset(tmp_path / "msd", cases, PHANTOM_LABELS)
+    stored, flipped = cache_cases(list(load_dataset(folder).cases), TINY_SLICING, tmp_path / "cache")
+    np.testing.assert_array_equal(stored.images, flipped.images)
+    np.testing.assert_array_equal(stored.labels, flipped.labels)
+    np.testing.assert_array_equal(stored.presence, flipped.presence)
+    as_stored = SlicingSettings(IntensityWindow(), image_size=32, orientation=None)
+    unoriented = cache_cases(list(load_dataset(folder).cases), as_stored, tmp_path / "cache")
+    assert not np.array_equal(unoriented[0].images, unoriented[1].images)  # what happened before
 
 
 def test_a_cached_case_is_never_read_again(two_cases, tmp_path, monkeypatch):
@@ -57,6 +73,7 @@ def test_the_cache_key_follows_settings_and_file_changes(two_cases):
     key = cache_key(case, TINY_SLICING)
     assert cache_key(case, SlicingSettings(IntensityWindow(level=50), image_size=32)) != key
     assert cache_key(case, SlicingSettings(IntensityWindow(), image_size=64)) != key
+    assert cache_key(case, SlicingSettings(IntensityWindow(), image_size=32, orientation="RAS")) != key
     stat = case.image.stat()
     os.utime(case.image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert cache_key(case, TINY_SLICING) != key
