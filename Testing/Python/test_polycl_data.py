@@ -12,8 +12,8 @@ from SegSSLLib.errors import SegSSLError
 from SegSSLLib.intensity import IntensityWindow
 from SegSSLLib.phantoms import PHANTOM_LABELS, make_ct_phantom
 from SegSSLLib.polycl import slice_cache
-from SegSSLLib.polycl.datasets import LabelledSliceDataset, require_label_maps, split_labelled_slices, structure_flags
-from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_cases, cache_key
+from SegSSLLib.polycl.datasets import VALIDATION_BLOCK, LabelledSliceDataset, require_label_maps, split_labelled_slices, structure_flags
+from SegSSLLib.polycl.slice_cache import CachedCase, SlicingSettings, cache_cases, cache_key
 
 
 @pytest.fixture
@@ -90,13 +90,60 @@ def test_multiple_cases_split_by_case_and_cases_limit(tmp_path):
     assert np.array_equal(train, again[0]) and np.array_equal(validation, again[1])
 
 
-def test_one_case_splits_by_interleaved_blocks_and_respects_exclusions(two_cases, tmp_path):
-    cases = cache_cases([two_cases.cases[0]], TINY_SLICING, tmp_path / "cache")
+def _case_with_structure_on(slices, count: int, name: str = "case") -> CachedCase:
+    """A cached case of ``count`` slices whose label 1 shows on ``slices`` (pixels do not matter to splits)."""
+    presence = np.zeros((count, 2), bool)
+    presence[:, 0] = True
+    presence[list(slices), 1] = True
+    return CachedCase(name, np.zeros((count, 1, 1), np.float16), None, presence)
+
+
+def test_one_case_splits_by_interleaved_blocks_and_respects_exclusions():
+    cases = [_case_with_structure_on(range(0, 8), 16)]  # blocks 0-1 show the structure, 2-3 do not
     excluded = np.array([[0, 0], [0, 1]])
     train, validation = split_labelled_slices(cases, 1, validation_fraction=0.5, exclude=excluded)
-    # Blocks of 4 slices, every second block validates; slices 0 and 1 take no part.
-    assert validation[:, 1].tolist() == [4, 5, 6, 7]
+    # Blocks of 4 slices; every second block of each kind validates; slices 0 and 1 take no part.
+    assert validation[:, 1].tolist() == [4, 5, 6, 7, 12, 13, 14, 15]
     assert train[:, 1].tolist() == [2, 3, 8, 9, 10, 11]
+
+
+def test_a_small_structure_in_one_case_still_validates():
+    # Like the chest CT's tumour: 3 of 60 slices, all in one block of 4.
+    cases = [_case_with_structure_on([32, 33, 34], 60)]
+    train, validation = split_labelled_slices(cases, 1, validation_fraction=0.2)
+    flags = cases[0].flags(1)
+    assert validation[:, 1][flags[validation[:, 1]]].tolist() == [33]
+    assert train[:, 1][flags[train[:, 1]]].tolist() == [32, 34]
+    assert (~flags[validation[:, 1]]).sum() >= VALIDATION_BLOCK  # slices without it validate too
+    assert not set(train[:, 1]) & set(validation[:, 1])
+
+
+def test_a_structure_over_many_blocks_validates_in_both_kinds_of_block():
+    cases = [_case_with_structure_on(range(40, 80), 100)]
+    train, validation = split_labelled_slices(cases, 1, validation_fraction=0.2)
+    flags = cases[0].flags(1)
+    assert flags[validation[:, 1]].sum() == 8 and (~flags[validation[:, 1]]).sum() == 12  # 2 + 3 blocks
+    assert len(train) + len(validation) == 100
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_validation_cases_show_the_structure_while_training_keeps_it(seed):
+    cases = [_case_with_structure_on([], 8, "a"), _case_with_structure_on([3], 8, "b"), _case_with_structure_on([4], 8, "c"),
+             _case_with_structure_on([], 8, "d")]
+    train, validation = split_labelled_slices(cases, 1, validation_fraction=0.25, seed=seed)
+    assert set(validation[:, 0]) <= {1, 2} and len(set(validation[:, 0])) == 1
+    assert {1, 2} & set(train[:, 0])
+    # Only one case shows it: that one trains, another validates (and training picks by loss).
+    cases[2] = _case_with_structure_on([], 8, "c")
+    train, validation = split_labelled_slices(cases, 1, validation_fraction=0.25, seed=seed)
+    assert 1 in set(train[:, 0]) and 1 not in set(validation[:, 0])
+
+
+def test_more_cases_than_remain_after_validation_is_an_error():
+    cases = [_case_with_structure_on([2], 8, name) for name in "abc"]
+    assert len(set(split_labelled_slices(cases, 1, validation_fraction=0.2, max_cases=2)[0][:, 0])) == 2
+    with pytest.raises(SegSSLError, match="--cases 3 asks for more training cases .*2 of 3"):
+        split_labelled_slices(cases, 1, validation_fraction=0.2, max_cases=3)
 
 
 def test_slices_limit_picks_evenly_spaced_slices_that_show_the_structure(two_cases, tmp_path):
