@@ -95,13 +95,18 @@ def is_secondary_process() -> bool:
 def start_training(args, progress):
     """Threads, device and seeds for a training command; torchrun ranks other than 0 go quiet.
 
+    With an explicit --seed on CUDA, deterministic kernels are requested too (slower, repeatable).
+
     Returns (device, the progress reporter this process uses).
     """
     from SegSSLLib.cli.common import set_random_seed, setup_torch
+    from SegSSLLib.polycl.training import make_deterministic
     from SegSSLLib.progress import NO_PROGRESS
 
     device = setup_torch(args)
     set_random_seed(args.random_seed)
+    if getattr(args, "seed_given", False):
+        make_deterministic(device)
     if is_secondary_process():
         logging.getLogger().setLevel(logging.WARNING)
         return device, NO_PROGRESS

@@ -1,5 +1,7 @@
 """Pretraining and fine-tuning loops on tiny phantoms: determinism, resume, checkpoints, logging, freezing."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -172,3 +174,32 @@ def test_data_loading_workers_draw_different_augmentations_that_repeat_with_the_
     assert not all(torch.equal(first[i], first[i + 1]) for i in range(0, 8, 2))
     assert len({b.numpy().tobytes() for b in first}) > 4
     assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_an_explicit_seed_asks_cuda_for_deterministic_kernels(monkeypatch):
+    from SegSSLLib.cli import build_parser
+    from SegSSLLib.cli.polycl_options import start_training
+    from SegSSLLib.polycl import training
+    from SegSSLLib.progress import NO_PROGRESS
+
+    parser = build_parser()
+    base = ["finetune", "--data", "d", "--label", "1", "--out", "m.pt", "--device", "cpu"]
+    assert parser.parse_args(base + ["--seed", "0"]).seed_given and not parser.parse_args(base).seed_given
+    asked, make_deterministic = [], training.make_deterministic
+    monkeypatch.setattr(training, "make_deterministic", asked.append)
+    start_training(parser.parse_args(base + ["--seed", "3"]), NO_PROGRESS)
+    start_training(parser.parse_args(base), NO_PROGRESS)
+    assert asked == [torch.device("cpu")]  # only the seeded run; on a CPU the call changes nothing
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    try:
+        make_deterministic(torch.device("cpu"))
+        assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        make_deterministic(torch.device("cuda"))  # sets flags only; needs no GPU
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1:]
