@@ -54,6 +54,37 @@ def test_resume_refuses_other_settings(volumes, tmp_path):
         _pretrain(volumes, tmp_path / "run.pt", epochs=2, resume=True, batch_size=4)
 
 
+def test_resume_refuses_fewer_epochs_another_process_count_and_changed_volumes(volumes, tmp_path, monkeypatch):
+    from SegSSLLib.polycl import distributed
+
+    plain, msd, cache = volumes
+    _pretrain(volumes, tmp_path / "run.pt", epochs=2)
+    with pytest.raises(SegSSLError, match="already holds 2 epochs, more than --epochs 1"):
+        _pretrain(volumes, tmp_path / "run.pt", epochs=1, resume=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(distributed, "world_size", lambda: 2)  # as under torchrun --nproc_per_node=2
+        patch.setattr(distributed, "barrier", lambda: None)
+        with pytest.raises(SegSSLError, match="other settings .*processes"):
+            _pretrain(volumes, tmp_path / "run.pt", epochs=3, resume=True)
+    volume = sorted(plain.iterdir())[0]
+    stat = volume.stat()
+    os.utime(volume, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the volume was replaced
+    try:
+        with pytest.raises(SegSSLError, match="other settings .*data"):
+            _pretrain(volumes, tmp_path / "run.pt", epochs=3, resume=True)
+    finally:
+        os.utime(volume, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_same_scan_strategy_ignores_a_label_on_unlabelled_volumes(volumes, tmp_path, caplog):
+    plain, msd, cache = volumes
+    options = PretrainOptions(epochs=1, batch_size=8, strategy="S", label=1)
+    with caplog.at_level("WARNING"):
+        pretrain([plain, plain], tmp_path / "s.pt", TINY_MODEL, TINY_SLICING, options, CPU, cache_dir=cache)
+    assert "--label 1 is not used by --strategy S" in caplog.text
+    assert load_checkpoint(tmp_path / "s.pt")["config"]["label"] is None
+
+
 def test_tensorboard_gets_a_loss_per_step_and_per_epoch(volumes, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
