@@ -126,6 +126,10 @@ def split_labelled_slices(
         if value is not None and value < 1:
             raise SegSSLError(f"{name} must be at least 1, got {value}")
     addresses = slice_addresses(cases)
+    kept = np.ones(len(addresses), bool)
+    if exclude is not None and len(exclude):
+        excluded = {tuple(item) for item in np.asarray(exclude).reshape(-1, 2).tolist()}
+        kept = np.array([tuple(item) not in excluded for item in addresses.tolist()])
     if len(cases) >= 2:
         order = np.random.default_rng(seed).permutation(len(cases))
         validation_count = min(len(cases) - 1, round(validation_fraction * len(cases)))
@@ -151,12 +155,11 @@ def split_labelled_slices(
     else:
         if max_cases is not None and max_cases > 1:
             raise SegSSLError(f"--cases {max_cases} asks for more cases than the data hold (1)")
-        is_validation = _validation_slices(cases[0].flags(label), validation_fraction)
+        # Blocks are formed over the slices that take part, so held-out slices cannot empty validation.
+        is_validation = np.zeros(len(addresses), bool)
+        is_validation[kept] = _validation_slices(cases[0].flags(label)[kept], validation_fraction)
         is_train = ~is_validation
-    if exclude is not None and len(exclude):
-        excluded = {tuple(item) for item in np.asarray(exclude).reshape(-1, 2).tolist()}
-        kept = np.array([tuple(item) not in excluded for item in addresses.tolist()])
-        is_train, is_validation = is_train & kept, is_validation & kept
+    is_train, is_validation = is_train & kept, is_validation & kept
     train, validation = addresses[is_train], addresses[is_validation]
     if max_slices is not None:
         train = _evenly_spaced_with_structure(cases, train, label, max_slices)
