@@ -9,6 +9,7 @@ from SegSSLLib.cli.polycl_options import (
     CHECKPOINT_SUFFIXES,
     add_network_options,
     add_training_options,
+    check_resume,
     check_workers,
     is_secondary_process,
     network_settings,
@@ -57,6 +58,7 @@ def run(args, progress) -> int:
 
     check_output_path(args.out, (args.init, args.data), "--out", suffixes=CHECKPOINT_SUFFIXES)
     check_workers(args.workers)
+    check_resume(args)
     load_dataset(args.data)  # fail on a wrong folder before the slow imports
 
     from SegSSLLib.polycl import distributed

@@ -87,6 +87,17 @@ def check_workers(workers: int) -> None:
         raise SegSSLError(f"--workers must be 0 or more, got {workers}")
 
 
+def check_resume(args) -> None:
+    """With --resume, fail before any slicing if --out holds more epochs than --epochs asks for."""
+    if not args.resume or not os.path.exists(args.out):
+        return
+    from SegSSLLib.checkpoints import load_checkpoint
+    from SegSSLLib.polycl.training import check_epochs_left
+
+    history = load_checkpoint(args.out, purpose="--resume needs").get("extra", {}).get("history", [])
+    check_epochs_left(args.out, len(history), args.epochs)
+
+
 def is_secondary_process() -> bool:
     """True in torchrun processes other than rank 0: they train silently."""
     return int(os.environ.get("RANK", "0")) != 0

@@ -28,7 +28,7 @@ from SegSSLLib.polycl.datasets import LabelledSliceDataset, require_label_maps, 
 from SegSSLLib.polycl.model import ModelConfig, SegmentationNet
 from SegSSLLib.polycl.pretraining import PRETRAIN_KIND
 from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_datasets, cache_key
-from SegSSLLib.polycl.training import Precision, epoch_loader, open_writer, seed_epoch
+from SegSSLLib.polycl.training import Precision, check_epochs_left, epoch_loader, open_writer, seed_epoch
 from SegSSLLib.progress import NO_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
@@ -319,11 +319,7 @@ def _restore(out, config, run_identity, epochs, model, optimizer, precision) -> 
             "use the same options and data, or write to a new --out"
         )
     history = list(saved["history"])
-    if len(history) > epochs:
-        raise SegSSLError(
-            f"--resume: {out} already holds {len(history)} epochs, more than --epochs {epochs} — "
-            f"give --epochs {len(history)} or more to train further"
-        )
+    check_epochs_left(out, len(history), epochs)
     state = saved["resume"]
     model.load_state_dict(state["state_dict"])
     optimizer.load_state_dict(state["optimizer"])

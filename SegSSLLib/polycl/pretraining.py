@@ -27,7 +27,7 @@ from SegSSLLib.polycl.losses import info_nce
 from SegSSLLib.polycl.model import ContrastiveNet, ModelConfig
 from SegSSLLib.polycl.selection import SliceRelations, needs_flags, sample_triplets
 from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_datasets, cache_key
-from SegSSLLib.polycl.training import Precision, epoch_loader, open_writer, seed_epoch
+from SegSSLLib.polycl.training import Precision, check_epochs_left, epoch_loader, open_writer, seed_epoch
 from SegSSLLib.progress import NO_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
@@ -111,11 +111,7 @@ def pretrain(
     history: list[dict] = []
     if resume and Path(out).exists():
         history = _restore(out, config, run_identity, model, optimizer, precision)
-        if len(history) > options.epochs:
-            raise SegSSLError(
-                f"--resume: {out} already holds {len(history)} epochs, more than --epochs {options.epochs} — "
-                f"give --epochs {len(history)} or more to train further"
-            )
+        check_epochs_left(out, len(history), options.epochs)
         log.info("resuming %s after epoch %d of %d", out, len(history), options.epochs)
     elif resume:
         log.info("--resume: %s does not exist yet, starting from epoch 1", out)

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from SegSSLLib.errors import SegSSLError
 from SegSSLLib.polycl import distributed
 
 
@@ -43,6 +44,15 @@ def epoch_loader(
     if workers > 0:
         from monai.data.utils import worker_init_fn as init
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, worker_init_fn=init)
+
+
+def check_epochs_left(out, done: int, epochs: int) -> None:
+    """--resume trains up to --epochs: a file that already holds more epochs cannot be continued."""
+    if done > epochs:
+        raise SegSSLError(
+            f"--resume: {out} already holds {done} epochs, more than --epochs {epochs} — "
+            f"give --epochs {done} or more to train further"
+        )
 
 
 def make_deterministic(device: torch.device) -> None:

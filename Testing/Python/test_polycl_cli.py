@@ -166,3 +166,19 @@ def test_a_multi_component_volume_is_refused(tmp_path):
     assert result.returncode == 1
     assert not (tmp_path / "o.mha").exists()
     _assert_untouched(before, tmp_path / "rgb.mha")
+
+
+def test_finetune_resume_continues_and_refuses_fewer_epochs(data, tmp_path):
+    plain, msd, cache = data
+    model = tmp_path / "liver.pt"
+    common = ["finetune", "--data", msd, "--label", "1", "--out", model, "--slices", "3", "--epoch-samples", "8",
+              "--cache-dir", cache, *TINY_CLI]
+    assert run_segssl(*common, "--epochs", "1").returncode == 0
+    result = run_segssl(*common, "--epochs", "2", "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr and "after epoch 1 of 2" in result.stderr
+    assert [h["epoch"] for h in load_checkpoint(model)["extra"]["history"]] == [1, 2]
+    before = tree_digest(model)
+    result = run_segssl(*common, "--epochs", "1", "--resume")
+    assert_one_line_error(result, "already holds 2 epochs", "--epochs 2 or more")
+    _assert_untouched(before, model)
