@@ -3,9 +3,9 @@
 Training reads every slice many times; reading and resampling NIfTI files each epoch would cost
 more than the network on small images. Each case is put into one anatomical orientation
 (``orientation``: the same anatomy gives the same slices however the file stores its axes),
-windowed (``IntensityWindow``), cut into square slices (``SliceStack``) and stored under a key made from the source files (path, size,
-modification time) and the slicing settings, so a changed file or setting gives a new entry and an
-unchanged one is never read again. Entries are written to a temporary folder and renamed, so an
+windowed (``IntensityWindow``), cut into square slices (``SliceStack``) and stored under a key
+made from the source files (path, size, modification time) and the slicing settings, so a changed
+file or setting gives a new entry and an unchanged one is never read again. Entries are written to a temporary folder and renamed, so an
 interrupted run leaves no half-written entry behind.
 
 Per case the entry holds ``images.npy`` (N, S, S) float16 in [0, 1], and when the case has a label
