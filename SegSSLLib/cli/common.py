@@ -52,8 +52,19 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _SeedAction(argparse.Action):
+    """Stores the seed and notes that it was given (training then asks CUDA for repeatable kernels)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.seed_given = True
+
+
 def add_random_seed_option(parser: argparse.ArgumentParser, flag: str = "--seed") -> None:
-    parser.add_argument(flag, dest="random_seed", type=int, default=0, help="random seed, for repeatable runs")
+    parser.add_argument(
+        flag, dest="random_seed", type=int, default=0, action=_SeedAction, help="random seed, for repeatable runs"
+    )
+    parser.set_defaults(seed_given=False)
 
 
 def configure_logging(level: str, progress: Progress) -> None:

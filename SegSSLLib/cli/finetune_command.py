@@ -9,6 +9,7 @@ from SegSSLLib.cli.polycl_options import (
     CHECKPOINT_SUFFIXES,
     add_network_options,
     add_training_options,
+    check_resume,
     check_workers,
     is_secondary_process,
     network_settings,
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 def configure(parser) -> None:
     parser.add_argument("--data", required=True, metavar="DIR", help="MSD folder with label maps")
     parser.add_argument("--label", type=int, required=True, metavar="N", help="label value of the structure to segment")
-    parser.add_argument("--out", required=True, metavar="CKPT", help="model file to write (.pt): the epoch with the best validation Dice")
+    parser.add_argument("--out", required=True, metavar="CKPT", help="model file to write (.pt), updated every epoch: the best epoch so far")
     parser.add_argument("--init", default=None, metavar="CKPT", help="`segssl pretrain` output to start from (default: from scratch)")
     parser.add_argument("--cases", type=int, default=None, metavar="N", help="train on at most N cases (label efficiency)")
     parser.add_argument(
@@ -44,6 +45,7 @@ def configure(parser) -> None:
         "--freeze-epochs", type=int, default=0, help="train only the decoder for the first N epochs (default: 0)"
     )
     parser.add_argument("--no-augment", action="store_true", help="no random rotations, scalings and shifts")
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out from its last epoch")
     add_network_options(parser, " (only without --init)")
     add_training_options(parser)
     add_device_option(parser)
@@ -56,6 +58,7 @@ def run(args, progress) -> int:
 
     check_output_path(args.out, (args.init, args.data), "--out", suffixes=CHECKPOINT_SUFFIXES)
     check_workers(args.workers)
+    check_resume(args)
     load_dataset(args.data)  # fail on a wrong folder before the slow imports
 
     from SegSSLLib.polycl import distributed
@@ -73,7 +76,7 @@ def run(args, progress) -> int:
     with distributed.process_group(device):
         summary = finetune(
             args.data, args.out, options, device, model_config, slicing, init, progress,
-            cache_dir=args.cache_dir, logdir=args.logdir,
+            cache_dir=args.cache_dir, logdir=args.logdir, resume=args.resume,
         )
     if not is_secondary_process():
         dice = summary["best_validation_dice"]

@@ -87,6 +87,17 @@ def check_workers(workers: int) -> None:
         raise SegSSLError(f"--workers must be 0 or more, got {workers}")
 
 
+def check_resume(args) -> None:
+    """With --resume, fail before any slicing if --out holds more epochs than --epochs asks for."""
+    if not args.resume or not os.path.exists(args.out):
+        return
+    from SegSSLLib.checkpoints import load_checkpoint
+    from SegSSLLib.polycl.training import check_epochs_left
+
+    history = load_checkpoint(args.out, purpose="--resume needs").get("extra", {}).get("history", [])
+    check_epochs_left(args.out, len(history), args.epochs)
+
+
 def is_secondary_process() -> bool:
     """True in torchrun processes other than rank 0: they train silently."""
     return int(os.environ.get("RANK", "0")) != 0
@@ -95,13 +106,18 @@ def is_secondary_process() -> bool:
 def start_training(args, progress):
     """Threads, device and seeds for a training command; torchrun ranks other than 0 go quiet.
 
+    With an explicit --seed on CUDA, deterministic kernels are requested too (slower, repeatable).
+
     Returns (device, the progress reporter this process uses).
     """
     from SegSSLLib.cli.common import set_random_seed, setup_torch
+    from SegSSLLib.polycl.training import make_deterministic
     from SegSSLLib.progress import NO_PROGRESS
 
     device = setup_torch(args)
     set_random_seed(args.random_seed)
+    if getattr(args, "seed_given", False):
+        make_deterministic(device)
     if is_secondary_process():
         logging.getLogger().setLevel(logging.WARNING)
         return device, NO_PROGRESS

@@ -9,6 +9,7 @@ from SegSSLLib.cli.polycl_options import (
     CHECKPOINT_SUFFIXES,
     add_network_options,
     add_training_options,
+    check_resume,
     check_workers,
     is_secondary_process,
     network_settings,
@@ -44,6 +45,7 @@ def run(args, progress) -> int:
 
     check_output_path(args.out, tuple(args.data), "--out", suffixes=CHECKPOINT_SUFFIXES)
     check_workers(args.workers)
+    check_resume(args)
     for folder in args.data:  # fail on a wrong folder before the slow imports
         load_dataset(folder)
 

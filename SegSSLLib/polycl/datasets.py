@@ -112,8 +112,10 @@ def split_labelled_slices(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) arrays of (case, slice) for fine-tuning.
 
-    Several cases: whole cases validate (a seeded random choice); ``max_cases`` keeps that many of
-    the remaining cases. One case: interleaved blocks of its slices validate. ``max_slices`` keeps
+    Several cases: whole cases validate (a seeded random choice among the cases that show the
+    structure, as long as one such case is left to train); ``max_cases`` keeps that many of the
+    remaining cases. One case: interleaved blocks of its slices validate, drawn separately from the
+    blocks with and without the structure (``_validation_slices``). ``max_slices`` keeps
     that many training slices that show the structure, evenly spaced through them (like an
     annotator who outlines every k-th slice of the organ). ``exclude``: (case, slice) pairs that
     take no part (held-out test slices).
@@ -124,29 +126,71 @@ def split_labelled_slices(
         if value is not None and value < 1:
             raise SegSSLError(f"{name} must be at least 1, got {value}")
     addresses = slice_addresses(cases)
+    kept = np.ones(len(addresses), bool)
+    if exclude is not None and len(exclude):
+        excluded = {tuple(item) for item in np.asarray(exclude).reshape(-1, 2).tolist()}
+        kept = np.array([tuple(item) not in excluded for item in addresses.tolist()])
     if len(cases) >= 2:
         order = np.random.default_rng(seed).permutation(len(cases))
         validation_count = min(len(cases) - 1, round(validation_fraction * len(cases)))
         if validation_fraction > 0:
             validation_count = max(1, validation_count)
+        # Cases that show the structure validate first (a Dice on cases without it says nothing),
+        # but never all of them: training needs the structure too.
+        shown = np.array([cases[i].flags(label).any() for i in order])
+        if shown.sum() >= 2:
+            order = order[np.argsort(~shown, kind="stable")]
+            validation_count = min(validation_count, int(shown.sum()) - 1)
+        else:
+            order = order[np.argsort(shown, kind="stable")]
+        remaining = len(cases) - validation_count
+        if max_cases is not None and max_cases > remaining:
+            raise SegSSLError(
+                f"--cases {max_cases} asks for more training cases than the data leave after validation "
+                f"({remaining} of {len(cases)}) — lower --cases or --val-fraction"
+            )
         training_cases = order[validation_count:][:max_cases]
         is_train = np.isin(addresses[:, 0], training_cases)
         is_validation = np.isin(addresses[:, 0], order[:validation_count])
     else:
         if max_cases is not None and max_cases > 1:
             raise SegSSLError(f"--cases {max_cases} asks for more cases than the data hold (1)")
-        period = round(1 / validation_fraction) if validation_fraction > 0 else 0
-        block = addresses[:, 1] // VALIDATION_BLOCK
-        is_validation = (block % period == period - 1) if period else np.zeros(len(addresses), bool)
+        # Blocks are formed over the slices that take part, so held-out slices cannot empty validation.
+        is_validation = np.zeros(len(addresses), bool)
+        is_validation[kept] = _validation_slices(cases[0].flags(label)[kept], validation_fraction)
         is_train = ~is_validation
-    if exclude is not None and len(exclude):
-        excluded = {tuple(item) for item in np.asarray(exclude).reshape(-1, 2).tolist()}
-        kept = np.array([tuple(item) not in excluded for item in addresses.tolist()])
-        is_train, is_validation = is_train & kept, is_validation & kept
+    is_train, is_validation = is_train & kept, is_validation & kept
     train, validation = addresses[is_train], addresses[is_validation]
     if max_slices is not None:
         train = _evenly_spaced_with_structure(cases, train, label, max_slices)
     return train, validation
+
+
+def _validation_slices(flags: np.ndarray, validation_fraction: float) -> np.ndarray:
+    """(N,) bool: the validating slices of one case.
+
+    Every ``1 / validation_fraction``-th block of ``VALIDATION_BLOCK`` neighbouring slices, counted
+    separately among blocks that show the structure and blocks that do not, so both kinds
+    validate. A structure in one block only (a small tumour) is split slice by slice instead: its
+    middle slice validates, the others train.
+    """
+    validation = np.zeros(len(flags), bool)
+    if validation_fraction == 0:
+        return validation
+    period = round(1 / validation_fraction)
+    block = np.arange(len(flags)) // VALIDATION_BLOCK
+    shown = np.zeros(block[-1] + 1, bool)
+    np.logical_or.at(shown, block, flags)
+    for group in (np.flatnonzero(shown), np.flatnonzero(~shown)):
+        picks = group[period - 1 :: period]
+        if len(picks) == 0 and len(group) >= 2:
+            picks = group[len(group) // 2 : len(group) // 2 + 1]
+        validation |= np.isin(block, picks)
+    structure_slices = np.flatnonzero(flags)
+    if shown.sum() == 1 and len(structure_slices) >= 2:
+        validation[block == np.flatnonzero(shown)[0]] = False
+        validation[structure_slices[len(structure_slices) // 2]] = True
+    return validation
 
 
 def _evenly_spaced_with_structure(cases, train: np.ndarray, label: int, count: int) -> np.ndarray:

@@ -72,11 +72,14 @@ def _run(context: DemoContext) -> None:
             "PolyCL (contrastive pretraining, one labelled phantom)",
             f"Pretrained (strategy S) on {len(pretrain_seeds)} unlabelled phantoms for {len(history)} epochs "
             f"(final InfoNCE loss {history[-1]['loss']:.3f}), fine-tuned on the liver of one other phantom "
-            f"({summary['training_slices']} slices, best validation Dice {summary['best_validation_dice']:.3f} at "
-            f"epoch {summary['best_epoch']}), then applied to the demo phantom at "
+            f"({summary['training_slices']} slices, best epoch {summary['best_epoch']} by {summary['model_selection']}"
+            f"{_dice_note(summary['best_validation_dice'])}), then applied to the demo phantom at "
             f"{model_config.image_size}×{model_config.image_size} px.\n\n```\n{table}\n```",
             metrics,
             [picture],
         )
     )
 
+
+def _dice_note(dice: float | None) -> str:
+    return "" if dice is None else f", validation Dice {dice:.3f}"

@@ -2,8 +2,10 @@
 
 Loss: MONAI's Dice + cross-entropy on two classes (background, the structure). After every epoch
 the validation slices are scored with Dice pooled over all of them (single slices are often empty,
-where a per-slice Dice says little); the weights of the best epoch are written to ``out``. An
-optional first phase trains the decoder only (encoder learning rate 0), then everything.
+where a per-slice Dice says little) and with the loss; the best epoch's weights (by Dice, or by the
+loss when no validation slice shows the structure) are written to ``out`` together with the state
+that ``--resume`` needs. An optional first phase trains the decoder only (the encoder's parameters
+get no gradients), then everything.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +27,8 @@ from SegSSLLib.datasets import load_dataset
 from SegSSLLib.polycl.datasets import LabelledSliceDataset, require_label_maps, split_labelled_slices, structure_flags
 from SegSSLLib.polycl.model import ModelConfig, SegmentationNet
 from SegSSLLib.polycl.pretraining import PRETRAIN_KIND
-from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_datasets
-from SegSSLLib.polycl.training import Precision, epoch_loader, open_writer, seed_epoch
+from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_datasets, cache_key
+from SegSSLLib.polycl.training import Precision, check_epochs_left, epoch_loader, open_writer, seed_epoch
 from SegSSLLib.progress import NO_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
@@ -85,11 +87,12 @@ def finetune(
     cache_dir: str | os.PathLike | None = None,
     logdir: str | None = None,
     excluded_items: np.ndarray | None = None,
+    resume: bool = False,
 ) -> dict:
-    """Train, keep the best epoch, write ``out``; returns a summary (slices used, best epoch and Dice).
+    """Train, keep the best epoch, write ``out`` after every epoch; returns a summary (slices used, best epoch and Dice).
 
     ``excluded_items``: (case, slice) pairs that neither train nor validate (benchmarks hold out
-    test slices this way).
+    test slices this way). ``resume``: continue the run saved in ``out`` from its last epoch.
     """
     described = [load_dataset(folder)]
     require_label_maps(described, options.label, "fine-tuning")
@@ -102,32 +105,62 @@ def finetune(
     if len(train) == 0:
         raise SegSSLError("no slices are left for training — lower --val-fraction or add cases")
     log.info("fine-tuning on %d slices (%d validate), label %d", len(train), len(validation), options.label)
+    selection = _selection_rule(cases, validation, options.label)
+    if selection != "validation Dice":
+        log.warning("the saved model is chosen by %s", selection)
 
     torch.manual_seed(options.seed)  # the initial weights, identical on every process
     model = SegmentationNet(model_config).to(device)
     if init is not None:
         _initialise(model, init)
-    encoder_parameters = list(model.encoder.parameters())
-    optimizer = torch.optim.Adam(
-        [{"params": encoder_parameters}, {"params": list(model.decoder.parameters())}], lr=options.learning_rate
-    )
-    trainable = distributed.wrap(model, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
     precision = Precision(device)
+    config = _model_config(model_config, slicing, options, described)
+    # Settings and data that must match for --resume to continue the same run.
+    run_identity = {
+        **asdict(options), "epochs": None, "workers": None, "processes": distributed.world_size(),
+        "data": [cache_key(case, slicing) for dataset in described for case in dataset.cases],
+        "initialisation": _describe_init(init),
+    }
+    best = {"score": None, "epoch": 0, "dice": None, "state": None}
+    history: list[dict] = []
+    if resume and Path(out).exists():
+        best, history = _restore(out, config, run_identity, options.epochs, model, optimizer, precision)
+        log.info("resuming %s after epoch %d of %d", out, len(history), options.epochs)
+    elif resume:
+        log.info("--resume: %s does not exist yet, starting from epoch 1", out)
+
     loss_function = _dice_ce_loss()
     augmentation = _augmentation(slicing.image_size) if options.augment else None
     epoch_items = np.resize(train, (max(len(train), options.epoch_samples), 2))
     dataset = LabelledSliceDataset(cases, epoch_items, options.label, augmentation)
     steps_per_epoch = len(epoch_loader(dataset, options.batch_size, options.seed, 0))
-    writer = open_writer(logdir, 0)
+    writer = open_writer(logdir, len(history))
+    trainable = None
 
-    best = {"dice": -1.0, "epoch": 0, "state": None}
-    history = []
-    with progress.stage("fine-tune", total=options.epochs * steps_per_epoch):
-        for epoch in range(options.epochs):
+    def summary() -> dict:
+        return {
+            "training_slices": int(len(train)),
+            "training_cases": int(len(np.unique(train[:, 0]))),
+            "validation_slices": int(len(validation)),
+            "model_selection": selection,
+            "best_epoch": best["epoch"],
+            "best_validation_dice": best["dice"],
+            "history": history,
+        }
+
+    first_epoch = len(history)
+    with progress.stage("fine-tune", total=(options.epochs - first_epoch) * steps_per_epoch):
+        for epoch in range(first_epoch, options.epochs):
             seed_epoch(options.seed, epoch)
             if augmentation is not None:
                 augmentation.set_random_state(seed=int(torch.randint(0, 2**31, ()).item()))
-            optimizer.param_groups[0]["lr"] = 0.0 if epoch < options.freeze_epochs else options.learning_rate
+            frozen = epoch < options.freeze_epochs
+            if trainable is None or epoch == options.freeze_epochs:
+                # Frozen parameters get no gradient, so Adam neither moves them nor gathers moments
+                # for them; DDP is rebuilt because it fixes the set of trained parameters.
+                model.encoder.requires_grad_(not frozen)
+                trainable = distributed.wrap(model, device)
             trainable.train()
             losses = []
             for batch in epoch_loader(dataset, options.batch_size, options.seed, epoch, workers=options.workers):
@@ -138,34 +171,45 @@ def finetune(
                 precision.step(loss, optimizer)
                 losses.append(float(loss.detach()))
                 progress.advance(loss=losses[-1])
-            dice = validation_dice(model, cases, validation, options.label, device, precision) if len(validation) else None
-            record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "validation_dice": dice}
+            scores = validation_scores(model, cases, validation, options.label, device, precision) if len(validation) else {}
+            record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "validation_dice": scores.get("dice"),
+                      "validation_loss": scores.get("loss")}
             history.append(record)
             log.info("epoch %d/%d: loss %.4f, validation Dice %s", epoch + 1, options.epochs, record["loss"],
-                     "n/a" if dice is None else f"{dice:.4f}")
+                     "n/a" if record["validation_dice"] is None else f"{record['validation_dice']:.4f}")
             if writer is not None:
-                writer.add_scalar("finetune/loss", record["loss"], epoch + 1)
-                if dice is not None:
-                    writer.add_scalar("finetune/validation_dice", dice, epoch + 1)
-            # Without validation slices the last epoch is kept.
-            score = dice if dice is not None else float(epoch)
-            if score > best["dice"]:
-                best = {"dice": score, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
+                for name in ("loss", "validation_dice", "validation_loss"):
+                    if record[name] is not None:
+                        writer.add_scalar(f"finetune/{name}", record[name], epoch + 1)
+            score = _score(selection, record)
+            if best["score"] is None or score > best["score"]:
+                best = {"score": score, "epoch": epoch + 1, "dice": record["validation_dice"],
+                        "state": copy.deepcopy(model.state_dict())}
+            if distributed.is_main():
+                _save(out, config, best, model, optimizer, precision, run_identity, summary(), options, folder, init)
+            distributed.barrier()
     if writer is not None:
         writer.close()
+    return summary()
 
-    summary = {
-        "training_slices": int(len(train)),
-        "training_cases": int(len(np.unique(train[:, 0]))),
-        "validation_slices": int(len(validation)),
-        "best_epoch": best["epoch"],
-        "best_validation_dice": best["dice"] if len(validation) else None,
-        "history": history,
-    }
-    if distributed.is_main():
-        _save(out, model_config, slicing, options, best["state"], summary, folder, init, described)
-    distributed.barrier()
-    return summary
+
+def _selection_rule(cases, validation: np.ndarray, label: int) -> str:
+    """How the saved epoch is chosen: by validation Dice when validation shows the structure."""
+    if len(validation) == 0:
+        return "last epoch (no validation slices)"
+    if any(cases[c].labels is not None and (np.asarray(cases[c].labels[s]) == label).any() for c, s in validation):
+        return "validation Dice"
+    # Dice is 0/0 on every epoch; an empty prediction would win. The loss still ranks epochs.
+    return f"lowest validation loss (no validation slice shows label {label})"
+
+
+def _score(selection: str, record: dict) -> tuple:
+    """Larger is better; ties in Dice go to the lower validation loss."""
+    if selection == "validation Dice":
+        return (record["validation_dice"], -record["validation_loss"])
+    if selection.startswith("lowest validation loss"):
+        return (-record["validation_loss"],)
+    return (record["epoch"],)
 
 
 def _initialise(model: SegmentationNet, init: Initialisation) -> None:
@@ -203,42 +247,87 @@ def _augmentation(image_size: int):
 
 
 @torch.no_grad()
-def validation_dice(model, cases, items, label: int, device, precision: Precision, batch_size: int = 32) -> float:
-    """Dice pooled over all ``items`` slices (summed over processes in a torchrun job)."""
+def validation_scores(model, cases, items, label: int, device, precision: Precision, batch_size: int = 32) -> dict:
+    """{"dice": Dice pooled over all ``items`` slices (None when none shows the structure), "loss": mean Dice+CE}.
+
+    Summed over processes in a torchrun job.
+    """
     model.eval()
+    loss_function = _dice_ce_loss()
     mine = items[distributed.rank() :: distributed.world_size()]
-    counts = torch.zeros(3, dtype=torch.float64)  # intersection, predicted, reference
+    totals = torch.zeros(5, dtype=torch.float64)  # intersection, predicted, reference, loss × slices, slices
     for batch in DataLoader(LabelledSliceDataset(cases, mine, label), batch_size=batch_size):
         with precision.autocast():
             logits = model(batch["image"].to(device))
+        loss = float(loss_function(logits.float(), batch["label"].to(device)))
         predicted = logits.argmax(dim=1).cpu() == 1
         reference = batch["label"][:, 0] > 0.5
-        counts += torch.tensor([(predicted & reference).sum(), predicted.sum(), reference.sum()], dtype=torch.float64)
-    intersection, predicted, reference = distributed.sum_over_processes(counts).tolist()
-    return 1.0 if predicted + reference == 0 else 2 * intersection / (predicted + reference)
+        counts = [(predicted & reference).sum(), predicted.sum(), reference.sum(), loss * len(predicted), len(predicted)]
+        totals += torch.tensor(counts, dtype=torch.float64)
+    intersection, predicted, reference, loss_sum, slices = distributed.sum_over_processes(totals).tolist()
+    return {"dice": 2 * intersection / (predicted + reference) if reference > 0 else None, "loss": loss_sum / slices}
 
 
-def _save(out, model_config, slicing, options, state, summary, folder, init, described) -> None:
+def _model_config(model_config, slicing, options, described) -> dict:
     names = {value: name for dataset in described for value, name in dataset.label_names.items()}
-    config = {
+    return {
         "model": model_config.to_dict(),
         "slicing": slicing.to_dict(),
         "label": options.label,
         "label_name": names.get(options.label, f"label {options.label}"),
     }
+
+
+def _save(out, config, best, model, optimizer, precision, run_identity, summary, options, folder, init) -> None:
+    """The best weights so far as the model, and everything ``--resume`` needs to go on."""
     info = provenance(
         method="PolyCL fine-tuning",
         data=str(Path(folder).resolve()),
         initialisation=_describe_init(init),
         label=options.label,
-        epochs=options.epochs,
+        epochs=len(summary["history"]),
         freeze_epochs=options.freeze_epochs,
         max_cases=options.max_cases,
         max_slices=options.max_slices,
         processes=distributed.world_size(),
         **{k: v for k, v in summary.items() if k != "history"},
     )
-    save_checkpoint(out, SEGMENTATION_KIND, config, state, info, extra={"history": summary["history"]})
+    extra = {
+        "history": summary["history"],
+        "run": run_identity,
+        # The random state needs no saving: every epoch reseeds from (seed, epoch) (training.seed_epoch).
+        "resume": {
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "grad_scaler": precision.scaler.state_dict(),
+            "best": {k: best[k] for k in ("score", "epoch", "dice")},
+        },
+    }
+    save_checkpoint(out, SEGMENTATION_KIND, config, best["state"], info, extra)
+
+
+def _restore(out, config, run_identity, epochs, model, optimizer, precision) -> tuple[dict, list[dict]]:
+    checkpoint = load_checkpoint(out, kinds=(SEGMENTATION_KIND,), purpose="--resume needs")
+    saved = checkpoint["extra"]
+    if "resume" not in saved:
+        raise SegSSLError(f"--resume: {out} holds no training state (made by an older SegSSL) — write to a new --out")
+    differing = [k for k in config if checkpoint["config"].get(k) != config[k]]
+    differing += [k for k in run_identity if saved.get("run", {}).get(k) != run_identity[k]]
+    if differing:
+        raise SegSSLError(
+            f"--resume: {out} was trained with other settings ({', '.join(differing)}) — "
+            "use the same options and data, or write to a new --out"
+        )
+    history = list(saved["history"])
+    check_epochs_left(out, len(history), epochs)
+    state = saved["resume"]
+    model.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    if state.get("grad_scaler"):
+        precision.scaler.load_state_dict(state["grad_scaler"])
+    best = {**state["best"], "state": checkpoint["state_dict"]}
+    best["score"] = tuple(best["score"]) if best["score"] is not None else None
+    return best, history
 
 
 def _describe_init(init: Initialisation | None) -> dict:

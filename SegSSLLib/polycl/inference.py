@@ -1,9 +1,10 @@
 """Applying a fine-tuned PolyCL model to a volume: batched slices in, a label map on the input grid out.
 
-The volume is windowed and cut into square slices exactly as in training (the checkpoint's
-``slicing`` settings); the network runs on batches of slices; the foreground probabilities are
-resampled bilinearly back onto the original grid (``SliceStack.to_volume``) and thresholded there,
-so the label map has the input's exact size, spacing, origin and direction. Optionally only the
+The volume is reoriented, windowed and cut into square slices exactly as in training (the
+checkpoint's ``slicing`` settings); the network runs on batches of slices; the foreground
+probabilities are resampled bilinearly back onto the reoriented grid (``SliceStack.to_volume``),
+permuted back to the stored axis order (``orientation.restore``) and thresholded there, so the
+label map has the input's exact size, spacing, origin and direction. Optionally only the
 largest connected component is kept.
 """
 
@@ -18,6 +19,7 @@ import torch
 
 from SegSSLLib.checkpoints import load_checkpoint
 from SegSSLLib.errors import SegSSLError
+from SegSSLLib.orientation import restore
 from SegSSLLib.polycl.finetuning import SEGMENTATION_KIND
 from SegSSLLib.polycl.model import ModelConfig, SegmentationNet
 from SegSSLLib.polycl.pretraining import PRETRAIN_KIND
@@ -61,8 +63,9 @@ class PolyCLSegmenter:
         batch_size = self.default_batch_size if batch_size is None else batch_size
         if batch_size < 1:
             raise SegSSLError(f"the inference batch size must be at least 1, got {batch_size}")
-        stack = self.slicing.stack(image)
-        slices = stack.to_slices(self.slicing.window.apply(sitk.GetArrayViewFromImage(image)))
+        oriented = self.slicing.orient(image)
+        stack = self.slicing.stack(oriented)
+        slices = stack.to_slices(self.slicing.window.apply(sitk.GetArrayViewFromImage(oriented)))
         use_amp = self.device.type == "cuda"
         chunks = []
         with progress.stage("segment slices", total=stack.num_slices):
@@ -72,7 +75,8 @@ class PolyCLSegmenter:
                     logits = self.model(batch)
                 chunks.append(torch.softmax(logits.float(), dim=1)[:, 1:2].cpu())
                 progress.advance(len(batch))
-        return stack.to_volume(torch.cat(chunks), mode="bilinear")[0]
+        on_oriented = stack.to_volume(torch.cat(chunks), mode="bilinear")[0].numpy()
+        return torch.from_numpy(restore(on_oriented, oriented, image))
 
     def segment(
         self, image: sitk.Image, batch_size: int | None = None, keep_largest: bool = True, progress: Progress = NO_PROGRESS

@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +26,8 @@ from SegSSLLib.polycl.datasets import TripletDataset, require_label_maps, struct
 from SegSSLLib.polycl.losses import info_nce
 from SegSSLLib.polycl.model import ContrastiveNet, ModelConfig
 from SegSSLLib.polycl.selection import SliceRelations, needs_flags, sample_triplets
-from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_datasets
-from SegSSLLib.polycl.training import Precision, epoch_loader, open_writer, seed_epoch
+from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_datasets, cache_key
+from SegSSLLib.polycl.training import Precision, check_epochs_left, epoch_loader, open_writer, seed_epoch
 from SegSSLLib.progress import NO_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,11 @@ def pretrain(
 ) -> list[dict]:
     """Pretrain on every volume of ``folders``, writing ``out`` after each epoch; returns the history."""
     described = [load_dataset(folder) for folder in folders]
-    with_flags = needs_flags(options.strategy) or options.label is not None
+    if not needs_flags(options.strategy) and options.label is not None:
+        log.warning("--label %d is not used by --strategy %s (it pairs slices by scan only); ignoring it",
+                    options.label, options.strategy)
+        options = replace(options, label=None)
+    with_flags = needs_flags(options.strategy)
     if with_flags:
         if options.label is None:
             raise SegSSLError(f"--strategy {options.strategy} needs --label N: the structure whose presence pairs slices")
@@ -94,7 +98,11 @@ def pretrain(
         "label": options.label,
     }
     # Settings that must match for --resume to continue the same run.
-    run_identity = {**asdict(options), "epochs": None, "workers": None, "cases": [c.name for c in cases]}
+    run_identity = {
+        **asdict(options), "epochs": None, "workers": None, "cases": [c.name for c in cases],
+        "processes": distributed.world_size(),  # the batches, and so the steps, depend on it
+        "data": [cache_key(case, slicing) for dataset in described for case in dataset.cases],  # paths, sizes, times
+    }
 
     torch.manual_seed(options.seed)  # the initial weights, identical on every process
     model = ContrastiveNet(model_config).to(device)
@@ -103,6 +111,7 @@ def pretrain(
     history: list[dict] = []
     if resume and Path(out).exists():
         history = _restore(out, config, run_identity, model, optimizer, precision)
+        check_epochs_left(out, len(history), options.epochs)
         log.info("resuming %s after epoch %d of %d", out, len(history), options.epochs)
     elif resume:
         log.info("--resume: %s does not exist yet, starting from epoch 1", out)

@@ -1,15 +1,16 @@
 """Volumes turned into model-ready slices once, kept on disk as memory-mapped ``.npy`` files.
 
 Training reads every slice many times; reading and resampling NIfTI files each epoch would cost
-more than the network on small images. Each case is windowed (``IntensityWindow``), cut into
-square slices (``SliceStack``) and stored under a key made from the source files (path, size,
-modification time) and the slicing settings, so a changed file or setting gives a new entry and an
-unchanged one is never read again. Entries are written to a temporary folder and renamed, so an
+more than the network on small images. Each case is put into one anatomical orientation
+(``orientation``: the same anatomy gives the same slices however the file stores its axes),
+windowed (``IntensityWindow``), cut into square slices (``SliceStack``) and stored under a key
+made from the source files (path, size, modification time) and the slicing settings, so a changed
+file or setting gives a new entry and an unchanged one is never read again. Entries are written to a temporary folder and renamed, so an
 interrupted run leaves no half-written entry behind.
 
 Per case the entry holds ``images.npy`` (N, S, S) float16 in [0, 1], and when the case has a label
 map ``labels.npy`` (N, S, S) with the label values (nearest-neighbour resampled) and
-``presence.npy`` (N, L+1) bool: label value v occurs in original slice n.
+``presence.npy`` (N, L+1) bool: label value v occurs in original slice n (of the reoriented volume).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import SimpleITK as sitk
 from SegSSLLib.datasets import Case, Dataset
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.intensity import IntensityWindow
+from SegSSLLib.orientation import STANDARD_ORIENTATION, reorient
 from SegSSLLib.polycl import distributed
 from SegSSLLib.progress import NO_PROGRESS, Progress
 from SegSSLLib.slicing import SliceStack, array_axis
@@ -35,7 +37,7 @@ from SegSSLLib.volumes import read_label_map, read_volume
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: volumes reoriented before slicing
 CACHE_ENV = "SEGSSL_CACHE_DIR"
 
 
@@ -45,10 +47,18 @@ class SlicingSettings:
 
     window: IntensityWindow
     image_size: int = 256
-    axis: int = 2  # ITK axis the slices are perpendicular to (2 = axial for an axial scan)
+    axis: int = 2  # ITK axis of the reoriented volume the slices are perpendicular to (2 = axial for LPS)
     keep_aspect: bool = True
+    # Anatomical orientation the volume is put in before slicing; None (files made before
+    # SegSSL reoriented): the array as stored.
+    orientation: str | None = STANDARD_ORIENTATION
+
+    def orient(self, image: sitk.Image) -> sitk.Image:
+        """``image`` in this setting's orientation (``stack`` and the slices expect that)."""
+        return reorient(image, self.orientation)
 
     def stack(self, image: sitk.Image) -> SliceStack:
+        """The slice stack of an image already passed through ``orient``."""
         shape = tuple(reversed(image.GetSize()))
         return SliceStack(shape, image.GetSpacing(), self.axis, self.image_size, self.keep_aspect)
 
@@ -59,7 +69,8 @@ class SlicingSettings:
 
     @classmethod
     def from_dict(cls, values: dict) -> "SlicingSettings":
-        return cls(**{**values, "window": IntensityWindow.from_dict(values["window"])})
+        # Settings saved without an orientation were used on the arrays as stored: keep doing that.
+        return cls(**{"orientation": None, **values, "window": IntensityWindow.from_dict(values["window"])})
 
 
 @dataclass(frozen=True)
@@ -158,13 +169,16 @@ def _safe_name(name: str) -> str:
 
 def _build_entry(case: Case, settings: SlicingSettings, entry: Path) -> None:
     log.debug("slicing %s into %s", case.image, entry)
-    image = read_volume(case.image, f"volume of case {case.name}")
+    original = read_volume(case.image, f"volume of case {case.name}")
+    image = settings.orient(original)
     stack = settings.stack(image)
     normalized = settings.window.apply(sitk.GetArrayViewFromImage(image))
     images = stack.to_slices(normalized)[:, 0].clamp_(0, 1).numpy().astype(np.float16)
     arrays = {"images": images}
     if case.label is not None:
-        label_map = read_label_map(case.label, image, f"label map of case {case.name}", f"volume {case.image.name}")
+        label_map = read_label_map(case.label, original, f"label map of case {case.name}", f"volume {case.image.name}")
+        label_map.CopyInformation(original)  # equal within tolerance: make them reorient identically
+        label_map = settings.orient(label_map)
         values = sitk.GetArrayFromImage(label_map)
         dtype = np.uint8 if values.max(initial=0) < 256 else np.uint16
         arrays["labels"] = stack.to_slices(values.astype(np.float32), mode="nearest")[:, 0].numpy().astype(dtype)

@@ -8,6 +8,7 @@ checkpoint of epoch k repeats the uninterrupted run exactly.
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from SegSSLLib.errors import SegSSLError
 from SegSSLLib.polycl import distributed
 
 
@@ -35,7 +37,37 @@ def epoch_loader(
         dataset, num_replicas=distributed.world_size(), rank=distributed.rank(), shuffle=shuffle, seed=seed
     )
     sampler.set_epoch(epoch)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers)
+    # Each worker process starts with a copy of the transforms' random state: without reseeding,
+    # every worker would repeat the same augmentations. MONAI's worker_init_fn reseeds them from the
+    # worker's seed, which torch derives from the (epoch-seeded) main generator, so runs still repeat.
+    init = None
+    if workers > 0:
+        from monai.data.utils import worker_init_fn as init
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, worker_init_fn=init)
+
+
+def check_epochs_left(out, done: int, epochs: int) -> None:
+    """--resume trains up to --epochs: a file that already holds more epochs cannot be continued."""
+    if done > epochs:
+        raise SegSSLError(
+            f"--resume: {out} already holds {done} epochs, more than --epochs {epochs} — "
+            f"give --epochs {done} or more to train further"
+        )
+
+
+def make_deterministic(device: torch.device) -> None:
+    """Ask CUDA for repeatable results (cuDNN and cuBLAS pick deterministic kernels).
+
+    On a CPU a seeded run already repeats bit for bit; on CUDA some kernels (atomics in
+    backward passes, cuDNN's autotuner) vary from run to run unless told otherwise. Operations
+    without a deterministic kernel only warn.
+    """
+    if device.type != "cuda":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 class Precision:

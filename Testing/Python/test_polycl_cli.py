@@ -136,3 +136,52 @@ def test_segment_without_a_checkpoint(tiny_phantom, tmp_path):
     result = run_segssl("segment", "--method", "polycl", "--input", tiny_phantom[0], "--output", tmp_path / "o.nii.gz")
     assert_one_line_error(result, "--method polycl needs --checkpoint")
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_an_oblique_volume_stored_flipped_keeps_its_exact_geometry_and_anatomy(tiny_phantom, tmp_path):
+    model = random_segmentation_checkpoint(tmp_path / "m.pt")
+    image = sitk.ReadImage(str(tiny_phantom[0]))
+    flipped = sitk.Flip(image, [True, False, True])  # same physical image, I and K stored the other way round
+    outputs = {}
+    for name, volume in (("stored", image), ("flipped", flipped)):
+        sitk.WriteImage(volume, str(tmp_path / f"{name}.mha"))  # MHA keeps the direction exactly
+        result = run_segssl(
+            "segment", "--method", "polycl", "--checkpoint", model, "--input", tmp_path / f"{name}.mha",
+            "--output", tmp_path / f"{name}_seg.mha", "--polycl-all-components", "--threads", "1", "--progress", "none",
+        )
+        assert result.returncode == 0, result.stderr
+        outputs[name] = sitk.ReadImage(str(tmp_path / f"{name}_seg.mha"))
+        for get in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
+            assert getattr(outputs[name], get)() == getattr(volume, get)(), get
+    stored = sitk.GetArrayFromImage(outputs["stored"])
+    assert 0 < stored.mean() < 1  # the random model marks some voxels, not all
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(outputs["flipped"]), stored[::-1, :, ::-1])
+
+
+def test_a_multi_component_volume_is_refused(tmp_path):
+    rgb = sitk.Compose([sitk.Image(8, 8, 4, sitk.sitkUInt8)] * 3)
+    sitk.WriteImage(rgb, str(tmp_path / "rgb.mha"))
+    model = random_segmentation_checkpoint(tmp_path / "m.pt")
+    before = tree_digest(tmp_path / "rgb.mha")
+    result = run_segssl("segment", "--method", "polycl", "--checkpoint", model, "--input", tmp_path / "rgb.mha",
+                        "--output", tmp_path / "o.mha")
+    assert_one_line_error(result, "3 components per voxel", "single-channel")
+    assert result.returncode == 1
+    assert not (tmp_path / "o.mha").exists()
+    _assert_untouched(before, tmp_path / "rgb.mha")
+
+
+def test_finetune_resume_continues_and_refuses_fewer_epochs(data, tmp_path):
+    plain, msd, cache = data
+    model = tmp_path / "liver.pt"
+    common = ["finetune", "--data", msd, "--label", "1", "--out", model, "--slices", "3", "--epoch-samples", "8",
+              "--cache-dir", cache, *TINY_CLI]
+    assert run_segssl(*common, "--epochs", "1").returncode == 0
+    result = run_segssl(*common, "--epochs", "2", "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr and "after epoch 1 of 2" in result.stderr
+    assert [h["epoch"] for h in load_checkpoint(model)["extra"]["history"]] == [1, 2]
+    before = tree_digest(model)
+    result = run_segssl(*common, "--epochs", "1", "--resume")
+    assert_one_line_error(result, "already holds 2 epochs", "--epochs 2 or more")
+    _assert_untouched(before, model)

@@ -44,13 +44,16 @@ def test_two_process_pretraining_resumes_to_the_same_weights(msd, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_fine_tuning_writes_one_model(msd, tmp_path):
-    torchrun(
-        "finetune", "--data", msd, "--label", "1", "--out", tmp_path / "ft.pt", "--epochs", "2",
-        "--epoch-samples", "16", *TINY, cache=tmp_path / "cache",
-    )
-    model = load_checkpoint(tmp_path / "ft.pt", kinds=("polycl",))
+def test_two_process_fine_tuning_writes_one_model_and_resumes_across_the_unfreezing(msd, tmp_path):
+    common = ["finetune", "--data", msd, "--label", "1", "--freeze-epochs", "1", "--epoch-samples", "16", *TINY]
+    torchrun(*common, "--out", tmp_path / "ft.pt", "--epochs", "2", cache=tmp_path / "cache")
+    torchrun(*common, "--out", tmp_path / "resumed.pt", "--epochs", "1", cache=tmp_path / "cache")
+    torchrun(*common, "--out", tmp_path / "resumed.pt", "--epochs", "2", "--resume", cache=tmp_path / "cache")
+    model, resumed = load_checkpoint(tmp_path / "ft.pt", kinds=("polycl",)), load_checkpoint(tmp_path / "resumed.pt")
     assert model["provenance"]["processes"] == 2
     dice = [h["validation_dice"] for h in model["extra"]["history"]]
     assert len(dice) == 2 and all(0 <= d <= 1 for d in dice)
     assert model["provenance"]["best_validation_dice"] == max(dice)
+    # DDP is rebuilt when the encoder unfreezes; a resumed run still repeats the uninterrupted one.
+    assert states_equal(model["extra"]["resume"]["state_dict"], resumed["extra"]["resume"]["state_dict"])
+    assert states_equal(model["state_dict"], resumed["state_dict"])

@@ -54,3 +54,41 @@ def test_a_pretraining_file_is_refused_with_the_fix(tmp_path):
     with pytest.raises(SegSSLError, match="fine-tune it first: segssl finetune --init"):
         PolyCLSegmenter.from_checkpoint(path, CPU)
 
+
+
+def _stored_flipped(image: sitk.Image) -> sitk.Image:
+    """The same physical image with axes I and K stored the other way round (direction and origin adjusted)."""
+    return sitk.Flip(image, [True, False, True])
+
+
+def test_the_same_physical_image_stored_flipped_gives_the_same_segmentation(tiny_phantom, tmp_path):
+    segmenter = PolyCLSegmenter.from_checkpoint(random_segmentation_checkpoint(tmp_path / "m.pt"), CPU)
+    image = sitk.ReadImage(str(tiny_phantom[0]))
+    flipped = _stored_flipped(image)
+    assert segmenter.slicing.orientation == "LPS"
+    expected = sitk.GetImageFromArray(segmenter.probabilities(image).numpy())
+    expected.CopyInformation(image)
+    # A's probabilities carried to B's storage order, voxel by voxel in physical space.
+    expected = sitk.GetArrayFromImage(_stored_flipped(expected))
+    got = segmenter.probabilities(flipped).numpy()
+    assert got.shape == expected.shape and got.std() > 0.01  # the random network's output varies
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_settings_saved_without_an_orientation_slice_the_array_as_stored(tiny_phantom, tmp_path):
+    from SegSSLLib.checkpoints import load_checkpoint, save_checkpoint
+
+    path = random_segmentation_checkpoint(tmp_path / "m.pt")
+    checkpoint = load_checkpoint(path)
+    del checkpoint["config"]["slicing"]["orientation"]
+    save_checkpoint(tmp_path / "old.pt", "polycl", checkpoint["config"], checkpoint["state_dict"])
+    old = PolyCLSegmenter.from_checkpoint(tmp_path / "old.pt", CPU)
+    assert old.slicing.orientation is None
+    image = sitk.ReadImage(str(tiny_phantom[0]))
+    flipped = _stored_flipped(image)
+    same_array = sitk.GetImageFromArray(sitk.GetArrayFromImage(flipped))
+    same_array.CopyInformation(image)  # the flipped file's array with the unflipped direction
+    # As stored: only the array counts, whatever the direction says.
+    torch.testing.assert_close(old.probabilities(flipped), old.probabilities(same_array), rtol=0, atol=1e-6)
+    new = PolyCLSegmenter.from_checkpoint(path, CPU)
+    assert not torch.allclose(new.probabilities(flipped), new.probabilities(same_array), atol=1e-3)
