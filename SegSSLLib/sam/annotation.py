@@ -56,3 +56,18 @@ def _occupied_slices(labels: np.ndarray, itk_axis: int) -> list[int]:
     position = array_axis(itk_axis)
     other = tuple(a for a in range(3) if a != position)
     return [int(k) for k in np.flatnonzero(np.any(labels != 0, axis=other))]
+
+
+def restore_drawn(result: np.ndarray, labels: np.ndarray, annotation: Annotation) -> None:
+    """Set each object, on the slices where it was drawn, to exactly what was drawn (``result`` in place).
+
+    Only the drawn object is restored on its slices: another object that was not drawn there keeps
+    its propagated result (outside what was drawn), so painting one organ on a slice does not erase
+    the others.
+    """
+    position = array_axis(annotation.axis)
+    out, drawn = np.moveaxis(result, position, 0), np.moveaxis(np.asarray(labels), position, 0)
+    for value in annotation.labels:
+        for k in annotation.slices_of(labels, value):
+            out[k][out[k] == value] = 0
+            out[k][drawn[k] == value] = value
