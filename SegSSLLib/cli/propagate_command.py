@@ -52,7 +52,7 @@ def run(args, progress) -> int:
     import SimpleITK as sitk
 
     from SegSSLLib.cli.common import setup_torch
-    from SegSSLLib.sam.annotation import describe, find_annotation
+    from SegSSLLib.sam.annotation import crowding_warning, describe, find_annotation
     from SegSSLLib.volumes import check_output_path, label_array_to_image, read_label_map, read_volume, write_image
 
     check_output_path(args.output, (args.input, args.annotation), "--output")
@@ -67,6 +67,8 @@ def run(args, progress) -> int:
     # so that a mistake is reported as one line.
     predictor = _sam2_predictor(args, device, progress) if backend == "sam2" else None
     log.info("annotation: %s", describe(annotation))
+    if crowding_warning(annotation):
+        log.warning(crowding_warning(annotation))
     if predictor is not None:
         from SegSSLLib.sam.sam2_propagation import propagate_with_sam2
 

@@ -136,6 +136,13 @@ def test_refine_cli_bad_inputs(tiny_phantom, sam_file, tmp_path):
     result = run_segssl("refine", "--input", image_path, "--mask", empty, "--output", out, "--sam-checkpoint", sam_file)
     assert_one_line_error(result, "empty")
     assert not out.exists() and labels_path.read_bytes() == before
+    shifted = tmp_path / "shifted.nii.gz"
+    moved = sitk.ReadImage(str(labels_path))
+    moved.SetOrigin(tuple(o + 10 for o in moved.GetOrigin()))  # same size, another place: another grid
+    sitk.WriteImage(moved, str(shifted))
+    result = run_segssl("refine", "--input", image_path, "--mask", shifted, "--output", out, "--sam-checkpoint", sam_file)
+    assert_one_line_error(result, "--mask", "different grid")
+    assert not out.exists() and labels_path.read_bytes() == before
 
 
 # A stand-in segmentation method for the --refine-sam wiring test: the phantom's labels, dilated (a coarse mask).

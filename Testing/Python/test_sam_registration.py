@@ -11,7 +11,7 @@ from sam_helpers import assert_same_geometry, one_slice_annotation, write_like
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.evaluation import dice_and_hd95
 from SegSSLLib.phantoms import make_ct_phantom, oblique_direction
-from SegSSLLib.sam.annotation import find_annotation, restore_drawn
+from SegSSLLib.sam.annotation import crowding_warning, find_annotation, restore_drawn
 from SegSSLLib.sam.registration_propagation import propagate_by_registration
 
 
@@ -31,6 +31,15 @@ def test_annotation_axis_slices_and_labels():
     assert find_annotation(corrections, axis=1).slices == (3, 4, 5, 6)
     with pytest.raises(SegSSLError, match="empty"):
         find_annotation(np.zeros_like(labels))
+
+
+def test_a_full_3d_label_map_as_annotation_gets_a_one_line_warning():
+    labels = np.zeros((30, 40, 40), np.uint8)
+    labels[3:27, 2:38, 2:38] = 1  # an organ labelled on 24 axial slices (and more along the other axes)
+    warning = crowding_warning(find_annotation(labels))
+    assert warning is not None and "24 slices" in warning and "\n" not in warning
+    labels[4:26] = 0  # corrections on two slices are fine
+    assert crowding_warning(find_annotation(labels)) is None
 
 
 @pytest.fixture(scope="module")
