@@ -36,6 +36,7 @@ class KnownWeights:
     md5: str | None = None  # only where no SHA-256 is published
     sam2_config: str | None = None  # the config that builds this checkpoint
     image_size: int | None = None  # input size the model was trained at, if not the config's 1024
+    sam_preprocess: str | None = None  # "medsam": MedSAM's own input preparation (sam/medsam.py)
 
     @property
     def verification(self) -> str:
@@ -61,7 +62,7 @@ REGISTRY: dict[str, KnownWeights] = {
                      "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
         KnownWeights("medsam_vit_b", "sam", "MedSAM, ViT-B architecture (Ma et al. 2024, Zenodo record 10689643)",
                      "https://zenodo.org/records/10689643/files/medsam_vit_b.pth?download=1",
-                     "medsam_vit_b.pth", None, None, md5="3bb6db55bd0c9ca30b61248bca72f8d6"),
+                     "medsam_vit_b.pth", None, None, md5="3bb6db55bd0c9ca30b61248bca72f8d6", sam_preprocess="medsam"),
         KnownWeights("sam2.1_hiera_t", "sam2", "SAM 2.1 Hiera tiny (Meta)", _SAM21_BASE + "sam2.1_hiera_tiny.pt",
                      "sam2.1_hiera_tiny.pt", 156008466,
                      "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69", sam2_config="sam2.1_hiera_t"),

@@ -5,11 +5,15 @@ block of axial slices through the liver) and the same one-slice liver annotation
 the block. Each route runs in its own process (so peak memory is its own) and is timed from slices in
 memory to a label array on the CT grid:
 
-- memory: ``propagate_with_sam2`` (frames built in memory, forward then reverse);
-- jpeg: write the windowed slices as JPEG files, ``init_state(folder)``, ``add_new_mask``,
-  ``propagate_in_video`` forward then reverse, masks resized back to the slices.
+- memory: ``propagate_with_sam2`` (8-bit frames built in memory, normalised one at a time as sam2
+  reads them, forward then reverse);
+- jpeg: write the windowed slices as JPEG files, ``init_state(folder)`` (which holds the whole video as
+  float32 N x 3 x S x S), ``add_new_mask``, ``propagate_in_video`` forward then reverse.
 
-    flock /tmp/segssl-bench.lock /work/venv/bin/python Testing/Benchmarks/bench_sam2_propagation.py --frames 8 --image-size 1024 256
+"video MiB" is what the route holds for the frames themselves; peak RSS adds the model and its work.
+
+    flock /tmp/segssl-bench.lock nice /work/venv/bin/python Testing/Benchmarks/bench_sam2_propagation.py --frames 40 --image-size 256
+    flock /tmp/segssl-bench.lock nice /work/venv/bin/python Testing/Benchmarks/bench_sam2_propagation.py --frames 12 --image-size 1024
 """
 
 from __future__ import annotations
@@ -56,19 +60,21 @@ def run_route(route: str, frames: int, image_size: int) -> dict:
     annotation = find_annotation(drawn)
     started = time.perf_counter()
     if route == "memory":
+        from SegSSLLib.sam.frames import frame_stack
         from SegSSLLib.sam.sam2_propagation import propagate_with_sam2
 
         labels = propagate_with_sam2(predictor, block, drawn, annotation).labels
+        video_bytes = frame_stack(block, 2, image_size)[1].nbytes  # the uint8 frames the state holds
     else:
-        labels = _jpeg_route(predictor, block, drawn, annotation.slices[0])
+        labels, video_bytes = _jpeg_route(predictor, block, drawn, annotation.slices[0])
     seconds = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"route": route, "image_size": image_size, "frames": frames, "seconds": seconds,
             "frames_per_second": (frames + 1) / seconds, "peak_rss_mib": peak_mib,
-            "labelled_slices": int((labels != 0).any(axis=(1, 2)).sum())}
+            "video_mib": video_bytes / 2**20, "labelled_slices": int((labels != 0).any(axis=(1, 2)).sum())}
 
 
-def _jpeg_route(predictor, block, drawn, k) -> np.ndarray:
+def _jpeg_route(predictor, block, drawn, k) -> tuple[np.ndarray, int]:
     """What the Slicer SAM 2 extensions do today: JPEG folder, init_state(folder), forward then reverse."""
     import torch
     from PIL import Image
@@ -88,12 +94,12 @@ def _jpeg_route(predictor, block, drawn, k) -> np.ndarray:
             for frame, _, masks in predictor.propagate_in_video(state, reverse=reverse):
                 labels[frame] = (masks[0, 0] > 0).cpu().numpy()
     labels[k] = drawn[k]
-    return labels
+    return labels, state["images"].nbytes
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--image-size", type=int, nargs="+", default=[1024, 256])
     parser.add_argument("--route", choices=("memory", "jpeg"), help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
@@ -101,7 +107,7 @@ def main() -> None:
         print(json.dumps(run_route(args.route, args.frames, args.image_size[0])))
         return
     print(f"SAM 2.1 hiera-t, random weights, CPU; {args.frames} slices of abdomen_ct, liver painted on the middle one")
-    print(f"{'size':>5} {'route':<7} {'seconds':>8} {'frames/s':>9} {'peak RSS MiB':>13} {'labelled':>9}")
+    print(f"{'size':>5} {'route':<7} {'seconds':>8} {'frames/s':>9} {'video MiB':>10} {'peak RSS MiB':>13} {'labelled':>9}")
     for size in args.image_size:
         results = {}
         for route in ("jpeg", "memory"):
@@ -111,7 +117,8 @@ def main() -> None:
             )
             results[route] = json.loads(child.stdout.strip().splitlines()[-1])
             r = results[route]
-            print(f"{size:>5} {route:<7} {r['seconds']:8.2f} {r['frames_per_second']:9.2f} {r['peak_rss_mib']:13.0f} "
+            print(f"{size:>5} {route:<7} {r['seconds']:8.2f} {r['frames_per_second']:9.2f} {r['video_mib']:10.1f} "
+                  f"{r['peak_rss_mib']:13.0f} "
                   f"{r['labelled_slices']:>9}")
         ratio = results["jpeg"]["seconds"] / results["memory"]["seconds"]
         print(f"{size:>5} jpeg/memory time ratio {ratio:.2f}; peak memory ratio "
