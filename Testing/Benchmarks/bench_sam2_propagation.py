@@ -64,11 +64,12 @@ def run_route(route: str, frames: int, image_size: int) -> dict:
         from SegSSLLib.sam.sam2_propagation import propagate_with_sam2
 
         labels = propagate_with_sam2(predictor, block, drawn, annotation).labels
-        video_bytes = frame_stack(block, 2, image_size)[1].nbytes  # the uint8 frames the state holds
     else:
         labels, video_bytes = _jpeg_route(predictor, block, drawn, annotation.slices[0])
     seconds = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if route == "memory":
+        video_bytes = frame_stack(block, 2, image_size)[1].nbytes  # the uint8 frames the state holds
     return {"route": route, "image_size": image_size, "frames": frames, "seconds": seconds,
             "frames_per_second": (frames + 1) / seconds, "peak_rss_mib": peak_mib,
             "video_mib": video_bytes / 2**20, "labelled_slices": int((labels != 0).any(axis=(1, 2)).sum())}

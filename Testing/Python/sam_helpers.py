@@ -66,13 +66,11 @@ class CopyingPredictor:
         self.device = torch.device("cpu")
         self.prompts: list[tuple[int, int]] = []
         self.masks: dict[int, torch.Tensor] = {}
-        self.frames_read: list[torch.Tensor] = []
 
     def add_new_mask(self, state, frame_idx, obj_id, mask):
         assert tuple(mask.shape) == (self.image_size, self.image_size)
         self.prompts.append((frame_idx, obj_id))
         self.masks.setdefault(obj_id, torch.as_tensor(mask, dtype=torch.bool))
-        self.frames_read.append(state["images"][frame_idx])
 
     def propagate_in_video(self, state, reverse=False):
         first = min(frame for frame, _ in self.prompts)
