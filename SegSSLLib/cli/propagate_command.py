@@ -36,7 +36,11 @@ def configure(parser) -> None:
     )
     parser.add_argument(
         "--image-size", type=int, help="SAM 2 input size in pixels (multiple of 32; default the model's, 1024): "
-        "smaller is much faster on a CPU and less precise"
+        "smaller is much faster on a CPU and less precise; give 512 for a renamed MedSAM2 file"
+    )
+    parser.add_argument(
+        "--offload-state", action="store_true",
+        help="keep SAM 2's per-frame memory on the CPU: less GPU memory on long volumes, a little slower",
     )
     parser.add_argument(
         "--axis", type=int, choices=(0, 1, 2),
@@ -51,7 +55,7 @@ def run(args, progress) -> int:
     import SimpleITK as sitk
 
     from SegSSLLib.cli.common import setup_torch
-    from SegSSLLib.sam.annotation import describe, find_annotation
+    from SegSSLLib.sam.annotation import crowding_warning, describe, find_annotation
     from SegSSLLib.volumes import check_output_path, label_array_to_image, read_label_map, read_volume, write_image
 
     check_output_path(args.output, (args.input, args.annotation), "--output")
@@ -66,11 +70,16 @@ def run(args, progress) -> int:
     # so that a mistake is reported as one line.
     predictor = _sam2_predictor(args, device, progress) if backend == "sam2" else None
     log.info("annotation: %s", describe(annotation))
+    if crowding_warning(annotation):
+        log.warning(crowding_warning(annotation))
     if predictor is not None:
         from SegSSLLib.sam.sam2_propagation import propagate_with_sam2
 
         log.info("backend: SAM 2 at %d px on %s", predictor.image_size, device)
-        labels = propagate_with_sam2(predictor, image, drawn, annotation, progress).labels
+        if device.type == "cpu" and predictor.image_size >= 1024:
+            log.warning("SAM 2 at %d px on a CPU takes seconds per slice — --image-size 512 (MedSAM2's size) "
+                        "or 256 is much faster", predictor.image_size)
+        labels = propagate_with_sam2(predictor, image, drawn, annotation, progress, args.offload_state).labels
     else:
         from SegSSLLib.sam.registration_propagation import propagate_by_registration
 

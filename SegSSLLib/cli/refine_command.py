@@ -21,6 +21,11 @@ def add_refine_options(group, switch: bool = False) -> None:
     group.add_argument("--box-margin", type=int, default=5, help="pixels added around each box (default 5)")
     group.add_argument("--sam-mask-prompt", action="store_true", help="also give SAM the coarse mask as a mask prompt")
     group.add_argument(
+        "--sam-preprocess", choices=("auto", "sam", "medsam"), default="auto",
+        help="image preparation: SAM's (aspect kept, padded, ImageNet mean/std) or MedSAM's (stretched to the "
+        "square, min-max [0, 1]); auto: MedSAM's for medsam_vit_b.pth, else SAM's (default)",
+    )
+    group.add_argument(
         "--refine-axis", type=int, choices=(0, 1, 2), default=2, help="slice axis, ITK order (2 = K, axial; default)"
     )
 
@@ -46,10 +51,12 @@ def refine_with_sam(image, labels, args, progress, device, checkpoint):
     """``labels`` ((k, j, i) or 2D array) refined by the SAM model in ``checkpoint``."""
     from segment_anything import SamPredictor
 
+    from SegSSLLib.sam.medsam import MedSamPredictor, sam_preprocessing
     from SegSSLLib.sam.models import load_sam
     from SegSSLLib.sam.refine import RefineSettings, refine_labels
 
-    predictor = SamPredictor(load_sam(checkpoint, device))
+    medsam = sam_preprocessing(args.sam_preprocess, checkpoint) == "medsam"
+    predictor = (MedSamPredictor if medsam else SamPredictor)(load_sam(checkpoint, device))
     settings = RefineSettings(margin=args.box_margin, mask_prompt=args.sam_mask_prompt, axis=args.refine_axis)
     return refine_labels(predictor, image, labels, settings, progress)
 

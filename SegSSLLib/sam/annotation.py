@@ -11,6 +11,8 @@ from SegSSLLib.slicing import AXIS_NAMES, array_axis
 
 # Preference when several axes fit equally well (e.g. one painted voxel): axial, coronal, sagittal.
 _AXIS_PREFERENCE = (2, 1, 0)
+# More painted slices than this is no longer "one slice plus corrections": probably a full 3D label map.
+FEW_SLICES = 5
 
 
 @dataclass(frozen=True)
@@ -64,3 +66,29 @@ def _occupied_slices(labels: np.ndarray, itk_axis: int) -> list[int]:
     position = array_axis(itk_axis)
     other = tuple(a for a in range(3) if a != position)
     return [int(k) for k in np.flatnonzero(np.any(labels != 0, axis=other))]
+
+
+def restore_drawn(result: np.ndarray, labels: np.ndarray, annotation: Annotation) -> None:
+    """Set each object, on the slices where it was drawn, to exactly what was drawn (``result`` in place).
+
+    Only the drawn object is restored on its slices: another object that was not drawn there keeps
+    its propagated result (outside what was drawn), so painting one organ on a slice does not erase
+    the others.
+    """
+    position = array_axis(annotation.axis)
+    out, drawn = np.moveaxis(result, position, 0), np.moveaxis(np.asarray(labels), position, 0)
+    for value in annotation.labels:
+        for k in annotation.slices_of(labels, value):
+            out[k][out[k] == value] = 0
+            out[k][drawn[k] == value] = value
+
+
+def crowding_warning(annotation: Annotation) -> str | None:
+    """A one-line warning when the annotation lies on more slices than a few (e.g. a full 3D label map)."""
+    if len(annotation.slices) <= FEW_SLICES:
+        return None
+    return (
+        f"the annotation lies on {len(annotation.slices)} slices along axis {annotation.axis}: propagate expects "
+        "one painted slice (a few for corrections); every painted slice is kept as drawn and used as a prompt "
+        "— give a one-slice annotation if this is a full 3D label map"
+    )

@@ -3,11 +3,15 @@
 The file grows as ``<name>.part`` in the cache folder and is renamed to its final name only after
 its size and digest match the registry, so a checkpoint in the cache is always complete and checked.
 An interrupted download leaves the ``.part`` file so that the next try continues where it stopped.
+A file that reaches the cache another way (copied there by hand) is checked on its first use; a
+stamp next to it (``<name>.verified``: path, size, modification time, expected digest) lets later
+uses skip hashing gigabytes again until the file changes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import urllib.error
@@ -47,6 +51,7 @@ def download_weights(
         ) from None
     _verify(partial, weights, url, target)
     os.replace(partial, target)
+    _write_stamp(target, weights)
     log.info("saved %s (%s)", target, "checked: " + weights.verification if weights.verification != "unverified"
              else "no published checksum to check against")
     return target
@@ -143,3 +148,47 @@ def verify_file(path: Path, weights: KnownWeights) -> str:
     expected = weights.sha256 if weights.verification == "sha256" else weights.md5
     return "ok" if file_digest(path, weights.verification) == expected else f"{weights.verification} differs"
 
+
+
+def check_cached(path: Path, weights: KnownWeights) -> Path:
+    """``path``, a cached copy of ``weights``, once it is known to match the registry (hashed on first use only)."""
+    if weights.verification == "unverified":
+        return path
+    if _read_stamp(path) == _fingerprint(path, weights):
+        return path
+    outcome = verify_file(path, weights)
+    if outcome != "ok":
+        raise SegSSLError(
+            f"{path} is not the published {weights.name} ({outcome}) — delete it and run "
+            f"segssl weights download {weights.name}, or give your own file by its path outside the cache"
+        )
+    _write_stamp(path, weights)
+    log.info("checked %s: %s matches the published file", path.name, weights.verification)
+    return path
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
+def _fingerprint(path: Path, weights: KnownWeights) -> dict:
+    status = path.stat()
+    expected = weights.sha256 if weights.verification == "sha256" else weights.md5
+    return {"path": str(path.resolve()), "size": status.st_size, "mtime_ns": status.st_mtime_ns,
+            "check": f"{weights.verification}:{expected}"}
+
+
+def _read_stamp(path: Path) -> dict | None:
+    try:
+        return json.loads(_stamp_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_stamp(path: Path, weights: KnownWeights) -> None:
+    if weights.verification == "unverified":
+        return
+    try:
+        _stamp_path(path).write_text(json.dumps(_fingerprint(path, weights)))
+    except OSError as exc:  # a read-only cache still works; the file is hashed again next time
+        log.debug("cannot write %s (%s)", _stamp_path(path), exc)

@@ -1,11 +1,15 @@
-"""Windowed slices as model inputs: 8-bit RGB slices for SAM, normalised square frames for SAM 2.
+"""Windowed slices as model inputs: 8-bit RGB slices for SAM, 8-bit square frames for SAM 2.
 
-SAM 2 is trained on video frames read from 8-bit JPEGs, resized to a square and normalised with
-ImageNet mean and standard deviation (``sam2.utils.misc.load_video_frames``). We build the same
-tensors in memory, from the windowed slices, without writing a JPEG (lossy and slow): each slice is
-fitted into the square in physical proportions (``SliceStack``), so a reformatted view of an
-anisotropic scan is not squashed, quantised to 8 bits like a lossless image, then normalised with
-the mean and standard deviation that sam2's own loader uses.
+SAM 2 is trained on video frames that its loader (``sam2.utils.misc.load_video_frames``) reads as
+8-bit images, resizes with PIL's default filter to a square and normalises with ImageNet mean and
+standard deviation. We build the same frames in memory, without writing a JPEG (lossy and slow):
+the windowed volume is quantised to 8 bits at its native size, each slice is resized with the same
+PIL call, then normalised with sam2's own mean and standard deviation when sam2 asks for the frame.
+
+One deliberate difference: a slice is resized to its *physical* proportions inside the square and
+padded with black (``SliceStack``), so a reformatted view of an anisotropic scan is not squashed.
+Where a slice's physical extent is square, no padding is added and the frame equals, value for
+value, what sam2's loader makes of the native slice saved as a lossless image (tested).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import inspect
 import numpy as np
 import SimpleITK as sitk
 import torch
+from PIL import Image
 
 from SegSSLLib.intensity import IntensityWindow, guess_window, to_uint8
 from SegSSLLib.slicing import SliceStack, array_axis
@@ -39,11 +44,25 @@ def slice_of(volume: np.ndarray, itk_axis: int, index: int) -> np.ndarray:
     return volume[tuple(where)]
 
 
+def resize_like_sam2(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An 8-bit grey slice resized to (rows, cols) with the PIL call sam2's loader makes (its default filter).
+
+    sam2 resizes RGB images; a grey image gives the same values in each channel, so one channel is enough.
+    """
+    if tuple(pixels.shape) == tuple(shape):
+        return pixels
+    return np.asarray(Image.fromarray(pixels).resize((shape[1], shape[0])))
+
+
 def frame_stack(image: sitk.Image, itk_axis: int, size: int, window: IntensityWindow | None = None):
-    """(SliceStack, uint8 frames (N, size, size)): every slice along ``itk_axis`` fitted into a square."""
-    normalised = windowed_array(image, window)
-    stack = SliceStack(normalised.shape, image.GetSpacing(), axis=itk_axis, size=size)
-    frames = to_uint8(stack.to_slices(normalised)[:, 0].numpy())
+    """(SliceStack, uint8 frames (N, size, size)): every slice along ``itk_axis``, 8-bit at its native size,
+    resized like sam2 does to its physical proportions and centred in the square on black."""
+    pixels = to_uint8(windowed_array(image, window))  # windowed over the whole volume (percentiles are per volume)
+    stack = SliceStack(pixels.shape, image.GetSpacing(), axis=itk_axis, size=size)
+    (top, left), (rows, cols) = stack.padding, stack.fitted_shape
+    frames = np.zeros((stack.num_slices, size, size), np.uint8)
+    for k in range(stack.num_slices):
+        frames[k, top : top + rows, left : left + cols] = resize_like_sam2(slice_of(pixels, itk_axis, k), (rows, cols))
     return stack, frames
 
 
@@ -55,12 +74,27 @@ def sam2_normalisation() -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(parameters["img_mean"].default), tuple(parameters["img_std"].default)
 
 
-def sam2_frames(frames: np.ndarray) -> torch.Tensor:
-    """uint8 frames (N, S, S) -> float32 (N, 3, S, S), normalised exactly like sam2's loader does."""
-    mean, std = sam2_normalisation()
-    # Divide in float64, then round to float32, in the same order as sam2's loader: identical values.
-    pixels = torch.from_numpy(np.asarray(frames) / 255.0).float()
-    rgb = pixels[:, None].expand(-1, 3, -1, -1)
-    mean_t = torch.tensor(mean, dtype=torch.float32)[None, :, None, None]
-    std_t = torch.tensor(std, dtype=torch.float32)[None, :, None, None]
-    return ((rgb - mean_t) / std_t).contiguous()
+class Sam2Frames:
+    """uint8 frames (N, S, S) that sam2 reads as normalised float32 (3, S, S) frames, one at a time.
+
+    sam2 only ever takes ``images[frame_idx]`` from its inference state, so the video stays 8-bit on the
+    CPU (1 byte per pixel instead of 12) and each frame is normalised when the model needs it.
+    """
+
+    def __init__(self, frames: np.ndarray):
+        self.frames = np.asarray(frames, dtype=np.uint8)
+        mean, std = sam2_normalisation()
+        self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+        self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return tuple(self.frames.shape[1:])
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        # Divide in float64, then round to float32, in the same order as sam2's loader: identical values.
+        pixels = torch.from_numpy(self.frames[index] / 255.0).float()
+        return (pixels[None].expand(3, -1, -1) - self.mean) / self.std

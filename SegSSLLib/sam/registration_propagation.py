@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from SegSSLLib.progress import NO_PROGRESS, Progress
-from SegSSLLib.sam.annotation import Annotation
+from SegSSLLib.sam.annotation import Annotation, restore_drawn
 from SegSSLLib.sam.propagation_rules import RuleSettings, TaperWatch, TissueModel, fit_to_structure
 from SegSSLLib.slicing import array_axis
 
@@ -68,9 +68,9 @@ def propagate_by_registration(
             carried = _propagate_group(smoothed, group_labels, sources, spacing, models, settings, progress)
             free = result == 0
             result[free] = carried[free]
-    for k in annotation.slices:  # the painted slices stay exactly as painted
-        result[k] = drawn[k]
-    return np.moveaxis(result, 0, position)
+    result = np.moveaxis(result, 0, position)
+    restore_drawn(result, labels, annotation)  # each object stays exactly as painted where it was painted
+    return result
 
 
 def _propagate_group(smoothed, drawn, sources, spacing, models, settings, progress) -> np.ndarray:

@@ -1,15 +1,19 @@
 """SAM 2 propagation of a one-slice annotation through the volume, with frames built in memory.
 
 The slice stack along the annotation's axis is the "video". sam2's ``init_state`` only reads JPEG
-folders or MP4 files, so we build the same inference state around frames we prepared in memory
-(``frames.sam2_frames``), then use sam2's public API: ``add_new_mask`` for each object on each
-annotated slice, ``propagate_in_video`` forward and then in reverse. The masks come back at the
-frame size and are mapped onto the original grid through ``SliceStack``; the annotated slices are
-then set to exactly what the user drew.
+folders or MP4 files, so we build the same inference state around 8-bit frames prepared in memory
+(``frames.frame_stack``, normalised one frame at a time by ``frames.Sam2Frames``), then use sam2's
+public API: ``add_new_mask`` for each object on each slice where it was drawn, ``propagate_in_video``
+forward and then in reverse. The masks come back at the frame size and are mapped onto the original
+grid slice by slice; each drawn object is then set to exactly what the user drew on its slices.
+
+Memory: the video stays on the CPU as uint8 (sam2 moves one frame at a time to the model's device);
+``offload_state`` keeps sam2's per-frame memory on the CPU too, as ``init_state`` does when asked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -20,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from SegSSLLib.progress import NO_PROGRESS, Progress
-from SegSSLLib.sam.annotation import Annotation
-from SegSSLLib.sam.frames import frame_stack, sam2_frames
+from SegSSLLib.sam.annotation import Annotation, restore_drawn
+from SegSSLLib.sam.frames import Sam2Frames, frame_stack
 from SegSSLLib.slicing import array_axis
 
 log = logging.getLogger(__name__)
@@ -32,25 +36,25 @@ class PropagationResult:
     labels: np.ndarray  # (k, j, i), on the input grid
     forward_frames: list[int] = field(default_factory=list)  # frames visited going up the axis
     reverse_frames: list[int] = field(default_factory=list)  # frames visited going down
+    prompts: list[tuple[int, int]] = field(default_factory=list)  # (frame, object) given to add_new_mask
 
 
-def in_memory_state(predictor, frames: torch.Tensor, offload_video_to_cpu: bool = False) -> dict:
-    """An inference state like ``predictor.init_state(folder)`` builds, around frames already in memory.
-
-    ``frames``: (N, 3, S, S) normalised with sam2's mean and std, S = ``predictor.image_size``.
-    """
-    if frames.ndim != 4 or frames.shape[1] != 3 or frames.shape[-1] != predictor.image_size:
-        raise ValueError(f"frames must be (N, 3, {predictor.image_size}, {predictor.image_size}), got {tuple(frames.shape)}")
+def in_memory_state(predictor, frames: Sam2Frames, offload_state_to_cpu: bool = False) -> dict:
+    """An inference state like ``predictor.init_state(folder, offload_video_to_cpu=True)`` builds, around
+    frames already in memory (``frames``: S × S, S = ``predictor.image_size``)."""
+    size = predictor.image_size
+    if frames.frame_shape != (size, size):
+        raise ValueError(f"frames must be {size} x {size} pixels, got {frames.frame_shape}")
     device = predictor.device
     state = {
-        "images": frames if offload_video_to_cpu else frames.to(device),
+        "images": frames,  # on the CPU; sam2 moves each frame it reads to ``device``
         "num_frames": len(frames),
-        "offload_video_to_cpu": offload_video_to_cpu,
-        "offload_state_to_cpu": False,
-        "video_height": int(frames.shape[-2]),
-        "video_width": int(frames.shape[-1]),
+        "offload_video_to_cpu": True,
+        "offload_state_to_cpu": offload_state_to_cpu,
+        "video_height": size,
+        "video_width": size,
         "device": device,
-        "storage_device": device,
+        "storage_device": torch.device("cpu") if offload_state_to_cpu else device,
         "point_inputs_per_obj": {},
         "mask_inputs_per_obj": {},
         "cached_features": {},
@@ -71,31 +75,57 @@ def propagate_with_sam2(
     labels: np.ndarray,
     annotation: Annotation,
     progress: Progress = NO_PROGRESS,
+    offload_state: bool = False,
 ) -> PropagationResult:
     """Carry the (k, j, i) ``labels`` drawn on ``annotation.slices`` through every slice along its axis."""
     stack, frames = frame_stack(image, annotation.axis, predictor.image_size)
-    drawn_masks = stack.to_slices(np.asarray(labels), mode="nearest")[:, 0]  # (N, S, S) label values
-    state = in_memory_state(predictor, sam2_frames(frames))
+    state = in_memory_state(predictor, Sam2Frames(frames), offload_state_to_cpu=offload_state)
     objects = list(annotation.labels)
-    with torch.inference_mode():
+    result = PropagationResult(labels=np.zeros_like(labels))
+    out = np.moveaxis(result.labels, array_axis(annotation.axis), 0)  # a view: (frame, rows, cols)
+    drawn = np.moveaxis(np.asarray(labels), array_axis(annotation.axis), 0)
+    values = torch.tensor(objects, dtype=torch.int64)
+    with torch.inference_mode(), _quiet_sam2():
         for obj_id in objects:
             for k in annotation.slices_of(labels, obj_id):
-                predictor.add_new_mask(state, frame_idx=k, obj_id=obj_id, mask=(drawn_masks[k] == obj_id))
-        # Logits per frame and object, already on the slice grid (small even at 1024); -inf: not reached.
-        logits = torch.full((stack.num_slices, len(objects), *stack.slice_shape), -torch.inf)
-        result = PropagationResult(labels=np.zeros_like(labels))
+                predictor.add_new_mask(state, frame_idx=k, obj_id=obj_id, mask=_mask_prompt(drawn[k] == obj_id, stack))
+                result.prompts.append((k, obj_id))
         first = min(annotation.slices)
         with progress.stage("propagate (SAM 2)", total=stack.num_slices - first + (first + 1 if first else 0)):
             for reverse, visited in ((False, result.forward_frames), (True, result.reverse_frames)):
                 for frame, obj_ids, masks in predictor.propagate_in_video(state, reverse=reverse):
-                    on_slice = _to_slice_grid(masks.float().cpu(), stack)
-                    for index, obj_id in enumerate(obj_ids):
-                        logits[frame, objects.index(obj_id)] = on_slice[index, 0]
+                    # Each visit returns every object: the strongest one with a positive logit wins a pixel.
+                    on_slice = _to_slice_grid(masks.float().cpu(), stack)[:, 0]
+                    strongest, which = on_slice.max(dim=0)
+                    chosen = values[[objects.index(o) for o in obj_ids]][which]
+                    out[frame] = torch.where(strongest > 0, chosen, 0).numpy()
                     visited.append(int(frame))
                     progress.advance()
-    result.labels = _labels_from_logits(logits, objects, annotation.axis, labels.dtype)
-    _restore_drawn_slices(result.labels, labels, annotation)
+    restore_drawn(result.labels, labels, annotation)
     return result
+
+
+def _mask_prompt(mask: np.ndarray, stack) -> torch.Tensor:
+    """A drawn (rows, cols) mask as a (S, S) prompt on the frame: area-weighted resize, kept where at least
+    half a frame pixel is covered, and never lost: a structure smaller than a frame pixel keeps the pixel
+    that covers most of it."""
+    top, left = stack.padding
+    rows, cols = stack.fitted_shape
+    fraction = _resize_fraction(torch.from_numpy(mask.astype(np.float32)), (rows, cols))
+    kept = fraction >= 0.5
+    if not kept.any() and mask.any():
+        kept.view(-1)[int(fraction.argmax())] = True
+    prompt = torch.zeros((stack.size, stack.size), dtype=torch.bool)
+    prompt[top : top + rows, left : left + cols] = kept
+    return prompt
+
+
+def _resize_fraction(mask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The fraction of each resized pixel that ``mask`` covers (area weighting when shrinking)."""
+    if tuple(mask.shape) == tuple(shape):
+        return mask
+    shrinking = mask.shape[0] > shape[0] or mask.shape[1] > shape[1]
+    return F.interpolate(mask[None, None], size=shape, mode="bilinear", align_corners=False, antialias=shrinking)[0, 0]
 
 
 def _to_slice_grid(masks: torch.Tensor, stack) -> torch.Tensor:
@@ -108,16 +138,14 @@ def _to_slice_grid(masks: torch.Tensor, stack) -> torch.Tensor:
     return F.interpolate(cropped, size=stack.slice_shape, mode="bilinear", align_corners=False)
 
 
-def _labels_from_logits(logits: torch.Tensor, objects: list[int], itk_axis: int, dtype) -> np.ndarray:
-    """(N, O, rows, cols) logits -> (k, j, i) label values: the strongest object with a positive logit."""
-    strongest, which = logits.max(dim=1)
-    values = torch.tensor(objects, dtype=torch.int64)[which]
-    stacked = torch.where(strongest > 0, values, 0).numpy().astype(dtype)
-    return np.moveaxis(stacked, 0, array_axis(itk_axis))
+@contextlib.contextmanager
+def _quiet_sam2():
+    """sam2's tqdm bars would write to stderr whatever ``--progress`` says; our own progress counts the frames."""
+    import sam2.sam2_video_predictor as video_predictor
 
-
-def _restore_drawn_slices(result: np.ndarray, labels: np.ndarray, annotation: Annotation) -> None:
-    position = array_axis(annotation.axis)
-    out, drawn = np.moveaxis(result, position, 0), np.moveaxis(np.asarray(labels), position, 0)
-    for k in annotation.slices:
-        out[k] = drawn[k]
+    original = video_predictor.tqdm
+    video_predictor.tqdm = lambda iterable, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        video_predictor.tqdm = original

@@ -3,7 +3,8 @@
 Sizes and SHA-256 digests were taken from public download manifests that list the same official
 file (several independent ones agree for each SAM and SAM 2.1 file). For MedSAM the official
 record publishes no SHA-256: we check the MD5 that two independent public scripts agree on. For
-MedSAM2 we found neither size nor digest: a download is kept but reported as unverified. Never
+MedSAM2 we found neither size nor digest nor a pinned revision (its address follows the moving
+``main`` branch of the Hugging Face repository): a download is kept but reported as unverified. Never
 fill these in from a file you downloaded yourself; take them from the publisher.
 """
 
@@ -35,6 +36,7 @@ class KnownWeights:
     md5: str | None = None  # only where no SHA-256 is published
     sam2_config: str | None = None  # the config that builds this checkpoint
     image_size: int | None = None  # input size the model was trained at, if not the config's 1024
+    sam_preprocess: str | None = None  # "medsam": MedSAM's own input preparation (sam/medsam.py)
 
     @property
     def verification(self) -> str:
@@ -60,7 +62,7 @@ REGISTRY: dict[str, KnownWeights] = {
                      "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
         KnownWeights("medsam_vit_b", "sam", "MedSAM, ViT-B architecture (Ma et al. 2024, Zenodo record 10689643)",
                      "https://zenodo.org/records/10689643/files/medsam_vit_b.pth?download=1",
-                     "medsam_vit_b.pth", None, None, md5="3bb6db55bd0c9ca30b61248bca72f8d6"),
+                     "medsam_vit_b.pth", None, None, md5="3bb6db55bd0c9ca30b61248bca72f8d6", sam_preprocess="medsam"),
         KnownWeights("sam2.1_hiera_t", "sam2", "SAM 2.1 Hiera tiny (Meta)", _SAM21_BASE + "sam2.1_hiera_tiny.pt",
                      "sam2.1_hiera_tiny.pt", 156008466,
                      "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69", sam2_config="sam2.1_hiera_t"),
@@ -73,7 +75,8 @@ REGISTRY: dict[str, KnownWeights] = {
         KnownWeights("sam2.1_hiera_l", "sam2", "SAM 2.1 Hiera large (Meta)", _SAM21_BASE + "sam2.1_hiera_large.pt",
                      "sam2.1_hiera_large.pt", 898083611,
                      "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318", sam2_config="sam2.1_hiera_l"),
-        KnownWeights("medsam2", "sam2", "MedSAM2 latest (Ma et al. 2025; SAM 2.1 tiny, 512 px)",
+        KnownWeights("medsam2", "sam2", "MedSAM2 latest (Ma et al. 2025; SAM 2.1 tiny, 512 px); UNVERIFIED: no published "
+                     "checksum, address on a moving branch",
                      "https://huggingface.co/wanglab/MedSAM2/resolve/main/MedSAM2_latest.pt",
                      "MedSAM2_latest.pt", None, None, sam2_config="sam2.1_hiera_t", image_size=512),
     )
@@ -129,12 +132,14 @@ def resolve_checkpoint(value: str | None, family: str, option: str, download_mis
         return found
     path = Path(value).expanduser()
     if path.is_file():
-        return path
+        known = registry_entry_for_file(path)
+        in_cache = known is not None and path.resolve() == cached_path(known).resolve()
+        return _checked(path, known) if in_cache else path  # a file of the user's own is theirs to vouch for
     if value in REGISTRY:
         entry = known_weights(value, family)
         target = cached_path(entry)
         if target.is_file():
-            return target
+            return _checked(target, entry)
         if not download_missing:
             raise SegSSLError(f"{value} is not downloaded yet — run segssl weights download {value}")
         from SegSSLLib.sam.download import download_weights
@@ -152,5 +157,12 @@ def configured_checkpoint(family: str) -> Path | None:
         return resolve_checkpoint(value, family, CHECKPOINT_VARIABLES[family], download_missing=False)
     for entry in REGISTRY.values():
         if entry.family == family and cached_path(entry).is_file():
-            return cached_path(entry)
+            return _checked(cached_path(entry), entry)
     return None
+
+
+def _checked(path: Path, entry: KnownWeights) -> Path:
+    """A file in the cache, checked against the registry on its first use (it may have been copied in by hand)."""
+    from SegSSLLib.sam.download import check_cached
+
+    return check_cached(path, entry)

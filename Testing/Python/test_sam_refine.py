@@ -12,6 +12,7 @@ from segment_anything import SamPredictor
 
 from conftest import assert_one_line_error, run_segssl
 from sam_helpers import TINY_SAM, assert_same_geometry, save_tiny_sam, tiny_sam
+from SegSSLLib.sam.medsam import MedSamPredictor
 from SegSSLLib.sam.models import SamArchitecture, build_sam, sam_architecture_of
 from SegSSLLib.sam.refine import RefineSettings, component_prompts, mask_prompt, refine_labels, refine_slice
 
@@ -139,6 +140,13 @@ def test_refine_cli_bad_inputs(tiny_phantom, sam_file, tmp_path):
     result = run_segssl("refine", "--input", image_path, "--mask", empty, "--output", out, "--sam-checkpoint", sam_file)
     assert_one_line_error(result, "empty")
     assert not out.exists() and labels_path.read_bytes() == before
+    shifted = tmp_path / "shifted.nii.gz"
+    moved = sitk.ReadImage(str(labels_path))
+    moved.SetOrigin(tuple(o + 10 for o in moved.GetOrigin()))  # same size, another place: another grid
+    sitk.WriteImage(moved, str(shifted))
+    result = run_segssl("refine", "--input", image_path, "--mask", shifted, "--output", out, "--sam-checkpoint", sam_file)
+    assert_one_line_error(result, "--mask", "different grid")
+    assert not out.exists() and labels_path.read_bytes() == before
 
 
 # A stand-in segmentation method for the --refine-sam wiring test: the phantom's labels, dilated (a coarse mask).
@@ -181,3 +189,54 @@ def test_segment_refine_sam_refines_the_methods_result(tiny_phantom, sam_file, t
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__]))
+
+
+class RecordingMedSam(MedSamPredictor):
+    """MedSAM's predictor, remembering the boxes it decoded."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.boxes = []
+
+    def predict_torch(self, point_coords, point_labels, boxes=None, mask_input=None, **kwargs):
+        self.boxes.append(boxes.clone())
+        return super().predict_torch(point_coords, point_labels, boxes=boxes, mask_input=mask_input, **kwargs)
+
+
+def test_medsam_preprocessing_stretches_min_max_scales_and_scales_boxes_per_axis():
+    sam = tiny_sam()
+    size = sam.image_encoder.img_size
+    seen = []
+    sam.image_encoder.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].clone()))
+    predictor = RecordingMedSam(sam)
+    rgb = np.full((40, 90, 3), 100, np.uint8)  # not square: 40 rows, 90 columns
+    rgb[:, :45] = 180  # left half brighter
+    labels = np.zeros((40, 90), np.uint8)
+    labels[10:20, 30:60] = 1
+    refine_slice(predictor, rgb, labels, RefineSettings(margin=0))
+    (encoder_input,) = seen
+    assert tuple(encoder_input.shape) == (1, 3, size, size)
+    assert float(encoder_input.min()) == 0.0 and float(encoder_input.max()) == 1.0  # min-max, no mean/std
+    # Stretched over the whole square, no padding: the bright half is the left half of every row, the
+    # bottom rows included (SAM would pad them).
+    left, right = encoder_input[0, :, :, : size // 2 - 4], encoder_input[0, :, :, size // 2 + 4 :]
+    assert left.min() > 0.9 and right.max() < 0.1
+    assert encoder_input[0, :, -4:, : size // 2 - 4].min() > 0.9
+    (boxes,) = predictor.boxes
+    expected = torch.tensor([[30 * size / 90, 10 * size / 40, 59 * size / 90, 19 * size / 40]])
+    assert torch.allclose(boxes.cpu(), expected)
+    sam_input = []
+    plain = tiny_sam()
+    plain.image_encoder.register_forward_pre_hook(lambda module, inputs: sam_input.append(inputs[0].clone()))
+    SamPredictor(plain).set_image(rgb)
+    assert float(sam_input[0].min()) < 0  # SAM's own preparation: ImageNet mean/std and padding
+
+
+def test_medsam_preprocessing_is_chosen_for_the_medsam_file(tmp_path):
+    from SegSSLLib.sam.medsam import sam_preprocessing
+
+    assert sam_preprocessing("auto", tmp_path / "medsam_vit_b.pth") == "medsam"
+    assert sam_preprocessing("auto", tmp_path / "sam_vit_b_01ec64.pth") == "sam"
+    assert sam_preprocessing("auto", tmp_path / "my_model.pth") == "sam"
+    assert sam_preprocessing("medsam", tmp_path / "my_model.pth") == "medsam"
+    assert sam_preprocessing("sam", tmp_path / "medsam_vit_b.pth") == "sam"

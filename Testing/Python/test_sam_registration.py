@@ -11,7 +11,7 @@ from sam_helpers import assert_same_geometry, one_slice_annotation, write_like
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.evaluation import dice_and_hd95
 from SegSSLLib.phantoms import make_ct_phantom, oblique_direction
-from SegSSLLib.sam.annotation import find_annotation
+from SegSSLLib.sam.annotation import crowding_warning, find_annotation, restore_drawn
 from SegSSLLib.sam.registration_propagation import propagate_by_registration
 
 
@@ -35,6 +35,15 @@ def test_annotation_axis_slices_and_labels():
     assert find_annotation(line).axis == 2 and find_annotation(line, axis=1).slices == (6,)
     with pytest.raises(SegSSLError, match="empty"):
         find_annotation(np.zeros_like(labels))
+
+
+def test_a_full_3d_label_map_as_annotation_gets_a_one_line_warning():
+    labels = np.zeros((30, 40, 40), np.uint8)
+    labels[3:27, 2:38, 2:38] = 1  # an organ labelled on 24 axial slices (and more along the other axes)
+    warning = crowding_warning(find_annotation(labels))
+    assert warning is not None and "24 slices" in warning and "\n" not in warning
+    labels[4:26] = 0  # corrections on two slices are fine
+    assert crowding_warning(find_annotation(labels)) is None
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +86,44 @@ def test_objects_painted_on_different_slices_travel_from_their_own(phantom):
         assert np.array_equal(result[k] == value, drawn[k] == value)
         dice, _ = dice_and_hd95(result == value, truth_array == value, tuple(reversed(image.GetSpacing())))
         assert dice > 0.7, (value, dice)
+
+
+def test_an_object_painted_elsewhere_survives_on_another_objects_slice(phantom):
+    image, truth = phantom
+    truth_array = sitk.GetArrayFromImage(truth)
+    slices = {1: 13, 2: 16}  # liver and spleen, both present on both slices
+    assert all((truth_array[k] == v).sum() > 40 for k in slices.values() for v in slices)
+    drawn = np.zeros_like(truth_array)
+    for value, k in slices.items():
+        drawn[k][truth_array[k] == value] = value
+    result = propagate_by_registration(image, drawn, find_annotation(drawn))
+    for value, k in slices.items():
+        other = 2 if value == 1 else 1
+        assert np.array_equal(result[k] == value, drawn[k] == value)
+        # The other object, carried here from its own slice, is still on this one.
+        dice, _ = dice_and_hd95(result[k] == other, truth_array[k] == other, tuple(reversed(image.GetSpacing()))[1:])
+        assert dice > 0.7, (k, other, dice)
+
+
+def test_restoring_drawn_slices_keeps_the_other_objects():
+    result = np.zeros((4, 5, 6), np.uint8)
+    result[:, 1:4, 0:3] = 1  # object 1 propagated everywhere
+    result[:, 1:4, 3:6] = 2  # object 2 too
+    drawn = np.zeros_like(result)
+    drawn[1, 0:2, 0:2] = 1  # object 1 painted on slice 1, where its propagated mask differs
+    drawn[1, 2:3, 3:4] = 3  # and object 3 next to it
+    drawn[3, 4, 4:6] = 2  # object 2 painted on slice 3
+    restore_drawn(result, drawn, find_annotation(drawn))
+    expected_1 = np.zeros((5, 6), np.uint8)
+    expected_1[1:4, 3:6] = 2  # object 2 keeps its propagated mask on object 1's slice ...
+    expected_1[2, 3] = 3  # ... except where object 3 was painted
+    expected_1[0:2, 0:2] = 1  # object 1 is exactly as painted
+    assert np.array_equal(result[1], expected_1)
+    expected_3 = np.zeros((5, 6), np.uint8)
+    expected_3[1:4, 0:3] = 1
+    expected_3[4, 4:6] = 2
+    assert np.array_equal(result[3], expected_3)
+    assert np.array_equal(result[0], result[2]) and set(np.unique(result[0])) == {0, 1, 2}
 
 
 def test_propagate_cli_registration_keeps_geometry(tiny_phantom, tmp_path):

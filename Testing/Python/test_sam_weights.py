@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import re
 import threading
 from dataclasses import replace
@@ -13,6 +14,7 @@ import pytest
 
 from conftest import assert_one_line_error, run_segssl
 from SegSSLLib.errors import SegSSLError
+from SegSSLLib.sam import download
 from SegSSLLib.sam import weights as registry
 from SegSSLLib.sam.download import download_weights
 from SegSSLLib.sam.weights import REGISTRY, KnownWeights, resolve_checkpoint
@@ -119,10 +121,12 @@ def test_offline_error_names_the_url_and_where_to_put_the_file(tmp_path):
 def test_checkpoint_option_accepts_files_and_cached_names(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGSSL_HOME", str(tmp_path))
     monkeypatch.delenv("SEGSSL_SAM2_CHECKPOINT", raising=False)
-    cached = registry.cached_path(REGISTRY["sam2.1_hiera_t"])
+    entry = _entry(name="test_sam2", family="sam2")
+    monkeypatch.setitem(registry.REGISTRY, entry.name, entry)
+    cached = registry.cached_path(entry)
     cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"x")
-    assert resolve_checkpoint("sam2.1_hiera_t", "sam2", "--sam2-checkpoint") == cached
+    cached.write_bytes(PAYLOAD)
+    assert resolve_checkpoint("test_sam2", "sam2", "--sam2-checkpoint") == cached
     assert resolve_checkpoint(None, "sam2", "--sam2-checkpoint") == cached  # configured by the cache
     mine = tmp_path / "mine.pt"
     mine.write_bytes(b"y")
@@ -131,6 +135,43 @@ def test_checkpoint_option_accepts_files_and_cached_names(tmp_path, monkeypatch)
         resolve_checkpoint(str(tmp_path / "missing.pt"), "sam2", "--sam2-checkpoint")
     with pytest.raises(SegSSLError, match="sam_vit_b"):
         resolve_checkpoint(None, "sam", "--sam-checkpoint")
+
+
+def test_a_cached_file_is_checked_on_first_use_then_trusted_by_its_stamp(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGSSL_HOME", str(tmp_path))
+    monkeypatch.delenv("SEGSSL_SAM2_CHECKPOINT", raising=False)
+    entry = _entry(name="test_sam2", family="sam2")
+    monkeypatch.setitem(registry.REGISTRY, entry.name, entry)
+    cached = registry.cached_path(entry)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(PAYLOAD[:-1] + b"\x00")  # copied in by hand, same size, one byte wrong
+    for value in ("test_sam2", None, str(cached)):  # by name, found in the cache, by its path in the cache
+        with pytest.raises(SegSSLError) as error:
+            resolve_checkpoint(value, "sam2", "--sam2-checkpoint")
+        message = str(error.value)
+        assert "\n" not in message and str(cached) in message and "segssl weights download test_sam2" in message
+    assert not cached.with_name(cached.name + ".verified").exists()
+    cached.write_bytes(PAYLOAD)
+    hashed = []
+    real_digest = download.file_digest
+    monkeypatch.setattr(download, "file_digest", lambda *a: hashed.append(a) or real_digest(*a))
+    assert resolve_checkpoint("test_sam2", "sam2", "--sam2-checkpoint") == cached
+    assert resolve_checkpoint("test_sam2", "sam2", "--sam2-checkpoint") == cached
+    assert len(hashed) == 1  # the stamp spares the second use
+    stamp = json.loads(cached.with_name(cached.name + ".verified").read_text())
+    assert stamp["size"] == len(PAYLOAD) and stamp["path"] == str(cached.resolve())
+    cached.write_bytes(PAYLOAD[:-1] + b"\x00")  # changed after it was checked: checked again
+    with pytest.raises(SegSSLError, match="not the published test_sam2"):
+        resolve_checkpoint("test_sam2", "sam2", "--sam2-checkpoint")
+
+
+def test_a_download_is_stamped_so_its_first_use_does_not_hash_again(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGSSL_HOME", str(tmp_path))
+    entry = _entry(name="test_sam2", family="sam2", url=server)
+    monkeypatch.setitem(registry.REGISTRY, entry.name, entry)
+    target = download_weights(entry)
+    monkeypatch.setattr(download, "file_digest", lambda *a: pytest.fail("hashed again"))
+    assert resolve_checkpoint("test_sam2", "sam2", "--sam2-checkpoint") == target
 
 
 def test_weights_cli_list_path_and_checksum_mismatch(tmp_path, monkeypatch):
