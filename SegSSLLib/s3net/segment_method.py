@@ -22,6 +22,9 @@ ACCEPTS_2D = True
 _CONFIG_OPTIONS = [
     ("--s3net-steps", "max_steps", int, "N", "most training steps"),
     ("--s3net-min-clusters", "min_clusters", int, "N", "stop training once a minibatch has no more than N clusters"),
+    ("--s3net-min-steps", "min_steps", int, "N", "never stop training before N steps"),
+    ("--s3net-min-cluster-share", "min_cluster_share", float, "F",
+     "count only clusters holding at least this share of a minibatch's pixels"),
     ("--s3net-clusters", "clusters", int, "K", "response channels = the most clusters at the start"),
     ("--s3net-features", "features", int, "C", "feature channels (the paper uses 64)"),
     ("--s3net-lr", "learning_rate", float, "LR", "SGD learning rate"),

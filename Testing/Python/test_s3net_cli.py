@@ -254,6 +254,8 @@ def test_unwritable_cluster_output_fails_before_any_work(tiny_phantom, tmp_path)
         ("--s3net-weights", "1,-1,2", "negative"),
         ("--s3net-min-clusters", "0", "--s3net-min-clusters must be between 1 and --s3net-clusters"),
         ("--s3net-steps", "0", "--s3net-steps must be at least 1"),
+        ("--s3net-min-steps", "-1", "--s3net-min-steps must be 0 or more"),
+        ("--s3net-min-cluster-share", "1.5", "--s3net-min-cluster-share must be in"),
         ("--s3net-lr", "0", "positive"),
         ("--s3net-window", "40", "LEVEL,WIDTH"),
         ("--s3net-window", "40,-5", "width must be positive"),
