@@ -29,7 +29,7 @@ LOSS_VARIANTS = ("paper", "published")
 class S3NetConfig:
     """Everything that decides a training run; the defaults are tuned for CPUs (see docs/s3net.md)."""
 
-    features: int = 32  # the paper uses 64; 32 is about twice as fast on CPU with the same clusters
+    features: int = 32  # the paper uses 64: same Dice within the seed spread, twice the time (RESULTS.md)
     clusters: int = 64  # K response channels = the most clusters there can be
     attention_blocks: int = 2
     learning_rate: float = 0.1

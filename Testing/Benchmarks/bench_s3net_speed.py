@@ -129,6 +129,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads in both processes")
     parser.add_argument("--published-slices", type=int, default=None, help="run the published style on N slices only")
+    parser.add_argument("--ours-only", action="store_true", help="time our command only (no published style)")
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-output", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -148,6 +149,8 @@ def main() -> int:
         volume, seed = make_volume(folder, args.slices, args.size)
         ours = run_ours(volume, seed, folder / "ours.nii.gz", args.threads)
         print(f"ours: {ours['seconds']:.1f} s, peak {ours['peak_mb']:.0f} MB", flush=True)
+        if args.ours_only:
+            return 0
         published = run_published(volume, folder / "published.nii.gz", args.threads, args.published_slices)
     measured = published["seconds"]
     whole = measured
