@@ -4,7 +4,8 @@ A method is a module listed in ``METHODS`` that defines::
 
     ACCEPTS_2D: bool                               # may the input be a 2D (RGB or grey) image?
     def add_arguments(group) -> None               # its own options; keep imports light
-    def segment(image, seeds, args, progress, device) -> numpy array of labels in (k, j, i) order
+    def segment(image, seeds, args, progress, device) -> numpy array of labels in (k, j, i) order,
+        or (labels, {path: SimpleITK image}) for extra files, written only with the label map at the end
 
 ``seeds`` are zero-based index tuples (I,J,K or X,Y), already checked to be inside the image.
 """
@@ -12,6 +13,7 @@ A method is a module listed in ``METHODS`` that defines::
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from SegSSLLib.cli.common import add_device_option, add_random_seed_option
 from SegSSLLib.cli.refine_command import add_refine_options, prepare_refinement, refine_with_sam
@@ -34,11 +36,13 @@ def configure(parser) -> None:
     parser.add_argument("--method", required=True, choices=sorted(METHODS))
     parser.add_argument(
         "--seed",
-        action="append",
+        action="extend",
+        nargs="+",
         dest="seed_points",
         default=[],
         metavar="I,J,K",
-        help="zero-based voxel index (ITK/Slicer IJK order) inside the structure; X,Y for 2D; repeatable",
+        help="zero-based voxel index (ITK/Slicer IJK order) inside the structure; X,Y for 2D; several "
+        "after one --seed or a repeated --seed",
     )
     add_device_option(parser)
     add_random_seed_option(parser, "--random-seed")
@@ -75,11 +79,23 @@ def run(args, progress) -> int:
     device = setup_torch(args)
     set_random_seed(args.random_seed)
     labels = method.segment(image, seeds, args, progress, device)
+    labels, extra_outputs = labels if isinstance(labels, tuple) else (labels, {})
     if args.refine_sam:
         labels = refine_with_sam(image, labels, args, progress, device, checkpoint)
     reference = image if image.GetNumberOfComponentsPerPixel() == 1 else _grey_reference(image)
-    write_image(label_array_to_image(labels, reference), args.output)
-    progress.output(args.output)
+    # Every file is written only now, after all the work, so a failure leaves none of them behind.
+    written = []
+    try:
+        for path, extra in extra_outputs.items():
+            write_image(extra, path)
+            written.append(path)
+        write_image(label_array_to_image(labels, reference), args.output)
+    except BaseException:
+        for path in written:
+            Path(path).unlink(missing_ok=True)
+        raise
+    for path in [*written, args.output]:
+        progress.output(path)
     return 0
 
 

@@ -95,8 +95,12 @@ def cluster_image(
     else:
         spacing = image.GetSpacing()
     slices, to_grid = _slice_stack(channels, spacing, slice_axis, max_size)
-    training = train_s3net(slices, config, device, progress, seed, writer)
-    ids = predict_clusters(training.model, slices, config.inference_batch_size, device, progress)
+    # One enclosing stage, so the overall share runs once from 0 to 1 over training and clustering.
+    with progress.stage("s3net", total=2):
+        training = train_s3net(slices, config, device, progress, seed, writer)
+        progress.advance()
+        ids = predict_clusters(training.model, slices, config.inference_batch_size, device, progress)
+        progress.advance()
     clusters = to_grid(ids)
     clusters = _order_by_intensity(clusters, channels.mean(axis=0))
     if image.GetDimension() == 2:

@@ -29,7 +29,7 @@ LOSS_VARIANTS = ("paper", "published")
 class S3NetConfig:
     """Everything that decides a training run; the defaults are tuned for CPUs (see docs/s3net.md)."""
 
-    features: int = 32  # the paper uses 64; 32 is about twice as fast on CPU with the same clusters
+    features: int = 32  # the paper uses 64: same Dice within the seed spread, twice the time (RESULTS.md)
     clusters: int = 64  # K response channels = the most clusters there can be
     attention_blocks: int = 2
     learning_rate: float = 0.1
@@ -41,6 +41,8 @@ class S3NetConfig:
     affine: AffineRange = field(default_factory=AffineRange)
     max_steps: int = 40
     min_clusters: int = 8  # stop once a minibatch has no more clusters than this
+    min_steps: int = 0  # never stop before this many steps
+    min_cluster_share: float = 0.0  # clusters with a smaller share of a minibatch's pixels are not counted
     batch_size: int = 4  # crops per step, from different slices
     crop_size: int = 64  # square training crops (whole slices when they are smaller)
     inference_batch_size: int = 8
@@ -53,6 +55,10 @@ class S3NetConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.min_clusters < 1 or self.min_clusters > self.clusters:
             raise ValueError(f"min_clusters must be between 1 and clusters ({self.clusters}), got {self.min_clusters}")
+        if self.min_steps < 0:
+            raise ValueError(f"min_steps must be 0 or more, got {self.min_steps}")
+        if not 0 <= self.min_cluster_share < 1:
+            raise ValueError(f"min_cluster_share must be in [0, 1), got {self.min_cluster_share}")
         if min(self.clustering_weight, self.affine_weight, self.spatial_weight) < 0:
             raise ValueError("loss weights must not be negative")
 

@@ -22,6 +22,9 @@ ACCEPTS_2D = True
 _CONFIG_OPTIONS = [
     ("--s3net-steps", "max_steps", int, "N", "most training steps"),
     ("--s3net-min-clusters", "min_clusters", int, "N", "stop training once a minibatch has no more than N clusters"),
+    ("--s3net-min-steps", "min_steps", int, "N", "never stop training before N steps"),
+    ("--s3net-min-cluster-share", "min_cluster_share", float, "F",
+     "count only clusters holding at least this share of a minibatch's pixels"),
     ("--s3net-clusters", "clusters", int, "K", "response channels = the most clusters at the start"),
     ("--s3net-features", "features", int, "C", "feature channels (the paper uses 64)"),
     ("--s3net-lr", "learning_rate", float, "LR", "SGD learning rate"),
@@ -127,7 +130,7 @@ def segment(image, seeds, args, progress, device):
     from SegSSLLib.s3net.clustering import cluster_image
     from SegSSLLib.s3net.selection import select_central_component, select_from_seeds
     from SegSSLLib.slicing import array_axis
-    from SegSSLLib.volumes import check_output_path, label_array_to_image, write_image
+    from SegSSLLib.volumes import check_output_path, label_array_to_image
 
     if args.clusters_output:
         if Path(args.clusters_output).resolve() == Path(args.output).resolve():
@@ -165,13 +168,28 @@ def segment(image, seeds, args, progress, device):
     else:
         selection = select_central_component(result.clusters)
         log.info("no seed given: took the central component that does not touch the border (cluster %s)", selection.clusters)
+    rejected = " ".join(",".join(map(str, seed)) for seed in selection.rejected_seeds)
+    if seeds and not selection.mask.any():
+        raise SegSSLError(
+            f"every seed ({rejected}) lies on background (a region spanning most of the image, e.g. air or the "
+            "skin around a lesion), so nothing was segmented — give a --seed inside the structure"
+        )
     if not selection.mask.any():
-        log.warning("nothing was selected: the label map is empty")
+        raise SegSSLError(
+            "no central structure was found (every sizeable region touches the image border) — "
+            "give a --seed X,Y inside the structure"
+        )
+    if rejected:
+        log.warning(
+            "seed(s) %s lie on background (a region spanning most of the image); they were left out — "
+            "click inside the structure you want", rejected,
+        )
+    labels = selection.mask.astype(np.uint16 if args.s3net_label > 255 else np.uint8) * args.s3net_label
+    extra_outputs = {}
     if args.clusters_output:
         reference = image if image.GetNumberOfComponentsPerPixel() == 1 else _grey_reference(image)
-        write_image(label_array_to_image(result.clusters, reference), args.clusters_output)
-        progress.output(args.clusters_output)
-    return selection.mask.astype(np.uint16 if args.s3net_label > 255 else np.uint8) * args.s3net_label
+        extra_outputs[args.clusters_output] = label_array_to_image(result.clusters, reference)
+    return labels, extra_outputs
 
 
 def _tensorboard_writer(log_dir):

@@ -1,12 +1,14 @@
 """Choosing the structure in an S3-Net cluster map without any ground truth.
 
-With seeds (the user's clicks): the clusters under the seeds, then the connected component(s) of
-those clusters that contain the seeds (face connectivity), optionally with holes filled. Before the
-components are taken, bridges thinner than 2·r + 1 pixels in-plane are cut (an erosion by r, the
-components, then a dilation by r inside the clusters), because a structure often touches a
-neighbour of the same cluster along a thin line; seeds in structures thinner than that keep them. A component
-that reaches both ends of every image axis is background (air around the body, the skin around a
-lesion); it is left out with a warning rather than returned.
+With seeds (the user's clicks): for each seed, the connected component (face connectivity) of its
+own cluster that contains it; the seeds' components are joined, optionally with holes filled. Before
+a component is taken, bridges thinner than 2·r + 1 pixels in-plane are cut (an erosion by r, the
+component, then a dilation by r inside the cluster), because a structure often touches a neighbour
+of the same cluster along a thin line; seeds in structures thinner than that keep them. A seed's
+component that reaches both ends of every axis, spans more than ``max_extent`` (3/4) of every
+in-plane axis, or more than doubles when its holes are filled is background (air around the body
+or inside a round field of view, the skin around a lesion); it is left out (listed in ``rejected_seeds``)
+rather than returned.
 
 Without seeds (2D photographs only): the *central component*. Every cluster's mask is closed and
 then opened with a small disk (so a hair that crosses a structure does not split it, and hairs and
@@ -70,6 +72,7 @@ def select_from_seeds(
     holes: bool = True,
     slice_axis: int = 0,
     bridge_radius: int = 1,
+    max_extent: float = 0.75,
 ) -> Selection:
     """The connected structure under the seeds.
 
@@ -77,48 +80,61 @@ def select_from_seeds(
     ((i, j, k) or (x, y)), like the command line's; ``slice_axis``: array axis of the slices (for
     slice-wise hole filling and in-plane bridge cutting). ``bridge_radius``: connections to
     neighbouring structures thinner than 2·radius + 1 pixels in-plane are cut (0: keep them).
+    ``max_extent``: a seed's region wider than this share of every in-plane axis is background.
     """
     if not seeds:
         raise ValueError("select_from_seeds needs at least one seed")
-    positions = [tuple(reversed(seed)) for seed in seeds]
-    connectivity = ndimage.generate_binary_structure(clusters.ndim, 1)
-    # A seed whose own cluster component spans the whole image is on background; its cluster would
-    # join everything it touches, so it is dropped before the seeds' clusters are combined.
-    rejected = [seed for seed, position in zip(seeds, positions) if _on_background(clusters, position, connectivity)]
-    for seed in rejected:
-        log.warning(
-            "seed %s lies in a region that spans the whole image (background); it was left out — "
-            "click inside the structure you want",
-            ",".join(map(str, seed)),
-        )
-    kept = [position for seed, position in zip(seeds, positions) if seed not in rejected]
-    kept_clusters = sorted({int(clusters[p]) for p in kept})
-    candidate = np.isin(clusters, kept_clusters)
-    core = _without_thin_bridges(candidate, kept, bridge_radius, slice_axis)
-    components, _ = ndimage.label(core, structure=connectivity)
-    kept_components = sorted({int(components[p]) for p in kept})
-    for component in list(kept_components):
-        if spans_whole_image(components == component):
-            kept_components.remove(component)
-            log.warning("the clusters under the seeds join into a region that spans the whole image; it was left out")
-    mask = np.isin(components, kept_components) if kept_components else np.zeros(clusters.shape, bool)
-    if bridge_radius > 0 and mask.any():
-        # Grow back what the erosion took from the kept components, but not across the cut bridges.
-        mask = ndimage.binary_dilation(mask, _in_plane_square(mask.ndim, slice_axis), iterations=bridge_radius) & candidate
+    mask = np.zeros(clusters.shape, bool)
+    kept_clusters: set[int] = set()
+    rejected = []
+    for seed in seeds:
+        position = tuple(reversed(seed))
+        if mask[position]:
+            continue  # inside the structure of an earlier seed (same cluster, same component)
+        region = _seed_region(clusters, position, bridge_radius, slice_axis)
+        if _is_background(region, slice_axis, max_extent):
+            rejected.append(seed)  # the caller says so: a warning, or an error when no seed is left
+            continue
+        mask |= region
+        kept_clusters.add(int(clusters[position]))
     if holes and mask.any():
         mask = fill_holes(mask, slice_axis)
-    return Selection(mask, kept_clusters, rejected)
+    return Selection(mask, sorted(kept_clusters), rejected)
 
 
-def _without_thin_bridges(candidate: np.ndarray, positions, radius: int, slice_axis: int) -> np.ndarray:
-    """``candidate`` eroded in-plane by ``radius``; unchanged when the erosion would remove a seed."""
-    if radius <= 0:
-        return candidate
-    core = ndimage.binary_erosion(candidate, _in_plane_square(candidate.ndim, slice_axis), iterations=radius)
-    if not all(core[p] for p in positions):
-        log.debug("a seed lies in a structure thinner than %d pixels; no bridges were cut", 2 * radius + 1)
-        return candidate
-    return core
+def _seed_region(clusters: np.ndarray, position: tuple[int, ...], radius: int, slice_axis: int) -> np.ndarray:
+    """The component of the seed's own cluster that contains it, with bridges thinner than 2·radius + 1 cut.
+
+    Each seed takes only its own cluster, so a second seed's cluster cannot pull in tissue that merely
+    touches the first seed's structure.
+    """
+    candidate = clusters == clusters[position]
+    connectivity = ndimage.generate_binary_structure(clusters.ndim, 1)
+    core = candidate
+    if radius > 0:
+        square = _in_plane_square(clusters.ndim, slice_axis)
+        core = ndimage.binary_erosion(candidate, square, iterations=radius)
+        if not core[position]:
+            log.debug("a seed lies in a structure thinner than %d pixels; no bridges were cut", 2 * radius + 1)
+            core = candidate
+    components, _ = ndimage.label(core, structure=connectivity)
+    region = components == components[position]
+    if core is not candidate:
+        # Grow back what the erosion took, but not across the cut bridges.
+        region = ndimage.binary_dilation(region, square, iterations=radius) & candidate
+    return region
+
+
+def _is_background(region: np.ndarray, slice_axis: int, max_extent: float) -> bool:
+    """Air or skin rather than a structure: it reaches both ends of every axis, spans more than
+    ``max_extent`` of every in-plane axis (air inside a round scanner field of view, skin inside a
+    dermatoscope's dark ring), or filling its holes more than doubles it (it surrounds the body or a lesion)."""
+    if spans_whole_image(region):
+        return True
+    in_plane = [axis for axis in range(region.ndim) if region.ndim == 2 or axis != slice_axis]
+    if all(_extent(region, axis) > max_extent * region.shape[axis] for axis in in_plane):
+        return True
+    return fill_holes(region, slice_axis).sum() > 2 * region.sum()
 
 
 def _in_plane_square(ndim: int, slice_axis: int) -> np.ndarray:
@@ -128,11 +144,6 @@ def _in_plane_square(ndim: int, slice_axis: int) -> np.ndarray:
         moved = np.moveaxis(square, slice_axis, 0)
         moved[0] = moved[2] = False
     return square
-
-
-def _on_background(clusters: np.ndarray, position: tuple[int, ...], connectivity: np.ndarray) -> bool:
-    components, _ = ndimage.label(clusters == clusters[position], structure=connectivity)
-    return spans_whole_image(components == components[position])
 
 
 def select_central_component(
@@ -163,18 +174,15 @@ def select_central_component(
             if score > best_score:
                 best_score, best_mask, best_cluster = score, filled, int(cluster)
     if best_mask is None:
-        log.warning(
-            "no central structure was found (every sizeable region touches the image border) — "
-            "give a seed with --seed X,Y"
-        )
-        return Selection(np.zeros(clusters.shape, bool))
+        return Selection(np.zeros(clusters.shape, bool))  # every sizeable region touches the border
     return Selection(best_mask, [best_cluster])
 
 
 def _extent(mask: np.ndarray, axis: int) -> int:
-    """Number of rows (axis 0) or columns (axis 1) from the first to the last one the mask occupies."""
-    occupied = np.flatnonzero(mask.any(axis=1 - axis))
-    return int(occupied[-1] - occupied[0] + 1)
+    """Number of positions along ``axis`` from the first to the last one the mask occupies."""
+    others = tuple(a for a in range(mask.ndim) if a != axis)
+    occupied = np.flatnonzero(mask.any(axis=others))
+    return int(occupied[-1] - occupied[0] + 1) if len(occupied) else 0
 
 
 def _close_then_open(mask: np.ndarray, disk: np.ndarray) -> np.ndarray:

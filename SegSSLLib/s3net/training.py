@@ -80,9 +80,10 @@ def train_s3net(
                     if name != "step":
                         writer.add_scalar(f"s3net/{name}", value, step)
             progress.advance(loss=record["loss"], clusters=clusters)
-            if clusters <= config.min_clusters:
+            if step + 1 >= config.min_steps and clusters <= config.min_clusters:
                 stopped_early = True
                 log.debug("S3-Net: %d clusters after %d steps; stopping", clusters, step + 1)
+                progress.advance(config.max_steps - step - 1)  # the steps not needed count as done
                 break
     # Re-estimate the BatchNorm statistics with the final weights, on crops drawn as in training,
     # so that inference (which uses fixed statistics) labels pixels as the last steps did.
@@ -95,7 +96,7 @@ def _objective(model, images, config: S3NetConfig, generator) -> tuple[torch.Ten
     """The weighted loss of one minibatch, its terms, and the number of clusters in it."""
     if config.loss_variant == "published" or config.affine_weight == 0:
         responses = model(images)
-        clusters = int(responses.detach().argmax(dim=1).unique().numel())
+        clusters = count_clusters(responses.detach(), config.min_cluster_share)
         if config.loss_variant == "published":
             affine, spatial = published_affine_term(responses), published_spatial_term(responses)
         else:
@@ -107,7 +108,7 @@ def _objective(model, images, config: S3NetConfig, generator) -> tuple[torch.Ten
         with torch.no_grad():
             responses = model(images)
             target = warp(responses, sampling)
-        clusters = int(responses.argmax(dim=1).unique().numel())
+        clusters = count_clusters(responses, config.min_cluster_share)
         # Reflect rather than pad with zeros: the transformed view stays a plausible image (no black
         # corners to cluster or to skew BatchNorm); only the affine term needs the valid region.
         transformed_responses = model(warp(images, sampling, padding="reflection"))
@@ -118,6 +119,12 @@ def _objective(model, images, config: S3NetConfig, generator) -> tuple[torch.Ten
     loss = config.clustering_weight * clustering + config.affine_weight * affine + config.spatial_weight * spatial
     terms = {name: float(value.detach()) for name, value in (("clustering", clustering), ("affine", affine), ("spatial", spatial))}
     return loss, terms, clusters
+
+
+def count_clusters(responses: torch.Tensor, min_share: float = 0.0) -> int:
+    """Clusters (argmax ids) holding at least ``min_share`` of the minibatch's pixels."""
+    counts = torch.bincount(responses.argmax(dim=1).flatten(), minlength=responses.shape[1])
+    return int((counts >= max(1, min_share * counts.sum().item())).sum())
 
 
 @torch.no_grad()

@@ -43,13 +43,40 @@ VARIANTS = {
     # The spatial-weight sweep that chose the default (5): not run unless asked for with --variants.
     "spatial-1": {"spatial_weight": 1.0},
     "spatial-2": {"spatial_weight": 2.0},
+    # The stopping rules compared when the default changed (not run unless asked for with --variants):
+    # the old rule (stop at <= 8 clusters, counting every cluster, from the first step) and later stops.
+    "stop-any-8": {"min_steps": 0, "min_cluster_share": 0.0, "min_clusters": 8},
+    "min-steps-15": {"min_steps": 15, "min_cluster_share": 0.01, "min_clusters": 8},
+    "min-steps-20": {"min_steps": 20, "min_cluster_share": 0.01, "min_clusters": 8},
+    # The paper's 64 feature channels instead of the default 32.
+    "features-64": {"features": 64},
 }
 DEFAULT_VARIANTS = ("paper", "no-affine", "no-spatial", "published")
 PHANTOM_STRUCTURES = {1: "liver", 2: "spleen", 3: "kidney_right", 4: "kidney_left", 5: "vertebra"}
 
 
-def cases(data: Path | None):
+def synthetic_cases():
+    """Trivial images a segmenter must get right: a two-intensity disc (one slice) and, in tissue at
+    40 HU, a 250 HU box and a -120 HU box (the stopping-rule checks in RESULTS.md)."""
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:64, 0:64]
+    disc = np.hypot(rows - 34, cols - 30) < 14
+    array = (np.where(disc, 160, 60) + rng.normal(0, 8, disc.shape)).astype(np.float32)[None]
+    yield "disc", sitk.GetImageFromArray(array), sitk.GetImageFromArray(disc[None].astype(np.uint8)), {1: "disc"}
+    array = 40 + rng.normal(0, 10, (16, 48, 48)).astype(np.float32)
+    labels = np.zeros(array.shape, np.uint8)
+    labels[3:13, 8:24, 6:20], labels[3:13, 26:42, 26:42] = 1, 2
+    array[labels == 1], array[labels == 2] = 250, -120
+    image, label_image = sitk.GetImageFromArray(array), sitk.GetImageFromArray(labels)
+    image.SetSpacing((0.8, 0.8, 3.0))
+    label_image.CopyInformation(image)
+    yield "boxes", image, label_image, {1: "box_250", 2: "box_-120"}
+
+
+def cases(data: Path | None, synthetic: bool = False):
     """(name, image, labels, {value: structure name}) for every benchmark image."""
+    if synthetic:
+        yield from synthetic_cases()
     for seed in (0, 1):
         image, labels = make_ct_phantom(seed=seed)
         yield f"phantom-{seed}", image, labels, PHANTOM_STRUCTURES
@@ -87,6 +114,8 @@ def main() -> int:
     parser.add_argument(
         "--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS)
     )
+    parser.add_argument("--synthetic", action="store_true", help="also the synthetic disc and boxes images")
+    parser.add_argument("--cases", default=None, help="comma-separated subset of the images (e.g. phantom-0,abdomen_ct)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write every run's numbers here")
     args = parser.parse_args()
@@ -95,7 +124,9 @@ def main() -> int:
     variants = args.variants.split(",")
     base = S3NetConfig()
     runs = []
-    for name, image, labels, structures in cases(args.data):
+    for name, image, labels, structures in cases(args.data, args.synthetic):
+        if args.cases and name not in args.cases.split(","):
+            continue
         label_array = sitk.GetArrayFromImage(labels)
         spacing_kji = tuple(reversed(image.GetSpacing()))
         seeds = {value: interior_seed(label_array == value, image.GetSpacing()) for value in structures}

@@ -43,6 +43,38 @@ def test_training_stops_at_the_cluster_floor_or_the_step_budget():
     assert budget.history[0]["affine"] > 0 and budget.history[0]["spatial"] > 0
 
 
+def test_overall_progress_never_goes_back_when_training_stops_early():
+    import io
+    import json
+
+    from SegSSLLib.progress import Progress
+
+    stream = io.StringIO()
+    image = sitk.GetImageFromArray((_moving_square_stack()[:, 0] * 200).numpy())
+    config = S3NetConfig(features=4, clusters=8, crop_size=16, max_steps=6, min_clusters=8)
+    result = cluster_image(image, config, progress=Progress("json", stream))
+    assert len(result.training.history) == 1 and result.training.stopped_early  # 1 of 6 steps
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    overall = [e["overall"] for e in events if e["event"] in ("stage", "progress")]
+    assert overall == sorted(overall) and overall[-1] == 1.0
+    training = [e for e in events if e["event"] == "progress" and e["stage"] == "s3net training"]
+    assert training[-1]["done"] == training[-1]["total"] == 6  # the stage completes on an early stop
+    clustering = [e for e in events if e.get("stage") == "s3net clustering"]
+    assert clustering and min(e["overall"] for e in clustering) >= 0.5
+
+
+def test_small_clusters_are_not_counted_and_min_steps_delays_the_stop():
+    from SegSSLLib.s3net.training import count_clusters
+
+    responses = torch.zeros(1, 5, 10, 10)
+    responses[0, 0] = 1.0  # cluster 0 almost everywhere ...
+    responses[0, 3, 0, 0] = 2.0  # ... cluster 3 on one pixel of 100
+    assert count_clusters(responses) == 2 and count_clusters(responses, min_share=0.02) == 1
+    slices = _moving_square_stack()
+    delayed = train_s3net(slices, S3NetConfig(features=4, clusters=8, crop_size=16, max_steps=5, min_clusters=8, min_steps=3))
+    assert len(delayed.history) == 3 and delayed.stopped_early
+
+
 def test_order_by_intensity_numbers_clusters_from_dark_to_bright():
     clusters = np.array([[7, 7, 3], [3, 9, 9]])
     intensity = np.array([[0.9, 0.8, 0.1], [0.2, 0.5, 0.5]])

@@ -1,7 +1,5 @@
 """Choosing the structure from a cluster map: seeds, background, holes, the 2D no-seed heuristic."""
 
-import logging
-
 import numpy as np
 import pytest
 
@@ -39,15 +37,85 @@ def test_several_seeds_join_their_components_and_clusters():
     assert selection.clusters == [2, 3]
 
 
-def test_seed_on_background_is_left_out_with_a_warning(caplog):
+def test_seed_on_background_is_left_out():
     clusters = _volume_with_two_blobs()
-    with caplog.at_level(logging.WARNING):
-        selection = select_from_seeds(clusters, [(0, 0, 0), (2, 2, 2)])
+    selection = select_from_seeds(clusters, [(0, 0, 0), (2, 2, 2)])
     assert selection.rejected_seeds == [(0, 0, 0)]
     assert selection.mask.sum() == 4 * 3 * 4  # blob A only, not the background around it
-    assert "background" in caplog.text and "0,0,0" in caplog.text
     only_background = select_from_seeds(clusters, [(13, 9, 5)])
     assert not only_background.mask.any() and only_background.clusters == []
+    assert only_background.rejected_seeds == [(13, 9, 5)]
+
+
+def test_skin_inside_a_dermatoscope_ring_is_background_not_the_lesion():
+    """The skin never reaches the image border (the dark ring does), but it spans most of the image."""
+    clusters, truth = _lesion_picture()
+    rows, cols = np.mgrid[0:64, 0:64]
+    clusters[np.hypot(rows - 31.5, cols - 31.5) > 30] = 3
+    assert not spans_whole_image(clusters == 1)  # what the old rule looked at
+    skin = select_from_seeds(clusters, [(4, 32)])  # X, Y on the skin left of the lesion
+    assert skin.rejected_seeds == [(4, 32)] and not skin.mask.any()
+    both = select_from_seeds(clusters, [(4, 32), (35, 20)])  # and a click on the lesion rim
+    assert both.rejected_seeds == [(4, 32)]
+    # The lesion rim on one side of the hair, and nothing of the skin.
+    assert both.mask.sum() > 0.3 * truth.sum() and not (both.mask & ~truth).any()
+
+
+def test_air_inside_a_round_field_of_view_is_background_not_the_body():
+    """CT padding (1) outside a round field of view, air (2) inside it, the body (3) with an organ (4)."""
+    k, rows, cols = np.mgrid[0:6, 0:40, 0:40]
+    radius = np.hypot(rows - 19.5, cols - 19.5)
+    clusters = np.full((6, 40, 40), 1, np.int64)
+    clusters[radius < 19] = 2
+    clusters[radius < 12] = 3
+    clusters[(radius < 5)] = 4
+    assert not spans_whole_image(clusters == 2)  # the air reaches no image corner or edge column
+    air = select_from_seeds(clusters, [(20, 2, 3)])  # I, J, K in the air above the body
+    assert air.rejected_seeds == [(20, 2, 3)] and not air.mask.any()
+    organ = select_from_seeds(clusters, [(20, 2, 3), (20, 20, 3)])
+    assert organ.rejected_seeds == [(20, 2, 3)]
+    assert np.array_equal(organ.mask, clusters == 4)
+
+
+def test_a_region_that_encloses_more_than_itself_is_background():
+    """A thin shell whose filling would add the much larger inside (a body outline, a ring of air)."""
+    rows, cols = np.mgrid[0:40, 0:40]
+    radius = np.hypot(rows - 19.5, cols - 19.5)
+    clusters = np.ones((40, 40), np.int64)
+    clusters[(radius < 14) & (radius >= 12)] = 2  # spans 28 of 40 pixels: not wide enough for the extent rule
+    clusters[radius < 12] = 3
+    assert select_from_seeds(clusters, [(32, 19)]).rejected_seeds == [(32, 19)]
+    inside = select_from_seeds(clusters, [(19, 19)])
+    assert inside.rejected_seeds == [] and np.array_equal(inside.mask, clusters == 3)
+
+
+def test_a_pocket_joined_to_the_outside_by_a_thin_channel_is_kept():
+    """The background test looks at the seed's region after thin bridges are cut."""
+    clusters = np.full((3, 30, 30), 2, np.int64)  # tissue
+    clusters[:, :, :3] = 1  # outside air along the left edge ...
+    clusters[:, 0, :] = clusters[:, -1, :] = clusters[:, :, -1] = 1  # ... and round the other edges
+    clusters[:, 10:20, 12:22] = 1  # a lung-like air pocket
+    clusters[:, 15, 3:12] = 1  # a one-pixel channel from the pocket to the outside air
+    pocket = select_from_seeds(clusters, [(16, 14, 1)])
+    assert pocket.rejected_seeds == []
+    expected = np.zeros(clusters.shape, bool)
+    expected[:, 10:20, 12:22] = True
+    assert np.array_equal(pocket.mask, expected)
+    joined = select_from_seeds(clusters, [(16, 14, 1)], bridge_radius=0)  # without the cut it is the outside
+    assert joined.rejected_seeds == [(16, 14, 1)] and not joined.mask.any()
+
+
+def test_each_seed_takes_only_its_own_cluster():
+    """Seeds in A (cluster 2) and Y (cluster 3) must not bring in X, cluster 3 touching A."""
+    clusters = np.ones((4, 16, 24), np.int64)
+    clusters[:, 3:12, 2:8] = 2  # A
+    clusters[:, 3:12, 8:12] = 3  # X, touching A along a whole face
+    clusters[:, 3:12, 16:21] = 3  # Y, apart
+    selection = select_from_seeds(clusters, [(4, 7, 2), (18, 7, 2)])
+    expected = np.zeros(clusters.shape, bool)
+    expected[:, 3:12, 2:8] = expected[:, 3:12, 16:21] = True
+    assert np.array_equal(selection.mask, expected)
+    assert selection.clusters == [2, 3]
 
 
 def test_holes_are_filled_unless_switched_off():
@@ -126,13 +194,11 @@ def test_central_component_is_not_the_skin_inside_a_dark_dermatoscope_ring():
     assert 2 * (selection.mask & truth).sum() / (selection.mask.sum() + truth.sum()) > 0.95
 
 
-def test_central_component_warns_when_everything_touches_the_border(caplog):
+def test_central_component_is_empty_when_everything_touches_the_border():
     clusters = np.ones((20, 20), np.int64)
     clusters[:, 10:] = 2
-    with caplog.at_level(logging.WARNING):
-        selection = select_central_component(clusters)
-    assert not selection.mask.any()
-    assert "--seed" in caplog.text
+    selection = select_central_component(clusters)
+    assert not selection.mask.any() and selection.clusters == []
 
 
 def test_central_component_is_for_2d_only():
