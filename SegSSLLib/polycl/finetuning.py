@@ -28,7 +28,7 @@ from SegSSLLib.polycl.datasets import LabelledSliceDataset, require_label_maps, 
 from SegSSLLib.polycl.model import ModelConfig, SegmentationNet
 from SegSSLLib.polycl.pretraining import PRETRAIN_KIND
 from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_datasets, cache_key
-from SegSSLLib.polycl.training import Precision, check_epochs_left, epoch_loader, open_writer, seed_epoch
+from SegSSLLib.polycl.training import Precision, check_epochs_left, check_same_run, epoch_loader, open_writer, seed_epoch
 from SegSSLLib.progress import NO_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
@@ -311,13 +311,7 @@ def _restore(out, config, run_identity, epochs, model, optimizer, precision) -> 
     saved = checkpoint["extra"]
     if "resume" not in saved:
         raise SegSSLError(f"--resume: {out} holds no training state (made by an older SegSSL) — write to a new --out")
-    differing = [k for k in config if checkpoint["config"].get(k) != config[k]]
-    differing += [k for k in run_identity if saved.get("run", {}).get(k) != run_identity[k]]
-    if differing:
-        raise SegSSLError(
-            f"--resume: {out} was trained with other settings ({', '.join(differing)}) — "
-            "use the same options and data, or write to a new --out"
-        )
+    check_same_run(out, checkpoint, config, run_identity)
     history = list(saved["history"])
     check_epochs_left(out, len(history), epochs)
     state = saved["resume"]

@@ -27,7 +27,7 @@ from SegSSLLib.polycl.losses import info_nce
 from SegSSLLib.polycl.model import ContrastiveNet, ModelConfig
 from SegSSLLib.polycl.selection import SliceRelations, needs_flags, sample_triplets
 from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_datasets, cache_key
-from SegSSLLib.polycl.training import Precision, check_epochs_left, epoch_loader, open_writer, seed_epoch
+from SegSSLLib.polycl.training import Precision, check_epochs_left, check_same_run, epoch_loader, open_writer, seed_epoch
 from SegSSLLib.progress import NO_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
@@ -186,13 +186,7 @@ def _save(out, config, run_identity, model, optimizer, precision, history, optio
 def _restore(out, config, run_identity, model, optimizer, precision) -> list[dict]:
     checkpoint = load_checkpoint(out, kinds=(PRETRAIN_KIND,), purpose="--resume needs")
     saved = checkpoint["extra"]
-    differing = [k for k in config if checkpoint["config"].get(k) != config[k]]
-    differing += [k for k in run_identity if saved.get("run", {}).get(k) != run_identity[k]]
-    if differing:
-        raise SegSSLError(
-            f"--resume: {out} was trained with other settings ({', '.join(differing)}) — "
-            "use the same options and data, or write to a new --out"
-        )
+    check_same_run(out, checkpoint, config, run_identity)
     model.load_state_dict(checkpoint["state_dict"])
     optimizer.load_state_dict(saved["optimizer"])
     if saved.get("grad_scaler"):

@@ -55,6 +55,18 @@ def check_epochs_left(out, done: int, epochs: int) -> None:
         )
 
 
+def check_same_run(out, checkpoint: dict, config: dict, run_identity: dict) -> None:
+    """--resume continues only the run that wrote ``out``: same settings, same data, same process count."""
+    saved_run = checkpoint["extra"].get("run", {})
+    differing = [k for k in config if checkpoint["config"].get(k) != config[k]]
+    differing += [k for k in run_identity if saved_run.get(k) != run_identity[k]]
+    if differing:
+        raise SegSSLError(
+            f"--resume: {out} was trained with other settings ({', '.join(differing)}) — "
+            "use the same options and data, or write to a new --out"
+        )
+
+
 def make_deterministic(device: torch.device) -> None:
     """Ask CUDA for repeatable results (cuDNN and cuBLAS pick deterministic kernels).
 
