@@ -118,13 +118,19 @@ def test_offline_error_names_the_url_and_where_to_put_the_file(tmp_path):
     assert closed in message and str(tmp_path / "test_weights.pt") in message and "\n" not in message
 
 
-def test_checkpoint_option_accepts_files_and_cached_names(tmp_path, monkeypatch):
+def _registered_sam2_cache_path(tmp_path, monkeypatch) -> Path:
+    """Register a SAM 2 test entry with its cache under ``tmp_path``; where its file belongs."""
     monkeypatch.setenv("SEGSSL_HOME", str(tmp_path))
     monkeypatch.delenv("SEGSSL_SAM2_CHECKPOINT", raising=False)
     entry = _entry(name="test_sam2", family="sam2")
     monkeypatch.setitem(registry.REGISTRY, entry.name, entry)
     cached = registry.cached_path(entry)
     cached.parent.mkdir(parents=True)
+    return cached
+
+
+def test_checkpoint_option_accepts_files_and_cached_names(tmp_path, monkeypatch):
+    cached = _registered_sam2_cache_path(tmp_path, monkeypatch)
     cached.write_bytes(PAYLOAD)
     assert resolve_checkpoint("test_sam2", "sam2", "--sam2-checkpoint") == cached
     assert resolve_checkpoint(None, "sam2", "--sam2-checkpoint") == cached  # configured by the cache
@@ -138,12 +144,7 @@ def test_checkpoint_option_accepts_files_and_cached_names(tmp_path, monkeypatch)
 
 
 def test_a_cached_file_is_checked_on_first_use_then_trusted_by_its_stamp(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEGSSL_HOME", str(tmp_path))
-    monkeypatch.delenv("SEGSSL_SAM2_CHECKPOINT", raising=False)
-    entry = _entry(name="test_sam2", family="sam2")
-    monkeypatch.setitem(registry.REGISTRY, entry.name, entry)
-    cached = registry.cached_path(entry)
-    cached.parent.mkdir(parents=True)
+    cached = _registered_sam2_cache_path(tmp_path, monkeypatch)
     cached.write_bytes(PAYLOAD[:-1] + b"\x00")  # copied in by hand, same size, one byte wrong
     for value in ("test_sam2", None, str(cached)):  # by name, found in the cache, by its path in the cache
         with pytest.raises(SegSSLError) as error:
