@@ -31,7 +31,7 @@ DEMO_STEPS = [
     "SegSSLLib.demo:phantom_step",
     "SegSSLLib.demo:threshold_baseline_step",
     "SegSSLLib.polycl.demo_step:polycl_step",
-    "SegSSLLib.sam.demo_step:propagation_step",
+    "SegSSLLib.propagation.demo_step:propagation_step",
     "SegSSLLib.s3net.demo_step:liver_step",
     "SegSSLLib.s3net.demo_step:lesion_step",
 ]

@@ -128,7 +128,7 @@ def write_tiny_sam_checkpoint(path) -> Path:
     """A randomly initialised tiny SAM state dict (no download)."""
     import torch
 
-    from SegSSLLib.sam.models import SamArchitecture, build_sam
+    from SegSSLLib.weights.models import SamArchitecture, build_sam
 
     torch.manual_seed(0)
     torch.save(build_sam(SamArchitecture(**TINY_SAM)).state_dict(), path)

@@ -55,7 +55,7 @@ def run(args, progress) -> int:
     import SimpleITK as sitk
 
     from SegSSLLib.cli.common import setup_torch
-    from SegSSLLib.sam.annotation import crowding_warning, describe, find_annotation
+    from SegSSLLib.propagation.annotation import crowding_warning, describe, find_annotation
     from SegSSLLib.volumes import check_output_path, label_array_to_image, read_label_map, read_volume, write_image
 
     check_output_path(args.output, (args.input, args.annotation), "--output")
@@ -73,7 +73,7 @@ def run(args, progress) -> int:
     if crowding_warning(annotation):
         log.warning(crowding_warning(annotation))
     if predictor is not None:
-        from SegSSLLib.sam.sam2_propagation import propagate_with_sam2
+        from SegSSLLib.propagation.sam2 import propagate_with_sam2
 
         log.info("backend: SAM 2 at %d px on %s", predictor.image_size, device)
         if device.type == "cpu" and predictor.image_size >= 1024:
@@ -81,7 +81,7 @@ def run(args, progress) -> int:
                         "or 256 is much faster", predictor.image_size)
         labels = propagate_with_sam2(predictor, image, drawn, annotation, progress, args.offload_state).labels
     else:
-        from SegSSLLib.sam.registration_propagation import propagate_by_registration
+        from SegSSLLib.propagation.registration import propagate_by_registration
 
         log.info("backend: registration%s", "" if args.backend == "registration" else " (no SAM 2 checkpoint configured)")
         labels = propagate_by_registration(image, drawn, annotation, progress=progress)
@@ -93,14 +93,14 @@ def run(args, progress) -> int:
 def _choose_backend(args) -> str:
     if args.backend != "auto":
         return args.backend
-    from SegSSLLib.sam.weights import configured_checkpoint
+    from SegSSLLib.weights.registry import configured_checkpoint
 
     return "sam2" if args.sam2_checkpoint or configured_checkpoint("sam2") else "registration"
 
 
 def _sam2_predictor(args, device, progress):
-    from SegSSLLib.sam.models import load_sam2_video_predictor, resolve_sam2_config
-    from SegSSLLib.sam.weights import registry_entry_for_file, resolve_checkpoint
+    from SegSSLLib.weights.models import load_sam2_video_predictor, resolve_sam2_config
+    from SegSSLLib.weights.registry import registry_entry_for_file, resolve_checkpoint
 
     if args.sam2_config:
         resolve_sam2_config(args.sam2_config)  # a wrong name fails before anything is downloaded or loaded

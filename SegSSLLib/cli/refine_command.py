@@ -40,7 +40,7 @@ def configure(parser) -> None:
 
 def prepare_refinement(args, progress):
     """Check the options and find the checkpoint before any long work starts."""
-    from SegSSLLib.sam.weights import resolve_checkpoint
+    from SegSSLLib.weights.registry import resolve_checkpoint
 
     if args.box_margin < 0:
         raise SegSSLError(f"--box-margin must be 0 or more pixels, got {args.box_margin}")
@@ -51,9 +51,9 @@ def refine_with_sam(image, labels, args, progress, device, checkpoint):
     """``labels`` ((k, j, i) or 2D array) refined by the SAM model in ``checkpoint``."""
     from segment_anything import SamPredictor
 
-    from SegSSLLib.sam.medsam import MedSamPredictor, sam_preprocessing
-    from SegSSLLib.sam.models import load_sam
-    from SegSSLLib.sam.refine import RefineSettings, refine_labels
+    from SegSSLLib.refinement.medsam import MedSamPredictor, sam_preprocessing
+    from SegSSLLib.weights.models import load_sam
+    from SegSSLLib.refinement.sam_refine import RefineSettings, refine_labels
 
     medsam = sam_preprocessing(args.sam_preprocess, checkpoint) == "medsam"
     predictor = (MedSamPredictor if medsam else SamPredictor)(load_sam(checkpoint, device))

@@ -21,8 +21,8 @@ from SegSSLLib.cli.refine_command import add_refine_options, prepare_refinement,
 HELP = "segment a volume (or a 2D image) with PolyCL or S3-Net"
 
 METHODS: dict[str, str] = {
-    "polycl": "SegSSLLib.polycl.segment_method",
-    "s3net": "SegSSLLib.s3net.segment_method",
+    "polycl": "SegSSLLib.cli.polycl_method",
+    "s3net": "SegSSLLib.cli.s3net_method",
 }
 
 

@@ -15,7 +15,7 @@ def configure(parser) -> None:
 
 
 def run(args, progress) -> int:
-    from SegSSLLib.sam.weights import REGISTRY, cached_path, known_weights, weights_folder
+    from SegSSLLib.weights.registry import REGISTRY, cached_path, known_weights, weights_folder
 
     if args.action == "list":
         _list(REGISTRY.values(), args.verify, weights_folder())
@@ -26,7 +26,7 @@ def run(args, progress) -> int:
     if args.action == "path":
         _report_path(cached_path(weights), progress)
         return 0
-    from SegSSLLib.sam.download import download_weights
+    from SegSSLLib.weights.download import download_weights
 
     _report_path(download_weights(weights, url=args.url, progress=progress), progress)
     return 0
@@ -40,8 +40,8 @@ def _report_path(path, progress) -> None:
 
 
 def _list(entries, verify: bool, folder) -> None:
-    from SegSSLLib.sam.download import verify_file
-    from SegSSLLib.sam.weights import cached_path
+    from SegSSLLib.weights.download import verify_file
+    from SegSSLLib.weights.registry import cached_path
 
     print(f"weights cache: {folder} (set SEGSSL_HOME to move it)")
     print(f"{'name':<16} {'family':<6} {'size':>9} {'check':<10} {'cached':<10} description")

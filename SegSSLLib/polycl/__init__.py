@@ -3,8 +3,7 @@
 Modules: ``model`` (2D U-Net + projection head), ``selection`` (S/O/M pairs), ``losses`` (InfoNCE),
 ``slice_cache`` (volumes sliced once, memory-mapped), ``datasets`` (torch datasets and splits),
 ``pretraining`` and ``finetuning`` (training loops), ``distributed`` (torchrun/DDP helpers),
-``inference`` (volume in, label map out), ``segment_method`` (``segssl segment --method polycl``)
-and ``demo_step``.
+``inference`` (volume in, label map out) and ``demo_step``.
 
 Nothing heavy is imported here, so ``segssl --help`` stays fast.
 """

@@ -3,6 +3,5 @@
 Modules: ``attention`` (I-LKA blocks), ``deformable`` (deformable convolution with predicted
 offsets), ``network`` (the S3-Net), ``affine`` (random affine transforms), ``losses`` (the three
 terms), ``training`` (training loop and inference), ``clustering`` (image on disk → cluster map),
-``selection`` (seeds → structure), ``segment_method`` (``segssl segment --method s3net``) and
-``demo_step``. See docs/s3net.md.
+``selection`` (seeds → structure) and ``demo_step``. See docs/s3net.md.
 """

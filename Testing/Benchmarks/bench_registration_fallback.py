@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 from SegSSLLib.evaluation import dice_and_hd95  # noqa: E402
 from SegSSLLib.phantoms import make_ct_phantom  # noqa: E402
-from SegSSLLib.sam import registration_propagation  # noqa: E402
-from SegSSLLib.sam.annotation import find_annotation  # noqa: E402
-from SegSSLLib.sam.propagation_rules import RuleSettings  # noqa: E402
+from SegSSLLib.propagation import registration as registration_propagation  # noqa: E402
+from SegSSLLib.propagation.annotation import find_annotation  # noqa: E402
+from SegSSLLib.propagation.rules import RuleSettings  # noqa: E402
 
 ORGANS = {1: "liver", 2: "spleen", 3: "kidney_right", 4: "kidney_left"}
 LEAK_MM = 20.0  # an HD95 above this is counted as a leak (or a large miss)
@@ -138,7 +138,7 @@ def _msd_case(folder: Path) -> tuple[sitk.Image, np.ndarray]:
 
 def _module_at_revision(revision: str):
     """``registration_propagation`` as it was at ``revision`` (it imports today's foundation modules)."""
-    path = "SegSSLLib/sam/registration_propagation.py"
+    path = "SegSSLLib/propagation/registration.py"
     source = subprocess.run(
         ["git", "show", f"{revision}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout

@@ -56,8 +56,8 @@ def _case(frames: int):
 def run_route(route: str, frames: int, image_size: int, state_only: bool = False) -> dict:
     import torch
 
-    from SegSSLLib.sam.annotation import find_annotation
-    from SegSSLLib.sam.models import load_sam2_video_predictor
+    from SegSSLLib.propagation.annotation import find_annotation
+    from SegSSLLib.weights.models import load_sam2_video_predictor
 
     torch.manual_seed(0)
     predictor = load_sam2_video_predictor(None, "sam2.1_hiera_t", "cpu", image_size)
@@ -69,8 +69,8 @@ def run_route(route: str, frames: int, image_size: int, state_only: bool = False
         video_bytes = _memory_state(predictor, block, image_size)
         labels = drawn
     elif route == "memory":
-        from SegSSLLib.sam.frames import frame_stack
-        from SegSSLLib.sam.sam2_propagation import propagate_with_sam2
+        from SegSSLLib.frames import frame_stack
+        from SegSSLLib.propagation.sam2 import propagate_with_sam2
 
         labels = propagate_with_sam2(predictor, block, drawn, annotation).labels
     else:
@@ -88,8 +88,8 @@ def _memory_state(predictor, block, image_size: int) -> int:
     """Our inference state, with frame 0 embedded as ``init_state`` does; returns the bytes of the video."""
     import torch
 
-    from SegSSLLib.sam.frames import Sam2Frames, frame_stack
-    from SegSSLLib.sam.sam2_propagation import in_memory_state
+    from SegSSLLib.frames import Sam2Frames, frame_stack
+    from SegSSLLib.propagation.sam2 import in_memory_state
 
     _, frames = frame_stack(block, 2, image_size)
     state = in_memory_state(predictor, Sam2Frames(frames))
@@ -103,7 +103,7 @@ def _jpeg_route(predictor, block, drawn, k, state_only: bool = False) -> tuple[n
     import torch
     from PIL import Image
 
-    from SegSSLLib.sam.frames import windowed_array
+    from SegSSLLib.frames import windowed_array
     from SegSSLLib.intensity import to_uint8
 
     slices = to_uint8(windowed_array(block))

@@ -14,7 +14,7 @@ SAM2_TEST_SIZE = 64  # SAM 2 input size in tests: hiera-t runs ~10 frames/s on a
 
 
 def tiny_sam():
-    from SegSSLLib.sam.models import SamArchitecture, build_sam
+    from SegSSLLib.weights.models import SamArchitecture, build_sam
 
     torch.manual_seed(0)
     return build_sam(SamArchitecture(**TINY_SAM))
@@ -25,7 +25,7 @@ def save_tiny_sam(path) -> None:
 
 
 def random_sam2(image_size: int = SAM2_TEST_SIZE):
-    from SegSSLLib.sam.models import load_sam2_video_predictor
+    from SegSSLLib.weights.models import load_sam2_video_predictor
 
     torch.manual_seed(0)
     return load_sam2_video_predictor(None, "sam2.1_hiera_t", "cpu", image_size)

@@ -10,9 +10,9 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from SegSSLLib.evaluation import dice_and_hd95
-from SegSSLLib.sam.annotation import find_annotation
-from SegSSLLib.sam.propagation_rules import RuleSettings, TaperWatch, TissueModel, disk, fit_to_structure
-from SegSSLLib.sam.registration_propagation import propagate_by_registration
+from SegSSLLib.propagation.annotation import find_annotation
+from SegSSLLib.propagation.rules import RuleSettings, TaperWatch, TissueModel, disk, fit_to_structure
+from SegSSLLib.propagation.registration import propagate_by_registration
 
 SLICES, ROWS, COLS = 28, 44, 44
 SPACING = (2.0, 2.0, 3.0)  # (i, j, k) mm: anisotropic, like most CT

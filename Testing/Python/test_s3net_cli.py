@@ -266,7 +266,7 @@ def test_unwritable_cluster_output_fails_before_any_work(tiny_phantom, tmp_path)
 def test_bad_s3net_options_are_refused_with_a_message(option, value, fragment):
     from SegSSLLib.cli import build_parser
     from SegSSLLib.errors import SegSSLError
-    from SegSSLLib.s3net.segment_method import config_from_args, window_from_args
+    from SegSSLLib.cli.s3net_method import config_from_args, window_from_args
 
     args = build_parser().parse_args(["segment", "--method", "s3net", "--input", "x", "--output", "y", option, value])
     with pytest.raises(SegSSLError, match=fragment):

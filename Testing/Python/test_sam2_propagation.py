@@ -14,9 +14,9 @@ from sam_helpers import (
 )
 from SegSSLLib.intensity import to_uint8
 from SegSSLLib.phantoms import make_ct_phantom, oblique_direction
-from SegSSLLib.sam.annotation import find_annotation
-from SegSSLLib.sam.frames import Sam2Frames, frame_stack, windowed_array
-from SegSSLLib.sam.sam2_propagation import _mask_prompt, in_memory_state, propagate_with_sam2
+from SegSSLLib.propagation.annotation import find_annotation
+from SegSSLLib.frames import Sam2Frames, frame_stack, windowed_array
+from SegSSLLib.propagation.sam2 import _mask_prompt, in_memory_state, propagate_with_sam2
 from SegSSLLib.slicing import SliceStack
 
 
@@ -255,7 +255,7 @@ def test_demo_step_uses_a_configured_sam2_checkpoint(sam2_file, tmp_path, monkey
     from SegSSLLib.progress import NO_PROGRESS
 
     monkeypatch.setenv("SEGSSL_SAM2_CHECKPOINT", str(sam2_file))
-    steps = ["SegSSLLib.demo:phantom_step", "SegSSLLib.sam.demo_step:propagation_step"]
+    steps = ["SegSSLLib.demo:phantom_step", "SegSSLLib.propagation.demo_step:propagation_step"]
     report = run_demo(tmp_path / "demo", NO_PROGRESS, device="cpu", quick=True, steps=steps)
     assert f"SAM 2 ({sam2_file.name})" in report.read_text()
     drawn = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "demo" / "propagation_annotation.nii.gz")))

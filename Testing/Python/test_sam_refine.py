@@ -12,9 +12,9 @@ from segment_anything import SamPredictor
 
 from conftest import assert_one_line_error, run_segssl
 from sam_helpers import TINY_SAM, assert_same_geometry, save_tiny_sam, tiny_sam
-from SegSSLLib.sam.medsam import MedSamPredictor
-from SegSSLLib.sam.models import SamArchitecture, build_sam, sam_architecture_of
-from SegSSLLib.sam.refine import RefineSettings, component_prompts, mask_prompt, refine_labels, refine_slice
+from SegSSLLib.refinement.medsam import MedSamPredictor
+from SegSSLLib.weights.models import SamArchitecture, build_sam, sam_architecture_of
+from SegSSLLib.refinement.sam_refine import RefineSettings, component_prompts, mask_prompt, refine_labels, refine_slice
 
 
 class RecordingPredictor(SamPredictor):
@@ -233,7 +233,7 @@ def test_medsam_preprocessing_stretches_min_max_scales_and_scales_boxes_per_axis
 
 
 def test_medsam_preprocessing_is_chosen_for_the_medsam_file(tmp_path):
-    from SegSSLLib.sam.medsam import sam_preprocessing
+    from SegSSLLib.refinement.medsam import sam_preprocessing
 
     assert sam_preprocessing("auto", tmp_path / "medsam_vit_b.pth") == "medsam"
     assert sam_preprocessing("auto", tmp_path / "sam_vit_b_01ec64.pth") == "sam"

@@ -11,8 +11,8 @@ from sam_helpers import assert_same_geometry, one_slice_annotation, write_like
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.evaluation import dice_and_hd95
 from SegSSLLib.phantoms import make_ct_phantom, oblique_direction
-from SegSSLLib.sam.annotation import crowding_warning, find_annotation, restore_drawn
-from SegSSLLib.sam.registration_propagation import propagate_by_registration
+from SegSSLLib.propagation.annotation import crowding_warning, find_annotation, restore_drawn
+from SegSSLLib.propagation.registration import propagate_by_registration
 
 
 def test_annotation_axis_slices_and_labels():
@@ -148,7 +148,7 @@ def test_demo_step_propagates_and_scores(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SEGSSL_HOME", str(tmp_path / "home"))  # no SAM 2 weights: the registration fallback
     monkeypatch.delenv("SEGSSL_SAM2_CHECKPOINT", raising=False)
-    steps = ["SegSSLLib.demo:phantom_step", "SegSSLLib.sam.demo_step:propagation_step"]
+    steps = ["SegSSLLib.demo:phantom_step", "SegSSLLib.propagation.demo_step:propagation_step"]
     report = run_demo(tmp_path / "demo", NO_PROGRESS, device="cpu", quick=True, steps=steps)
     text = report.read_text()
     assert "## One-slice propagation" in text and "registration fallback" in text

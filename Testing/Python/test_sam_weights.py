@@ -14,10 +14,10 @@ import pytest
 
 from conftest import assert_one_line_error, run_segssl
 from SegSSLLib.errors import SegSSLError
-from SegSSLLib.sam import download
-from SegSSLLib.sam import weights as registry
-from SegSSLLib.sam.download import download_weights
-from SegSSLLib.sam.weights import REGISTRY, KnownWeights, resolve_checkpoint
+from SegSSLLib.weights import download
+from SegSSLLib.weights import registry
+from SegSSLLib.weights.download import download_weights
+from SegSSLLib.weights.registry import REGISTRY, KnownWeights, resolve_checkpoint
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB of known bytes
 
@@ -67,7 +67,7 @@ def test_registry_entries_are_complete_and_consistent():
         assert weights.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", weights.sha256)
         assert weights.md5 is None or re.fullmatch(r"[0-9a-f]{32}", weights.md5)
         if weights.family == "sam2":
-            from SegSSLLib.sam.models import resolve_sam2_config
+            from SegSSLLib.weights.models import resolve_sam2_config
 
             assert resolve_sam2_config(weights.sam2_config).endswith(".yaml")
     # Meta's SAM file names carry the first hex digits of the file's MD5; our SHA-256 is a different digest.

@@ -262,8 +262,8 @@ def test_self_test_refine_with_a_tiny_random_sam(mrml_scene, tmp_path):
 
 
 def test_panel_model_choices_name_weights_and_configs_the_library_knows():
-    from SegSSLLib.sam.models import sam2_config_names
-    from SegSSLLib.sam.weights import REGISTRY
+    from SegSSLLib.weights.models import sam2_config_names
+    from SegSSLLib.weights.registry import REGISTRY
 
     for weights_name, config in runs.SAM2_MODELS.values():
         assert REGISTRY[weights_name].family == "sam2"

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from SegSSLLib.progress import NO_PROGRESS, Progress
-from SegSSLLib.sam.annotation import Annotation, restore_drawn
-from SegSSLLib.sam.frames import Sam2Frames, frame_stack
+from SegSSLLib.propagation.annotation import Annotation, restore_drawn
+from SegSSLLib.frames import Sam2Frames, frame_stack
 from SegSSLLib.slicing import array_axis
 
 log = logging.getLogger(__name__)

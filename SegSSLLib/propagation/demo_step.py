@@ -20,8 +20,8 @@ DEMO_IMAGE_SIZE = 256  # SAM 2 input size in the demo: a CPU handles a few frame
 
 def propagation_step(context: DemoContext) -> None:
     """Paint the organs that are clear on one axial slice, propagate them through the volume, score."""
-    from SegSSLLib.sam.annotation import find_annotation
-    from SegSSLLib.sam.weights import configured_checkpoint
+    from SegSSLLib.propagation.annotation import find_annotation
+    from SegSSLLib.weights.registry import configured_checkpoint
 
     image = sitk.ReadImage(str(context.files["phantom_ct"]))
     truth = sitk.ReadImage(str(context.files["phantom_labels"]))
@@ -37,7 +37,7 @@ def propagation_step(context: DemoContext) -> None:
     if checkpoint is not None:
         labels, backend = _sam2(context, image, drawn, annotation, checkpoint), f"SAM 2 ({checkpoint.name})"
     else:
-        from SegSSLLib.sam.registration_propagation import propagate_by_registration
+        from SegSSLLib.propagation.registration import propagate_by_registration
 
         labels = propagate_by_registration(image, drawn, annotation, progress=context.progress)
         backend = "registration fallback (no SAM 2 checkpoint configured)"
@@ -75,9 +75,9 @@ def _best_slice(organs: np.ndarray) -> tuple[int, list[int]]:
 
 def _sam2(context: DemoContext, image, drawn, annotation, checkpoint):
     from SegSSLLib.device import select_device
-    from SegSSLLib.sam.models import load_sam2_video_predictor
-    from SegSSLLib.sam.sam2_propagation import propagate_with_sam2
-    from SegSSLLib.sam.weights import registry_entry_for_file
+    from SegSSLLib.weights.models import load_sam2_video_predictor
+    from SegSSLLib.propagation.sam2 import propagate_with_sam2
+    from SegSSLLib.weights.registry import registry_entry_for_file
 
     known = registry_entry_for_file(checkpoint)
     config = known.sam2_config if known and known.sam2_config else "sam2.1_hiera_t"

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from SegSSLLib.progress import NO_PROGRESS, Progress
-from SegSSLLib.sam.frames import rgb_slice, slice_of, windowed_array
+from SegSSLLib.frames import rgb_slice, slice_of, windowed_array
 from SegSSLLib.slicing import array_axis
 
 log = logging.getLogger(__name__)

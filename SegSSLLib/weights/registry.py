@@ -36,7 +36,7 @@ class KnownWeights:
     md5: str | None = None  # only where no SHA-256 is published
     sam2_config: str | None = None  # the config that builds this checkpoint
     image_size: int | None = None  # input size the model was trained at, if not the config's 1024
-    sam_preprocess: str | None = None  # "medsam": MedSAM's own input preparation (sam/medsam.py)
+    sam_preprocess: str | None = None  # "medsam": MedSAM's own input preparation (refinement/medsam.py)
 
     @property
     def verification(self) -> str:
@@ -142,7 +142,7 @@ def resolve_checkpoint(value: str | None, family: str, option: str, download_mis
             return _checked(target, entry)
         if not download_missing:
             raise SegSSLError(f"{value} is not downloaded yet — run segssl weights download {value}")
-        from SegSSLLib.sam.download import download_weights
+        from SegSSLLib.weights.download import download_weights
 
         return download_weights(entry, progress=progress)
     if path.exists():
@@ -163,6 +163,6 @@ def configured_checkpoint(family: str) -> Path | None:
 
 def _checked(path: Path, entry: KnownWeights) -> Path:
     """A file in the cache, checked against the registry on its first use (it may have been copied in by hand)."""
-    from SegSSLLib.sam.download import check_cached
+    from SegSSLLib.weights.download import check_cached
 
     return check_cached(path, entry)

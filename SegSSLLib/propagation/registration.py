@@ -18,8 +18,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from SegSSLLib.progress import NO_PROGRESS, Progress
-from SegSSLLib.sam.annotation import Annotation, restore_drawn
-from SegSSLLib.sam.propagation_rules import RuleSettings, TaperWatch, TissueModel, fit_to_structure
+from SegSSLLib.propagation.annotation import Annotation, restore_drawn
+from SegSSLLib.propagation.rules import RuleSettings, TaperWatch, TissueModel, fit_to_structure
 from SegSSLLib.slicing import array_axis
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ def sam_preprocessing(choice: str, checkpoint: Path) -> str:
     """``--sam-preprocess``: "sam" or "medsam"; "auto" picks MedSAM's for the registry's MedSAM file."""
     if choice != "auto":
         return choice
-    from SegSSLLib.sam.weights import registry_entry_for_file
+    from SegSSLLib.weights.registry import registry_entry_for_file
 
     known = registry_entry_for_file(checkpoint)
     return (known.sam_preprocess if known else None) or "sam"

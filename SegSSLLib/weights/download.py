@@ -21,7 +21,7 @@ from pathlib import Path
 
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.progress import NO_PROGRESS, Progress
-from SegSSLLib.sam.weights import KnownWeights, cached_path
+from SegSSLLib.weights.registry import KnownWeights, cached_path
 
 log = logging.getLogger(__name__)
 
