@@ -50,7 +50,7 @@ def evaluate_label_maps(pred: sitk.Image, truth: sitk.Image, labels: list[int] |
         labels = sorted(int(v) for v in present if v != 0)
         if not labels:
             raise SegSSLError(
-                "both label maps are empty (all zero) — give --label N to score a value anyway"
+                "both label maps are empty (all zero) — give `label` N to score a value anyway"
             )
     spacing_kji = tuple(reversed(truth.GetSpacing()))
     results = {}

@@ -13,6 +13,7 @@ import os
 import sys
 
 from SegSSLLib.cli.common import OneLineArgumentParser, add_common_options, configure_logging
+from SegSSLLib.cli.flags import in_flags
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.progress import Progress
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     progress = Progress(args.progress)
-    configure_logging(args.log_level, progress)
+    configure_logging(args.log_level, progress, args.command)
     prefix = f"segssl {args.command}"
     try:
         code = args._module.run(args, progress)
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         _discard_stdout()
         return 141  # what a shell reports for a process ended by SIGPIPE
     except SegSSLError as exc:
-        return _fail(progress, f"{prefix}: error: {exc}", exc.exit_code)
+        return _fail(progress, f"{prefix}: error: {in_flags(str(exc), args.command)}", exc.exit_code)
     except KeyboardInterrupt:
         return _fail(progress, f"{prefix}: interrupted; no partial output was left behind", 130)
     except MemoryError:

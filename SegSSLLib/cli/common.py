@@ -7,6 +7,7 @@ import logging
 import random
 import sys
 
+from SegSSLLib.cli.flags import FlagWording
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.progress import PROGRESS_MODES, JsonLogHandler, Progress
 
@@ -67,7 +68,7 @@ def add_random_seed_option(parser: argparse.ArgumentParser, flag: str = "--seed"
     parser.set_defaults(seed_given=False)
 
 
-def configure_logging(level: str, progress: Progress) -> None:
+def configure_logging(level: str, progress: Progress, command: str | None = None) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -76,6 +77,7 @@ def configure_logging(level: str, progress: Progress) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("segssl: %(message)s"))
+    handler.addFilter(FlagWording(command))
     root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("PIL", "matplotlib", "urllib3", "hydra"):

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 from SegSSLLib.cli.common import add_device_option
-from SegSSLLib.errors import SegSSLError
+from SegSSLLib.propagation.propagate import BACKENDS
 
 HELP = "propagate a one-slice annotation through the volume (SAM 2, or weight-free registration)"
-
-log = logging.getLogger(__name__)
 
 
 def configure(parser) -> None:
@@ -20,7 +16,7 @@ def configure(parser) -> None:
     parser.add_argument("--output", required=True, help="label map to write, on the input's grid")
     parser.add_argument(
         "--backend",
-        choices=("auto", "sam2", "registration"),
+        choices=("auto", *BACKENDS),
         default="auto",
         help="sam2, registration (no weights, no GPU), or auto: sam2 when a SAM 2 checkpoint is given "
         "or configured, else registration (default)",
@@ -52,60 +48,23 @@ def configure(parser) -> None:
 
 
 def run(args, progress) -> int:
-    import SimpleITK as sitk
-
-    from SegSSLLib.cli.common import setup_torch
-    from SegSSLLib.propagation.annotation import crowding_warning, describe, find_annotation
-    from SegSSLLib.volumes import check_output_path, label_array_to_image, read_label_map, read_volume, write_image
+    from SegSSLLib.propagation.propagate import PropagateSettings, choose_backend, propagate
+    from SegSSLLib.volumes import check_output_path, read_label_map, read_volume, write_image
 
     check_output_path(args.output, (args.input, args.annotation), "--output")
     image = read_volume(args.input, "input")
-    drawn = sitk.GetArrayFromImage(
-        read_label_map(args.annotation, reference=image, what="--annotation", reference_name="the input volume")
+    annotation = read_label_map(args.annotation, reference=image, what="--annotation", reference_name="the input volume")
+    settings = PropagateSettings(
+        backend=args.backend, sam2_checkpoint=args.sam2_checkpoint, sam2_config=args.sam2_config,
+        image_size=args.image_size, offload_state=args.offload_state, axis=args.axis,
     )
-    annotation = find_annotation(drawn, args.axis)
-    backend = _choose_backend(args)
-    device = setup_torch(args)
-    # Everything that can be wrong is checked (and the model loaded) before the first message is logged,
-    # so that a mistake is reported as one line.
-    predictor = _sam2_predictor(args, device, progress) if backend == "sam2" else None
-    log.info("annotation: %s", describe(annotation))
-    if crowding_warning(annotation):
-        log.warning(crowding_warning(annotation))
-    if predictor is not None:
-        from SegSSLLib.propagation.sam2 import propagate_with_sam2
+    if choose_backend(settings) == "sam2":  # the registration backend needs no torch: do not import it
+        from dataclasses import replace
 
-        log.info("backend: SAM 2 at %d px on %s", predictor.image_size, device)
-        if device.type == "cpu" and predictor.image_size >= 1024:
-            log.warning("SAM 2 at %d px on a CPU takes seconds per slice — --image-size 512 (MedSAM2's size) "
-                        "or 256 is much faster", predictor.image_size)
-        labels = propagate_with_sam2(predictor, image, drawn, annotation, progress, args.offload_state).labels
-    else:
-        from SegSSLLib.propagation.registration import propagate_by_registration
+        from SegSSLLib.cli.common import setup_torch
 
-        log.info("backend: registration%s", "" if args.backend == "registration" else " (no SAM 2 checkpoint configured)")
-        labels = propagate_by_registration(image, drawn, annotation, progress=progress)
-    write_image(label_array_to_image(labels, image), args.output)
+        settings = replace(settings, backend="sam2" if args.backend == "sam2" else "auto", device=setup_torch(args))
+    result = propagate(image, annotation, settings, progress)
+    write_image(result.label_map, args.output)
     progress.output(args.output)
     return 0
-
-
-def _choose_backend(args) -> str:
-    if args.backend != "auto":
-        return args.backend
-    from SegSSLLib.weights.registry import configured_checkpoint
-
-    return "sam2" if args.sam2_checkpoint or configured_checkpoint("sam2") else "registration"
-
-
-def _sam2_predictor(args, device, progress):
-    from SegSSLLib.weights.models import load_sam2_video_predictor, resolve_sam2_config
-    from SegSSLLib.weights.registry import registry_entry_for_file, resolve_checkpoint
-
-    if args.sam2_config:
-        resolve_sam2_config(args.sam2_config)  # a wrong name fails before anything is downloaded or loaded
-    checkpoint = resolve_checkpoint(args.sam2_checkpoint, "sam2", "--sam2-checkpoint", progress=progress)
-    known = registry_entry_for_file(checkpoint)
-    config = args.sam2_config or (known.sam2_config if known else None) or "sam2.1_hiera_t"
-    image_size = args.image_size or (known.image_size if known else None)
-    return load_sam2_video_predictor(checkpoint, config, device, image_size)

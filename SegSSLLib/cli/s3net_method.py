@@ -129,7 +129,7 @@ def segment(image, seeds, args, progress, device):
     from SegSSLLib.cli.segment_command import _grey_reference
     from SegSSLLib.s3net.clustering import cluster_image
     from SegSSLLib.s3net.selection import select_central_component, select_from_seeds
-    from SegSSLLib.slicing import array_axis
+    from SegSSLLib.axes import array_axis
     from SegSSLLib.volumes import check_output_path, label_array_to_image
 
     if args.clusters_output:

@@ -37,11 +37,11 @@ class PolyCLSegmenter:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: torch.device) -> "PolyCLSegmenter":
-        checkpoint = load_checkpoint(path, kinds=(SEGMENTATION_KIND, PRETRAIN_KIND), purpose="--method polycl needs")
+        checkpoint = load_checkpoint(path, kinds=(SEGMENTATION_KIND, PRETRAIN_KIND), purpose="`checkpoint` needs")
         if checkpoint["kind"] == PRETRAIN_KIND:
             raise SegSSLError(
                 f"{path} is a pretrained PolyCL encoder without a segmentation decoder — "
-                f"fine-tune it first: segssl finetune --init {path} --data DIR --label N --out MODEL"
+                f"fine-tune it first (finetune with `init` {path}, `data` DIR and `label` N)"
             )
         config = checkpoint["config"]
         model = SegmentationNet(ModelConfig.from_dict(config["model"]))

@@ -21,7 +21,7 @@ DEMO_IMAGE_SIZE = 256  # SAM 2 input size in the demo: a CPU handles a few frame
 def propagation_step(context: DemoContext) -> None:
     """Paint the organs that are clear on one axial slice, propagate them through the volume, score."""
     from SegSSLLib.propagation.annotation import find_annotation
-    from SegSSLLib.weights.registry import configured_checkpoint
+    from SegSSLLib.weights.resolve import configured_checkpoint
 
     image = sitk.ReadImage(str(context.files["phantom_ct"]))
     truth = sitk.ReadImage(str(context.files["phantom_labels"]))

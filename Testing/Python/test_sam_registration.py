@@ -28,7 +28,7 @@ def test_annotation_axis_slices_and_labels():
     corrections[2, 3:7, 3:7] = 1
     corrections[7, 3:7, 3:7] = 1
     assert find_annotation(corrections).slices == (2, 7)
-    with pytest.raises(SegSSLError, match="does not lie on slices of --axis 1.*pass --axis 2"):
+    with pytest.raises(SegSSLError, match="does not lie on slices of `axis` 1.*pass `axis` 2"):
         find_annotation(corrections, axis=1)  # painted on axial slices, not coronal ones
     line = np.zeros_like(labels)
     line[4, 6, 2:12] = 1  # one row: on one slice of both K and J; painted in a coronal view
