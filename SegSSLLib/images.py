@@ -54,3 +54,14 @@ def label_array(labels, image: sitk.Image, parameter: str) -> np.ndarray:
 def label_image(labels: np.ndarray, image: sitk.Image) -> sitk.Image:
     """(k, j, i) labels as a label map on ``image``'s grid (its first channel's, for an RGB picture)."""
     return label_array_to_image(labels, grey_reference(image))
+
+
+def check_index_inside(index: tuple[int, ...], size: tuple[int, ...], what: str = "seed") -> None:
+    """A one-line error unless the zero-based ITK index lies inside an image of ``size``."""
+    if len(index) != len(size) or any(not 0 <= v < n for v, n in zip(index, size)):
+        form = "I,J,K" if len(size) == 3 else "X,Y"
+        limits = ",".join(str(n - 1) for n in size)
+        raise SegSSLError(
+            f"{what} {','.join(map(str, index))} is outside the image (size {'×'.join(map(str, size))}): "
+            f"give zero-based {form} indices between 0 and {limits}"
+        )

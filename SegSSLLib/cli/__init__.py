@@ -1,17 +1,28 @@
-"""The ``segssl`` command: one sub-command per module, imported only when it runs.
+"""The ``segssl`` command: one sub-command per module, each a thin layer over the library's API.
 
 Each command module defines ``HELP`` (one line), ``configure(parser)`` and ``run(args, progress)``;
 heavy imports (torch models, sam2) stay inside ``run`` so ``segssl --help`` and ``evaluate`` start fast.
+``cli/`` is the only code that knows flags: library errors name parameters (`sam2_checkpoint`) and
+``flags.in_flags`` words them as flags.
 """
 
 from __future__ import annotations
 
-import importlib
 import io
 import logging
 import os
 import sys
 
+from SegSSLLib.cli import (
+    demo_command,
+    evaluate_command,
+    finetune_command,
+    pretrain_command,
+    propagate_command,
+    refine_command,
+    segment_command,
+    weights_command,
+)
 from SegSSLLib.cli.common import OneLineArgumentParser, add_common_options, configure_logging
 from SegSSLLib.cli.flags import in_flags
 from SegSSLLib.errors import SegSSLError
@@ -19,14 +30,14 @@ from SegSSLLib.progress import Progress
 
 # name -> module; the order is the order of ``segssl --help``.
 COMMANDS = {
-    "pretrain": "SegSSLLib.cli.pretrain_command",
-    "finetune": "SegSSLLib.cli.finetune_command",
-    "segment": "SegSSLLib.cli.segment_command",
-    "propagate": "SegSSLLib.cli.propagate_command",
-    "refine": "SegSSLLib.cli.refine_command",
-    "evaluate": "SegSSLLib.cli.evaluate_command",
-    "weights": "SegSSLLib.cli.weights_command",
-    "demo": "SegSSLLib.cli.demo_command",
+    "pretrain": pretrain_command,
+    "finetune": finetune_command,
+    "segment": segment_command,
+    "propagate": propagate_command,
+    "refine": refine_command,
+    "evaluate": evaluate_command,
+    "weights": weights_command,
+    "demo": demo_command,
 }
 
 log = logging.getLogger("segssl")
@@ -41,8 +52,7 @@ def build_parser() -> OneLineArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"segssl {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
+    for name, module in COMMANDS.items():
         sub = subparsers.add_parser(name, help=module.HELP.replace("%", "%%"), description=module.HELP)
         module.configure(sub)
         add_common_options(sub)

@@ -9,6 +9,7 @@ import sys
 
 from SegSSLLib.cli.flags import FlagWording
 from SegSSLLib.errors import SegSSLError
+from SegSSLLib.images import check_index_inside  # noqa: F401 - the seed check the library does too
 from SegSSLLib.progress import PROGRESS_MODES, JsonLogHandler, Progress
 
 
@@ -118,13 +119,3 @@ def parse_index(text: str, dimension: int, what: str = "seed") -> tuple[int, ...
         form = "I,J,K" if dimension == 3 else "X,Y"
         raise SegSSLError(f"{what} {text!r} is not {dimension} whole numbers {form} (zero-based voxel indices)")
     return values
-
-
-def check_index_inside(index: tuple[int, ...], size: tuple[int, ...], what: str = "seed") -> None:
-    if any(not 0 <= v < n for v, n in zip(index, size)):
-        form = "I,J,K" if len(size) == 3 else "X,Y"
-        limits = ",".join(str(n - 1) for n in size)
-        raise SegSSLError(
-            f"{what} {','.join(map(str, index))} is outside the image (size {'×'.join(map(str, size))}): "
-            f"give zero-based {form} indices between 0 and {limits}"
-        )

@@ -26,13 +26,16 @@ FLAGS = {
 # where one command spells a parameter its own way
 COMMAND_FLAGS = {
     "refine": {"axis": "--refine-axis"},
-    "segment": {"axis": "--refine-axis", "label": "--s3net-label"},
+    "segment": {
+        "axis": "--refine-axis", "label": "--s3net-label", "max_size": "--s3net-max-size",
+        "bridge_radius": "--s3net-bridge-radius", "slice_axis": "--s3net-slice-axis", "batch_size": "--polycl-batch-size",
+    },
 }
 # parameters that are flags named alike (``sam2_checkpoint`` -> ``--sam2-checkpoint``)
 SAME_NAME = {
     "sam_checkpoint", "sam2_checkpoint", "sam2_config", "sam_preprocess", "image_size", "device", "axis",
     "threads", "data", "label", "strategy", "temperature", "epochs", "freeze_epochs", "resume", "out", "init",
-    "cache_dir", "widths", "box_margin", "backend", "workers",
+    "cache_dir", "widths", "box_margin", "backend", "workers", "batch_size", "learning_rate", "epoch_samples",
 }
 
 _NAME = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")

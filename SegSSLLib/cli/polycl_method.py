@@ -25,12 +25,13 @@ def add_arguments(group) -> None:
 
 
 def segment(image, seeds, args, progress, device):
-    from SegSSLLib.polycl.inference import PolyCLSegmenter
+    import SimpleITK as sitk
+
+    from SegSSLLib.polycl.segment import PolyCLSettings, segment_polycl
 
     if not args.checkpoint:
         raise SegSSLError("--method polycl needs --checkpoint MODEL (a model file made by `segssl finetune`)")
     if seeds:
         log.warning("--seed points are not used by --method polycl; the model segments the whole volume")
-    segmenter = PolyCLSegmenter.from_checkpoint(args.checkpoint, device)
-    log.info("PolyCL: %s (label %d)", segmenter.label_name, segmenter.label)
-    return segmenter.segment(image, args.polycl_batch_size, not args.polycl_all_components, progress)
+    settings = PolyCLSettings(args.polycl_batch_size, not args.polycl_all_components, device)
+    return sitk.GetArrayFromImage(segment_polycl(image, args.checkpoint, settings, progress).label_map)

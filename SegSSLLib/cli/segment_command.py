@@ -1,6 +1,6 @@
 """``segssl segment``: a label map from a volume (or a 2D image) with one of the methods.
 
-A method is a module listed in ``METHODS`` that defines::
+A method is a module in ``METHODS`` that defines::
 
     ACCEPTS_2D: bool                               # may the input be a 2D (RGB or grey) image?
     def add_arguments(group) -> None               # its own options; keep imports light
@@ -12,23 +12,15 @@ A method is a module listed in ``METHODS`` that defines::
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
+from SegSSLLib.cli import polycl_method, s3net_method
 from SegSSLLib.cli.common import add_device_option, add_random_seed_option
 from SegSSLLib.cli.refine_command import add_refine_options, prepare_refinement, refine_with_sam
 
 HELP = "segment a volume (or a 2D image) with PolyCL or S3-Net"
 
-METHODS: dict[str, str] = {
-    "polycl": "SegSSLLib.cli.polycl_method",
-    "s3net": "SegSSLLib.cli.s3net_method",
-}
-
-
-def _method_module(name: str):
-    return importlib.import_module(METHODS[name])
-
+METHODS = {"polycl": polycl_method, "s3net": s3net_method}
 
 def configure(parser) -> None:
     parser.add_argument("--input", required=True, help="volume (NIfTI, NRRD, MHA, DICOM folder) or 2D image")
@@ -47,16 +39,17 @@ def configure(parser) -> None:
     add_device_option(parser)
     add_random_seed_option(parser, "--random-seed")
     for name in sorted(METHODS):
-        _method_module(name).add_arguments(parser.add_argument_group(f"{name} options"))
+        METHODS[name].add_arguments(parser.add_argument_group(f"{name} options"))
     add_refine_options(parser.add_argument_group("SAM refinement"), switch=True)
 
 
 def run(args, progress) -> int:
     from SegSSLLib.cli.common import check_index_inside, parse_index, set_random_seed, setup_torch
     from SegSSLLib.errors import SegSSLError
-    from SegSSLLib.volumes import check_output_path, label_array_to_image, read_image, write_image
+    from SegSSLLib.images import label_image
+    from SegSSLLib.volumes import check_output_path, read_image, write_image
 
-    method = _method_module(args.method)
+    method = METHODS[args.method]
     check_output_path(args.output, (args.input,), "--output")
     image = read_image(args.input, "input")
     if image.GetDimension() == 2 and not method.ACCEPTS_2D:
@@ -80,16 +73,16 @@ def run(args, progress) -> int:
     set_random_seed(args.random_seed)
     labels = method.segment(image, seeds, args, progress, device)
     labels, extra_outputs = labels if isinstance(labels, tuple) else (labels, {})
+    label_map = label_image(labels, image)
     if args.refine_sam:
-        labels = refine_with_sam(image, labels, args, progress, device, checkpoint)
-    reference = image if image.GetNumberOfComponentsPerPixel() == 1 else _grey_reference(image)
+        label_map = refine_with_sam(image, label_map, args, progress, device, checkpoint)
     # Every file is written only now, after all the work, so a failure leaves none of them behind.
     written = []
     try:
         for path, extra in extra_outputs.items():
             write_image(extra, path)
             written.append(path)
-        write_image(label_array_to_image(labels, reference), args.output)
+        write_image(label_map, args.output)
     except BaseException:
         for path in written:
             Path(path).unlink(missing_ok=True)
@@ -97,10 +90,3 @@ def run(args, progress) -> int:
     for path in [*written, args.output]:
         progress.output(path)
     return 0
-
-
-def _grey_reference(image):
-    """A single-component image with the geometry of a multi-component (RGB) one."""
-    import SimpleITK as sitk
-
-    return sitk.VectorIndexSelectionCast(image, 0)

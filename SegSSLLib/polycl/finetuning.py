@@ -54,7 +54,7 @@ class FinetuneOptions:
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise SegSSLError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise SegSSLError(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.freeze_epochs <= self.epochs:
             raise SegSSLError(f"`freeze_epochs` must be between 0 and `epochs` ({self.epochs}), got {self.freeze_epochs}")
 

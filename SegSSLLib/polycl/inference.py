@@ -62,7 +62,7 @@ class PolyCLSegmenter:
         """Foreground probability (k, j, i) float32 on the input's grid; ``batch_size`` slices per pass."""
         batch_size = self.default_batch_size if batch_size is None else batch_size
         if batch_size < 1:
-            raise SegSSLError(f"the inference batch size must be at least 1, got {batch_size}")
+            raise SegSSLError(f"`batch_size` must be at least 1 slice per pass, got {batch_size}")
         oriented = self.slicing.orient(image)
         stack = self.slicing.stack(oriented)
         slices = stack.to_slices(self.slicing.window.apply(sitk.GetArrayViewFromImage(oriented)))

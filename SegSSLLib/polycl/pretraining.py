@@ -49,7 +49,7 @@ class PretrainOptions:
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise SegSSLError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise SegSSLError(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise SegSSLError(f"`temperature` must be positive, got {self.temperature}")
 

@@ -43,6 +43,14 @@ class SamArchitecture:
     iou_head_hidden_dim: int = 256
 
 
+# A SAM small enough to build and run in seconds on a CPU (tests, the panel's self-test): random
+# weights, only its shapes matter.
+TINY_SAM = SamArchitecture(
+    embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,), image_size=128, window_size=4,
+    prompt_dim=32, mask_in_chans=8, decoder_mlp_dim=64, iou_head_hidden_dim=32,
+)
+
+
 def build_sam(architecture: SamArchitecture = SamArchitecture()):
     """A segment-anything ``Sam`` with the given shapes (random weights until a state dict is loaded)."""
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer

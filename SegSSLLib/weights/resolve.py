@@ -60,6 +60,20 @@ def resolve_checkpoint(
     raise SegSSLError(f"{name} {value}: no such file and no known weights of that name — check the path (segssl weights list)")
 
 
+def resolve_weights(
+    value: str | os.PathLike | None = None, family: str = "sam2", download: bool = True, progress=None
+) -> Path:
+    """The checkpoint file for a SAM (``family="sam"``) or SAM 2 (``"sam2"``) model.
+
+    ``value``: a file, or a registry name (``segssl weights list``), downloaded on first use unless
+    ``download`` is False; ``None``: ``$SEGSSL_SAM_CHECKPOINT`` / ``$SEGSSL_SAM2_CHECKPOINT``, else a
+    registry file already in the cache.
+    """
+    if family not in CHECKPOINT_VARIABLES:
+        raise SegSSLError(f"`family` must be one of {', '.join(CHECKPOINT_VARIABLES)}, got {family!r}")
+    return resolve_checkpoint(value, family, download_missing=download, progress=progress)
+
+
 def configured_checkpoint(family: str) -> Path | None:
     """A checkpoint the user has set up for ``family``: the environment variable's, else the first cached one."""
     value = os.environ.get(CHECKPOINT_VARIABLES[family])

@@ -148,7 +148,9 @@ def test_demo_step_propagates_and_scores(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SEGSSL_HOME", str(tmp_path / "home"))  # no SAM 2 weights: the registration fallback
     monkeypatch.delenv("SEGSSL_SAM2_CHECKPOINT", raising=False)
-    steps = ["SegSSLLib.demo:phantom_step", "SegSSLLib.propagation.demo_step:propagation_step"]
+    from SegSSLLib.demo import phantom_step
+    from SegSSLLib.propagation.demo_step import propagation_step
+    steps = [phantom_step, propagation_step]
     report = run_demo(tmp_path / "demo", NO_PROGRESS, device="cpu", quick=True, steps=steps)
     text = report.read_text()
     assert "## One-slice propagation" in text and "registration fallback" in text
