@@ -121,8 +121,9 @@ class Progress:
     def done(self) -> None:
         self.emit("done", seconds=round(time.monotonic() - self._started, 3))
 
-    def error(self, message: str) -> None:
-        self.emit("error", message=message)
+    def error(self, message: str, **fields) -> None:
+        """``fields``: e.g. ``parameter_message``, the library's own words (parameter names, no flags)."""
+        self.emit("error", message=message, **fields)
 
 
 class JsonLogHandler(logging.Handler):

@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         _discard_stdout()
         return 141  # what a shell reports for a process ended by SIGPIPE
     except SegSSLError as exc:
-        return _fail(progress, f"{prefix}: error: {in_flags(str(exc), args.command)}", exc.exit_code)
+        # The JSON event keeps the library's wording too: the panel names its own widgets, not flags.
+        line = f"{prefix}: error: {in_flags(str(exc), args.command)}"
+        return _fail(progress, line, exc.exit_code, parameter_message=str(exc))
     except KeyboardInterrupt:
         return _fail(progress, f"{prefix}: interrupted; no partial output was left behind", 130)
     except MemoryError:
@@ -112,9 +114,9 @@ def _discard_stdout() -> None:
         pass
 
 
-def _fail(progress: Progress, line: str, code: int) -> int:
+def _fail(progress: Progress, line: str, code: int, **fields) -> int:
     print(line, file=sys.stderr, flush=True)
-    progress.error(line)
+    progress.error(line, **fields)
     return code
 
 

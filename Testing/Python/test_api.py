@@ -124,3 +124,22 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(tmp_path):
         SegSSLLib.propagate(np.zeros((8, 8, 8)), drawn)
     with pytest.raises(SegSSLLib.SegSSLError, match="^`sam2_checkpoint` .*no such file"):
         SegSSLLib.propagate(image, drawn, SegSSLLib.PropagateSettings(backend="sam2", sam2_checkpoint=tmp_path / "x.pt"))
+
+
+def test_the_cli_words_a_library_error_in_flags_and_keeps_the_parameter_for_the_panel(tiny_phantom, tmp_path):
+    from conftest import run_segssl
+
+    image_path, labels_path = tiny_phantom
+    missing = tmp_path / "missing.pt"
+    arguments = ["propagate", "--backend", "sam2", "--sam2-checkpoint", missing, "--input", image_path,
+                 "--annotation", labels_path, "--output", tmp_path / "out.nii.gz"]
+    result = run_segssl(*arguments)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"segssl propagate: error: --sam2-checkpoint {missing}: no such file and no known weights of that name — "
+        "check the path (segssl weights list)"
+    )
+    events = [json.loads(line) for line in run_segssl(*arguments, "--progress", "json").stdout.splitlines()]
+    assert events[-1]["event"] == "error"
+    assert events[-1]["message"].startswith("segssl propagate: error: --sam2-checkpoint ")
+    assert events[-1]["parameter_message"].startswith(f"`sam2_checkpoint` {missing}: no such file")
