@@ -127,7 +127,40 @@ def member(enum_class, value):
         if value in enum_class.__members__:
             return enum_class[value]
         for candidate in enum_class:
-            if candidate.value == value or candidate.label() == value:
+            if value in (candidate.value, candidate.label()) or value.lower() == candidate.name:
                 return candidate
     names = ", ".join(enum_class.__members__)
     raise SegSSLError(f"unknown {enum_class.__name__} {value!r} — use one of {names}")
+
+
+# The parameter node's enum fields (SegSSL.py's SegSSLParameterNode).
+PARAMETER_ENUMS = {
+    "device": Device,
+    "segmentMethod": SegmentMethod,
+    "sliceView": SliceView,
+    "propagateBackend": PropagationBackend,
+    "sam2Model": Sam2Model,
+    "refineSource": RefineSource,
+    "samModel": SamModel,
+}
+
+
+def migrate_parameters(parameter_node, fields=PARAMETER_ENUMS) -> list[str]:
+    """Rewrite values that scenes saved before the enums stored (English labels such as "S3-Net")
+    as the members' stable names; a value nothing matches is removed (the default is used).
+    Returns the fields that changed."""
+    changed = []
+    for name, enum_class in fields.items():
+        if not parameter_node.HasParameter(name):
+            continue
+        stored = parameter_node.GetParameter(name)
+        try:
+            key = member(enum_class, stored).name
+        except SegSSLError:
+            parameter_node.UnsetParameter(name)
+            changed.append(name)
+            continue
+        if key != stored:
+            parameter_node.SetParameter(name, key)
+            changed.append(name)
+    return changed
