@@ -422,13 +422,15 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._showClusters(result.clusters)
             return status
 
+        try:
+            process = prepared.process(self.logic.pythonExecutable())
+        except SegSSLError:
+            prepared.cleanup()
+            raise
         self._estimate = ""
         if controller.runs_on_cpu(prepared.workflow, self._parameterNode.device.value, self.deviceProbe):
             self._estimate = controller.estimate_line(prepared.workflow, prepared.slices)
-        self._startJob(
-            prepared.process(self.logic.pythonExecutable()), prepared.title, importResult, prepared.cleanup,
-            watched=(volume, segmentation),
-        )
+        self._startJob(process, prepared.title, importResult, prepared.cleanup, watched=(volume, segmentation))
 
     def _outputSegmentation(self):
         """The output segmentation; a new one (on the input's grid) if none is selected."""

@@ -270,8 +270,9 @@ class ViewTracker:
             self._last = slice_node
 
     def working_view(self, scene):
-        """The slice node the user last worked in; else the only slice view shown in the layout; else None."""
-        if self._last is not None and node_present(self._last):
+        """The slice node the user last worked in (while the layout still shows it); else the only slice
+        view shown in the layout; else None."""
+        if self._last is not None and node_present(self._last) and self._last.IsViewVisibleInLayout():
             return self._last
         shown = [n for n in nodes.nodes_of_class(scene, "vtkMRMLSliceNode") if n.IsViewVisibleInLayout()]
         return shown[0] if len(shown) == 1 else None

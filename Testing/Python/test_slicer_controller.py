@@ -78,7 +78,12 @@ def test_auto_takes_the_slice_view_the_cursor_was_last_in_not_the_active_view_id
     assert np.flatnonzero(annotation.any(axis=(0, 1))).tolist() == [i + 2]
     # Refine under Auto works on the same view's slices (it was always axial before).
     assert controller.working_axis(None, tracker, mrml_scene, volume) == 0
+    yellow.SetMappedInLayout(False)  # a layout without Yellow (its slice node stays in the scene)...
+    assert tracker.working_view(mrml_scene) is red  # ...and Red as the only slice view
     tracker.detach()
+    crosshair.SetCursorPositionXYZ([40.0, 30.0, 0.0], red)
+    yellow.SetMappedInLayout(True)
+    assert tracker.working_view(mrml_scene) is yellow  # detached: no longer follows the cursor
 
 
 def test_without_a_cursor_the_only_slice_view_in_the_layout_is_used(mrml_scene):
