@@ -635,6 +635,8 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         missing = list(dependencies.missing_for(workflow))
         if not missing:
             return True
+        if self.jobs.busy:  # a click that slipped through: never a second, nested install
+            return False
         if not slicer.util.confirmOkCancelDisplay(
             controller.install_confirmation(title, missing), windowTitle=_("SegSSL - install Python packages"),
             detailedText="\n".join(missing),
