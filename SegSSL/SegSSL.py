@@ -1,8 +1,8 @@
 """SegSSL: label-efficient segmentation in 3D Slicer — Segment, Annotate and propagate, Refine with SAM.
 
-A thin Qt layer. The node-level work is in ``SegSSLSlicerLib`` (tested with slicer-core outside the
-app); every algorithm runs in a separate ``segssl`` process (``SegSSLLib``), so the GUI never freezes
-and Cancel can stop it.
+A thin Qt layer: it binds widgets to ``SegSSLSlicerLib.controller`` (the run state machine, the view
+the user works in, imports, installs; tested with slicer-core outside the app). Every algorithm and
+every package install runs in a separate process, so the GUI never freezes and Cancel can stop it.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ import logging
 import os
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Annotated
 
 import qt
 import slicer
@@ -28,7 +26,7 @@ from slicer import (
 )
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -51,11 +49,17 @@ def _makeLibraryImportable() -> None:
 _makeLibraryImportable()
 
 from SegSSLLib.errors import SegSSLError  # noqa: E402
-from SegSSLLib.processes import EXIT_EVENT, SegSSLProcess  # noqa: E402
-from SegSSLSlicerLib import dependencies, nodes, runs, selftest  # noqa: E402
-
-# "Auto": the slice the painting lies on, else the view the user last worked in.
-SLICE_VIEWS = ["Auto", "Red", "Yellow", "Green"]
+from SegSSLLib.processes import SegSSLProcess  # noqa: E402
+from SegSSLSlicerLib import choices, controller, dependencies, installing, nodes, runs, selftest  # noqa: E402
+from SegSSLSlicerLib.choices import (  # noqa: E402
+    Device,
+    PropagationBackend,
+    RefineSource,
+    Sam2Model,
+    SamModel,
+    SegmentMethod,
+    SliceView,
+)
 
 
 #
@@ -90,25 +94,28 @@ class SegSSL(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class SegSSLParameterNode:
-    """The panel's choices, saved with the scene."""
+    """The panel's choices, saved with the scene: enums are stored by their stable name and shown with
+    their translatable ``label()`` (SegSSLSlicerLib/choices.py)."""
 
     inputVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
-    device: Annotated[str, Choice(list(runs.DEVICES))] = "auto"
+    device: Device = Device.auto
     # Segment
-    segmentMethod: Annotated[str, Choice(list(runs.SEGMENT_METHODS))] = "S3-Net"
+    segmentMethod: SegmentMethod = SegmentMethod.s3net
     seedPoints: vtkMRMLMarkupsFiducialNode
     keepClusters: bool = True
+    showClusters: bool = True
     # Annotate and propagate
-    sliceView: Annotated[str, Choice(SLICE_VIEWS)] = "Auto"
-    propagateBackend: Annotated[str, Choice(list(runs.PROPAGATION_BACKENDS))] = "Registration (no weights)"
-    sam2Model: Annotated[str, Choice(list(runs.SAM2_MODELS))] = "SAM 2.1 tiny"
+    sliceView: SliceView = SliceView.auto
+    propagateBackend: PropagationBackend = PropagationBackend.registration
+    sam2Model: Sam2Model = Sam2Model.sam2_1_tiny
     # Refine with SAM
-    refineSource: Annotated[str, Choice(list(runs.REFINE_SOURCES))] = "Selected segment"
+    refineSource: RefineSource = RefineSource.segment
     refineRoi: vtkMRMLMarkupsROINode
-    samModel: Annotated[str, Choice(list(runs.SAM_MODELS))] = "SAM ViT-B"
+    samModel: SamModel = SamModel.sam_vit_b
     replaceRefinedSegment: bool = False
-    # Model and weight files are not here: their path fields remember them across scenes (settingKey).
+    # Model and weight files are not here: their path fields remember them across scenes
+    # (settingKey, written with addCurrentPathToHistory when a run uses the file).
 
 
 #
@@ -117,11 +124,12 @@ class SegSSLParameterNode:
 
 
 class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    # Buttons that start something: disabled while a run is in flight.
+    # Buttons that start something: disabled while a run, a download or an install is in flight.
     ACTION_BUTTONS = (
         "segmentButton", "propagateButton", "refineButton", "addClusterButton",
         "sam2DownloadButton", "samDownloadButton", "installDependenciesButton",
     )
+    # What each action needs installed (keys of dependencies.WORKFLOW_REQUIREMENTS) is decided per click.
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -129,32 +137,30 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._run = None  # (SegSSLProcess, title, on_success, cleanup) while a run is in flight
-        self._runStarted = 0.0
+        self.jobs = controller.RunController()  # the one background job: run, download or install
+        self.views = controller.ViewTracker()
+        self.weights = controller.WeightsLookups()
+        self.deviceProbe = controller.DeviceProbe()
+        self._estimate = ""  # a CPU time estimate shown with the running job's progress
         self._pollTimer = None
-        self._weightsTimer = None
-        self._weightsFound = {}  # weights name -> Path, None (not downloaded) or "unknown"
-        self._weightsLookups = {}  # weights name -> thread
+        self._statusTimer = None
         self._lastVolume = None  # input volume seen last, to notice a change
         self._clusters = None  # runs.ClusterMap of the last S3-Net run, while its volume is the input
+        self._editorSegment = ""  # the editor's selected segment, to follow it in the tick list
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/SegSSL.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SegSSLLogic()
 
-        self._pollTimer = qt.QTimer()
-        self._pollTimer.setInterval(100)
-        self._pollTimer.connect("timeout()", self._onPoll)
-        self._weightsTimer = qt.QTimer()
-        self._weightsTimer.setInterval(300)
-        self._weightsTimer.connect("timeout()", self._showWeightsStatus)
-
+        # As Slicer's Segment Editor module: the editor node first, then the scene (the scene's automatic
+        # selections are then saved in that node). setMRMLScene reaches the editor through SegSSL.ui's
+        # mrmlSceneChanged connections.
         editor = self.ui.segmentEditorWidget
-        editor.setMRMLScene(slicer.mrmlScene)
+        editor.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
+        uiWidget.setMRMLScene(slicer.mrmlScene)
         editor.setSegmentationNodeSelectorVisible(False)
         editor.setSourceVolumeNodeSelectorVisible(False)
         self.ui.seedPlaceWidget.setMRMLScene(slicer.mrmlScene)
@@ -162,8 +168,16 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.hide()
         self.ui.cancelButton.enabled = False
 
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(100)
+        self._pollTimer.connect("timeout()", self._onPoll)
+        self._statusTimer = qt.QTimer()  # weights look-ups and the device probe run in threads
+        self._statusTimer.setInterval(300)
+        self._statusTimer.connect("timeout()", self._showStatus)
+
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.views.attach(slicer.mrmlScene)
 
         self.ui.seedPointsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.ui.seedPlaceWidget.setCurrentNode)
         self.ui.outputSegmentationSelector.connect("nodeAddedByUser(vtkMRMLNode*)", self.onOutputSegmentationAdded)
@@ -176,19 +190,20 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.sam2DownloadButton.connect("clicked(bool)", lambda: self.onDownload("sam2"))
         self.ui.samDownloadButton.connect("clicked(bool)", lambda: self.onDownload("sam"))
-        for pathEdit in (self.ui.sam2CheckpointPathLineEdit, self.ui.samCheckpointPathLineEdit):
-            pathEdit.connect("currentPathChanged(QString)", lambda _path: self._showWeightsStatus())
+        for pathEdit in (self.ui.sam2CheckpointPathLineEdit, self.ui.samCheckpointPathLineEdit, self.ui.polyclModelPathLineEdit):
+            pathEdit.connect("currentPathChanged(QString)", lambda _path: self._onParameterNodeModified())
 
         self.initializeParameterNode()
-        self._showDependencyStatus()
 
     def cleanup(self) -> None:
-        """The application closes: stop a run rather than leave it behind."""
-        if self._run:
-            self._run[0].cancel(grace_seconds=1.0)
-        for timer in (self._pollTimer, self._weightsTimer):
+        """The application closes: stop a job rather than leave it behind, and free the views."""
+        self.jobs.cancel(grace_seconds=1.0)
+        for timer in (self._pollTimer, self._statusTimer):
             if timer:
                 timer.stop()
+        self.ui.segmentEditorWidget.setActiveEffect(None)
+        self.ui.segmentEditorWidget.removeViewObservations()
+        self.views.detach()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -208,14 +223,15 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         self._lastVolume = None
         # A run's result would arrive in a closed scene: stop it (its nodes are going away).
-        if self._run is not None:
-            self._run[0].cancel(grace_seconds=1.0)
+        self.jobs.cancel(grace_seconds=1.0)
         self.setParameterNode(None)
         self.ui.segmentEditorWidget.setSegmentationNode(None)
         self.ui.segmentEditorWidget.removeViewObservations()
+        self.views.forget()
         self._clearClusters()
 
     def onSceneEndClose(self, caller, event) -> None:
+        self.views.attach(slicer.mrmlScene)
         if self.parent.isEntered:
             self.initializeParameterNode()
 
@@ -225,8 +241,8 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # The editor's own parameter node (a singleton) is gone after a scene close: set it each time.
         self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        if not controller.accepts_input_volume(self._parameterNode.inputVolume):
+            self._parameterNode.inputVolume = controller.default_input_volume(slicer.mrmlScene)
 
     def setParameterNode(self, parameterNode: SegSSLParameterNode | None) -> None:
         if self._parameterNode:
@@ -261,24 +277,43 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for selector in (self.ui.propagateSegmentSelector, self.ui.refineSegmentSelector):
             if selector.currentNode() is not segmentation:
                 selector.setCurrentNode(segmentation)
-        s3net = parameters.segmentMethod == "S3-Net"
-        fromSegment = parameters.refineSource == "Selected segment"
+        # PolyCL is offered once a model file is chosen (the hint says how to make one).
+        hasModel = self._chosenFile(self.ui.polyclModelPathLineEdit) is not None
+        self._setItemEnabled(self.ui.segmentMethodComboBox, list(SegmentMethod).index(SegmentMethod.polycl), hasModel)
+        if parameters.segmentMethod is SegmentMethod.polycl and not hasModel:
+            parameters.segmentMethod = SegmentMethod.s3net
+            return  # this change calls back here
+        s3net = parameters.segmentMethod is SegmentMethod.s3net
+        fromSegment = parameters.refineSource is RefineSource.segment
         visibility = {
             ("seedPointsLabel", "seedPointsSelector", "seedPlaceLabel", "seedPlaceWidget", "keepClustersCheckBox",
              "clusterLabel", "clusterWidget"): s3net,
-            ("polyclModelLabel", "polyclModelPathLineEdit"): not s3net,
-            ("sam2ModelsWidget",): runs.PROPAGATION_BACKENDS[parameters.propagateBackend] == "sam2",
+            ("polyclHintLabel",): not hasModel,
+            ("sam2ModelsWidget",): parameters.propagateBackend is PropagationBackend.sam2,
             ("refineSegmentLabel", "refineSegmentSelector", "replaceSegmentCheckBox"): fromSegment,
             ("refineRoiLabel", "refineRoiSelector"): not fromSegment,
         }
         for names, visible in visibility.items():
             for name in names:
                 getattr(self.ui, name).visible = visible
-        self._lookupWeights()
+        if self._clusters is not None and controller.node_present(self._clusters.node):
+            if controller.label_layer_shown(slicer.mrmlScene, self._clusters.node) != parameters.showClusters:
+                controller.show_label_layer(slicer.mrmlScene, self._clusters.node, parameters.showClusters)
+        self._showStatus()
         self._updateButtons()
 
+    @staticmethod
+    def _setItemEnabled(comboBox, index: int, enabled: bool) -> None:
+        """Enable one item of a combo box (its default model is a QStandardItemModel)."""
+        try:
+            item = comboBox.model().item(index)
+        except AttributeError:  # another model: leave it; prepare_segment refuses with the same hint
+            return
+        if item is not None:
+            item.setEnabled(enabled)
+
     def _updateButtons(self) -> None:
-        busy = self._run is not None
+        busy = self.jobs.busy
         hasVolume = bool(self._parameterNode and self._parameterNode.inputVolume)
         for name in self.ACTION_BUTTONS:
             getattr(self.ui, name).enabled = not busy
@@ -287,69 +322,80 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             button.enabled = not busy and hasVolume
             button.toolTip = _("Select an input volume first") if not hasVolume else ""
         self.ui.addClusterButton.enabled = not busy and self.ui.clusterComboBox.count > 0
-        self.ui.cancelButton.enabled = busy
+        self.ui.showClustersCheckBox.enabled = self._clusters is not None
+        self.ui.cancelButton.enabled = busy and not self.jobs.job.process.cancelled
 
     # -- the three workflows -----------------------------------------------------------------------
 
     def onSegment(self) -> None:
         parameters = self._parameterNode
         with self._reportErrors(_("Segment")):
-            if not self._dependenciesReady():
+            method = parameters.segmentMethod
+            if not self._packagesReady(method.value, method.label(), self.onSegment):
                 return
+            model = self.ui.polyclModelPathLineEdit
             prepared = runs.prepare_segment(
-                parameters.inputVolume, parameters.segmentMethod, parameters.device,
-                checkpoint=self.ui.polyclModelPathLineEdit.currentPath, seeds_node=parameters.seedPoints,
+                parameters.inputVolume, method, parameters.device,
+                checkpoint=model.currentPath, seeds_node=parameters.seedPoints,
                 keep_clusters=parameters.keepClusters, work_parent=self.logic.workFolder(),
             )
+            if method is SegmentMethod.polycl:
+                model.addCurrentPathToHistory()  # settingKey alone only reads the history (ctkPathLineEdit)
             self._startImport(prepared)
 
     def onPropagate(self) -> None:
         parameters = self._parameterNode
         with self._reportErrors(_("Propagate")):
-            if not self._dependenciesReady():
+            backend = parameters.propagateBackend
+            if not self._packagesReady(backend.value, backend.label(), self.onPropagate):
                 return
             segmentation = self._paintedSegmentation()
-            segmentIds = self._segmentsToPropagate()
             prepared = runs.prepare_propagate(
-                parameters.inputVolume, segmentation, segmentIds, self._chosenSliceNode(),
-                parameters.propagateBackend, parameters.device, sam2_model=parameters.sam2Model,
+                parameters.inputVolume, segmentation, self._segmentsToPropagate(), self._chosenSliceNode(),
+                backend, parameters.device, sam2_model=parameters.sam2Model,
                 sam2_checkpoint=self._checkpoint("sam2"), work_parent=self.logic.workFolder(),
+                working_view=self.views.working_view(slicer.mrmlScene),
             )
+            if backend is PropagationBackend.sam2:
+                self.ui.sam2CheckpointPathLineEdit.addCurrentPathToHistory()
             self._startImport(prepared)
 
     def _chosenSliceNode(self):
         """The view chosen under 'Painted in view', or None for Auto."""
         view = self._parameterNode.sliceView
-        return None if view == "Auto" else self.logic.sliceNode(view)
+        return None if view is SliceView.auto else controller.named_view(slicer.mrmlScene, view.value)
 
     def _workingAxis(self):
         """Refinement's slice axis: that of the chosen view, else of the view last worked in."""
-        view, volume = self._chosenSliceNode() or nodes.active_slice_node(), self._parameterNode.inputVolume
-        return nodes.view_axis(view, volume) if view is not None and volume is not None else None
+        return controller.working_axis(self._chosenSliceNode(), self.views, slicer.mrmlScene, self._parameterNode.inputVolume)
 
     def onEditorSegmentChanged(self, segmentId: str) -> None:
-        """Propagate what is being painted: the selection follows the editor's current segment."""
-        if segmentId:
-            self.ui.propagateSegmentSelector.setSelectedSegmentIDs([segmentId])
+        """The tick list follows the segment being painted, until the user ticks others themselves."""
+        selector = self.ui.propagateSegmentSelector
+        ticked = list(selector.selectedSegmentIDs())
+        wanted = controller.follow_editor(ticked, self._editorSegment, segmentId)
+        self._editorSegment = segmentId or ""
+        if wanted != ticked:
+            selector.setSelectedSegmentIDs(wanted)
 
     def _segmentsToPropagate(self) -> list[str]:
-        chosen = list(self.ui.propagateSegmentSelector.selectedSegmentIDs())
-        current = self.ui.segmentEditorWidget.currentSegmentID()
-        return chosen or ([current] if current else [])
+        return controller.segments_to_propagate(
+            list(self.ui.propagateSegmentSelector.selectedSegmentIDs()), self.ui.segmentEditorWidget.currentSegmentID()
+        )
 
     def onRefine(self) -> None:
         parameters = self._parameterNode
         with self._reportErrors(_("Refine with SAM")):
-            if not self._dependenciesReady():
+            if not self._packagesReady("sam", _("Refine with SAM"), self.onRefine):
                 return
-            fromSegment = parameters.refineSource == "Selected segment"
+            fromSegment = parameters.refineSource is RefineSource.segment
             segmentation = self._paintedSegmentation() if fromSegment else self._outputSegmentation()
             segmentId = self.ui.refineSegmentSelector.currentSegmentID()
-            replace = parameters.replaceRefinedSegment and parameters.refineSource == "Selected segment"
+            replace = parameters.replaceRefinedSegment and fromSegment
             if replace and segmentId:
                 name = segmentation.GetSegmentation().GetSegment(segmentId).GetName()
                 if not slicer.util.confirmOkCancelDisplay(
-                    _("Replace the voxels of segment '{name}' with the refined mask?").format(name=name),
+                    _("Replace the voxels of segment '{name}' with the refined mask? Ctrl+Z in the editor undoes it.").format(name=name),
                     windowTitle=_("Refine with SAM"),
                 ):
                     return
@@ -359,32 +405,38 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 segmentation_node=segmentation, segment_id=segmentId, roi_node=parameters.refineRoi,
                 replace=replace, axis=self._workingAxis(), work_parent=self.logic.workFolder(),
             )
+            self.ui.samCheckpointPathLineEdit.addCurrentPathToHistory()
             self._startImport(prepared)
 
     def _startImport(self, prepared: runs.PreparedRun) -> None:
-        """Run a prepared command; on success its result becomes new segments of the output."""
+        """Run a prepared command; on success its result becomes new segments of the output (one undo step)."""
         volume, segmentation = self._parameterNode.inputVolume, self._outputSegmentation()
         nodes.require_same_transform(segmentation, volume)  # before the run, not when its result arrives
+        editor = self.ui.segmentEditorWidget
 
         def importResult(process):
-            result = runs.finish(prepared, segmentation, volume)
-            segmentation.CreateDefaultDisplayNodes()
+            # Into the editor's history only when the editor shows this segmentation.
+            undo = editor.saveStateForUndo if editor.segmentationNode() is segmentation else None
+            result, status = controller.import_result(prepared, segmentation, volume, save_state_for_undo=undo)
             if result.clusters is not None:
                 self._showClusters(result.clusters)
-            if result.empty:
-                return _("{title} found nothing; no segment was added or changed").format(title=prepared.title)
-            names = [segmentation.GetSegmentation().GetSegment(i).GetName() for i in result.segment_ids.values()]
-            self.ui.segmentEditorWidget.setCurrentSegmentID(next(iter(result.segment_ids.values())))
-            return _("{title} done: {names}").format(title=prepared.title, names=", ".join(names))
+            return status
 
-        self._start(prepared.process(self.logic.pythonExecutable()), prepared.title, importResult, prepared.cleanup)
+        try:
+            process = prepared.process(self.logic.pythonExecutable())
+        except SegSSLError:
+            prepared.cleanup()
+            raise
+        self._estimate = ""
+        if controller.runs_on_cpu(prepared.workflow, self._parameterNode.device.value, self.deviceProbe):
+            self._estimate = controller.estimate_line(prepared.workflow, prepared.slices)
+        self._startJob(process, prepared.title, importResult, prepared.cleanup, watched=(volume, segmentation))
 
     def _outputSegmentation(self):
         """The output segmentation; a new one (on the input's grid) if none is selected."""
         parameters = self._parameterNode
         if parameters.outputSegmentation is None:
-            if parameters.inputVolume is None:
-                raise SegSSLError("no input volume is selected — load a CT or MR volume and select it as Input volume")
+            nodes.require_volume(parameters.inputVolume)
             # Under the volume's transform: results are arrays on the volume's grid.
             parameters.outputSegmentation = nodes.new_segmentation(parameters.inputVolume, f"{parameters.inputVolume.GetName()} SegSSL")
         return parameters.outputSegmentation
@@ -409,8 +461,8 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- S3-Net clusters ---------------------------------------------------------------------------
 
     def _showClusters(self, clusters: runs.ClusterMap) -> None:
-        """Show the cluster map as a label layer and list its clusters, largest first."""
-        slicer.util.setSliceViewerLayers(label=clusters.node, labelOpacity=0.5)
+        """Show the cluster map (one per volume, replaced by each run) and list its clusters, largest first."""
+        controller.show_label_layer(slicer.mrmlScene, clusters.node, self._parameterNode.showClusters)
         self.ui.clusterComboBox.clear()
         for value, count in clusters.counts():
             self.ui.clusterComboBox.addItem(_("cluster {value} ({count} voxels)").format(value=value, count=count), value)
@@ -428,163 +480,127 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if self._clusters is None:
                 raise SegSSLError("there is no cluster map — run Segment with S3-Net and 'Keep all clusters' first")
             value = int(self.ui.clusterComboBox.currentData)
-            segmentId = self._clusters.add(value)
+            editor = self.ui.segmentEditorWidget
+            if self._clusters.segmentation_node is editor.segmentationNode():
+                editor.saveStateForUndo()
+            self._clusters.add(value)
             self.ui.statusLabel.text = _("added cluster {value} as a new segment").format(value=value)
-            if self._clusters.segmentation_node is self.ui.segmentEditorWidget.segmentationNode():
-                self.ui.segmentEditorWidget.setCurrentSegmentID(segmentId)
 
     # -- weights -----------------------------------------------------------------------------------
 
     def _weightsName(self, kind: str) -> str:
         parameters = self._parameterNode
-        return runs.SAM2_MODELS[parameters.sam2Model][0] if kind == "sam2" else runs.SAM_MODELS[parameters.samModel]
+        return parameters.sam2Model.value if kind == "sam2" else parameters.samModel.value
 
-    def _chosenFile(self, kind: str):
-        pathEdit = self.ui.sam2CheckpointPathLineEdit if kind == "sam2" else self.ui.samCheckpointPathLineEdit
+    def _pathEdit(self, kind: str):
+        return self.ui.sam2CheckpointPathLineEdit if kind == "sam2" else self.ui.samCheckpointPathLineEdit
+
+    @staticmethod
+    def _chosenFile(pathEdit):
         return runs.given_file(pathEdit.currentPath)
 
     def _checkpoint(self, kind: str):
         """The file the user browsed to, else the downloaded weights of the chosen model."""
-        chosen = self._chosenFile(kind)
-        if chosen is not None:
-            return chosen
-        found = self._weightsFound.get(self._weightsName(kind))
-        return found if isinstance(found, Path) else None
+        return self._chosenFile(self._pathEdit(kind)) or self.weights.path(self._weightsName(kind))
 
-    def _lookupWeights(self) -> None:
-        """Ask ``segssl weights path`` (in a thread: it starts a process) where the chosen weights are."""
-        if self._parameterNode is None or dependencies.describe_missing():
-            self._showWeightsStatus()  # without the packages `segssl weights` cannot run yet
+    def _showStatus(self) -> None:
+        """Packages, device and weights lines; look-ups that run in threads are polled by a timer."""
+        if self._parameterNode is None:
             return
+        self._showDependencyStatus()
         try:
             python = self.logic.pythonExecutable()
         except SegSSLError:
-            return
-        for kind in ("sam2", "sam"):
-            name = self._weightsName(kind)
-            if name in self._weightsFound or name in self._weightsLookups:
-                continue
-
-            def lookup(name=name):
-                try:
-                    self._weightsFound[name] = runs.weights_file(name, python=python) or None
-                except Exception:  # noqa: BLE001 - an older SegSSL without `segssl weights`
-                    self._weightsFound[name] = "unknown"
-
-            thread = threading.Thread(target=lookup, daemon=True)
-            self._weightsLookups[name] = thread
-            thread.start()
-        self._weightsTimer.start()
-        self._showWeightsStatus()
-
-    def _showWeightsStatus(self) -> None:
-        if self._parameterNode is None:
-            return
+            python = None
+        torchInstalled = not dependencies.missing(dependencies.TORCH_REQUIREMENTS)
+        if torchInstalled and python:
+            self.deviceProbe.ask(python)
+        self.ui.deviceStatusLabel.text = controller.describe_device(self._parameterNode.device.value, self.deviceProbe, torchInstalled)
         for kind, label in (("sam2", self.ui.sam2WeightsStatusLabel), ("sam", self.ui.samWeightsStatusLabel)):
             name = self._weightsName(kind)
-            chosen = self._chosenFile(kind)
-            found = self._weightsFound.get(name)
-            if chosen is None and dependencies.describe_missing():
-                label.text = _("install the Python packages first (Inputs section)")
-            elif chosen is not None:
+            chosen = self._chosenFile(self._pathEdit(kind))
+            ready = not dependencies.missing_for(kind)
+            if chosen is None and ready and python:
+                self.weights.ask(name, python)  # `segssl weights path` needs the family's packages
+            found = self.weights.found.get(name)
+            if chosen is not None:
                 label.text = _("using {file}").format(file=chosen.name) if chosen.is_file() else _("file not found: {file}").format(file=chosen)
-            elif name in self._weightsLookups and name not in self._weightsFound:
+            elif not ready:
+                label.text = _("its Python packages are installed on first use (Download or the action button)")
+            elif self.weights.checking(name):
                 label.text = _("checking...")
             elif isinstance(found, Path):
                 label.text = _("downloaded ({file})").format(file=found.name)
-            elif found == "unknown":
+            elif found == controller.WeightsLookups.UNKNOWN:
                 label.text = _("unknown: this SegSSL has no weight manager; Browse to a file")
             else:
                 label.text = _("not downloaded: Download, or Browse to a file you have")
-        self._weightsLookups = {n: t for n, t in self._weightsLookups.items() if t.is_alive()}
-        if not self._weightsLookups:
-            self._weightsTimer.stop()
+        if self.weights.pending or self.deviceProbe.pending:
+            self._statusTimer.start()
+        else:
+            self._statusTimer.stop()
 
     def onDownload(self, kind: str) -> None:
         name = self._weightsName(kind)
-        if not slicer.util.confirmOkCancelDisplay(
-            _("Download the '{name}' weights from their official site into SegSSL's weights folder? "
-              "The checksum is verified. Large files take a while; you can cancel.").format(name=name),
-            windowTitle=_("SegSSL weights"),
-        ):
-            return
         with self._reportErrors(_("Download")):
-            if not self._dependenciesReady():
+            if not self._packagesReady(kind, _("Download of {name}").format(name=name), lambda: self.onDownload(kind)):
+                return
+            if not slicer.util.confirmOkCancelDisplay(
+                _("Download the '{name}' weights from their official site into SegSSL's weights folder? "
+                  "The checksum is verified. Large files take a while; you can cancel.").format(name=name),
+                windowTitle=_("SegSSL weights"),
+            ):
                 return
 
             def lookAgain(process):
-                self._weightsFound.pop(name, None)
-                self._lookupWeights()
+                self.weights.forget(name)
+                self._showStatus()
                 return _("weights '{name}' downloaded").format(name=name)
 
             process = SegSSLProcess(runs.download_arguments(name), python=self.logic.pythonExecutable())
-            self._start(process, _("download of {name}").format(name=name), lookAgain)
+            self._estimate = ""
+            self._startJob(process, _("download of {name}").format(name=name), lookAgain, kind="download")
 
     # -- running, progress, cancel -----------------------------------------------------------------
 
-    def _start(self, process, title: str, onSuccess, cleanup=None) -> None:
-        if self._run is not None:  # a click that slipped through while busy
-            if cleanup:
-                cleanup()
-            return
-        try:
-            process.start()
-        except OSError as error:
-            if cleanup:
-                cleanup()
-            raise SegSSLError(f"cannot start {process.command[0]}: {error}") from None
-        self._run = (process, title, onSuccess, cleanup)
-        self._runStarted = time.monotonic()
+    def _startJob(self, process, title: str, onSuccess, cleanup=None, watched=(), kind: str = "run") -> bool:
+        if not self.jobs.start(process, title, onSuccess, cleanup, watched=watched, kind=kind):
+            return False  # a click that slipped through while busy: nothing nested
         self.ui.progressBar.show()
         self.ui.progressBar.setRange(0, 0)
-        self.ui.statusLabel.text = _("{title}: starting...").format(title=title)
+        self.ui.statusLabel.text = _("{title}: starting...").format(title=title) + (f" {self._estimate}" if self._estimate else "")
         self._updateButtons()
         self._pollTimer.start()
+        return True
 
     def _onPoll(self) -> None:
-        if self._run is None:
+        if not self.jobs.busy:
             self._pollTimer.stop()
             return
-        process, title = self._run[0], self._run[1]
-        for event in process.poll():
-            if event.get("event") in ("log", "text"):
-                logging.info("segssl: %s", event.get("message"))
-            if event.get("event") == EXIT_EVENT:
-                self._finishRun()
-                return
-        status = process.status
-        if status.fraction is None:
+        outcome = self.jobs.poll()
+        if outcome is not None:
+            self._showOutcome(outcome)
+            return
+        fraction, line = self.jobs.progress()
+        if fraction is None:
             self.ui.progressBar.setRange(0, 0)  # unknown length: busy indicator
         else:
             self.ui.progressBar.setRange(0, 100)
-            self.ui.progressBar.value = int(round(100 * status.fraction))
-        elapsed = int(time.monotonic() - self._runStarted)
-        state = _("cancelling") if process.cancelled else (status.message or _("starting..."))
-        self.ui.statusLabel.text = f"{title}: {state} ({elapsed} s)"
+            self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = line + (f" — {self._estimate}" if self._estimate else "")
 
-    def _finishRun(self) -> None:
+    def _showOutcome(self, outcome: controller.Outcome) -> None:
         self._pollTimer.stop()
-        process, title, onSuccess, cleanup = self._run
-        try:
-            if process.cancelled:
-                self.ui.statusLabel.text = _("{title} cancelled; nothing was changed").format(title=title)
-            elif process.returncode != 0:
-                self.ui.statusLabel.text = _("{title} failed").format(title=title)
-                slicer.util.errorDisplay(process.error_message, windowTitle=_("SegSSL"))
-            else:
-                with self._reportErrors(title):
-                    self.ui.statusLabel.text = onSuccess(process)
-        finally:
-            if cleanup:
-                cleanup()
-            self._run = None
-            self.ui.progressBar.hide()
-            self._updateButtons()
+        self._estimate = ""
+        self.ui.progressBar.hide()
+        self.ui.statusLabel.text = outcome.status
+        self._updateButtons()
+        if outcome.error:
+            slicer.util.errorDisplay(outcome.error, windowTitle=_("SegSSL"))
 
     def onCancel(self) -> None:
-        if self._run is not None:
-            self._run[0].cancel()
-            self.ui.cancelButton.enabled = False
+        self.jobs.cancel()
+        self.ui.cancelButton.enabled = False
 
     @contextlib.contextmanager
     def _reportErrors(self, what: str):
@@ -598,25 +614,45 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.exception("SegSSL: %s failed", what)
             slicer.util.errorDisplay(f"{what} failed: {error}", windowTitle=what)
 
-    # -- dependencies ------------------------------------------------------------------------------
+    # -- packages ----------------------------------------------------------------------------------
 
     def _showDependencyStatus(self) -> None:
-        missing = dependencies.describe_missing()
-        self.ui.dependencyStatusLabel.text = missing or _("all Python packages are installed")
-        self.ui.installDependenciesButton.visible = bool(missing)
-        self._lookupWeights()
+        lines = []
+        for workflow, title in (("registration", _("registration")), ("s3net", "S3-Net"), ("polycl", "PolyCL"),
+                                ("sam", _("Refine with SAM")), ("sam2", "SAM 2")):
+            missing = dependencies.describe_missing(workflow)
+            lines.append(f"{title}: " + (_("ready") if not missing else missing.replace("missing Python packages: ", _("needs "))))
+        self.ui.dependencyStatusLabel.text = "; ".join(lines)
+        self.ui.installDependenciesButton.visible = any(
+            dependencies.missing_for(w) for w in dependencies.WORKFLOW_REQUIREMENTS
+        )
 
-    def _dependenciesReady(self) -> bool:
-        if not dependencies.describe_missing():
+    def _packagesReady(self, workflow: str, title: str, then=None) -> bool:
+        """True when ``workflow``'s packages are there; else offers to install them (in the background)
+        and returns False — ``then`` runs once the install has finished."""
+        if not dependencies.python_supported():
+            raise SegSSLError(dependencies.describe_missing(workflow))
+        missing = list(dependencies.missing_for(workflow))
+        if not missing:
             return True
-        installed = self.logic.installDependencies(askConfirmation=True)
-        self._showDependencyStatus()
-        return installed and not dependencies.describe_missing()
+        if self.jobs.busy:  # a click that slipped through: never a second, nested install
+            return False
+        if not slicer.util.confirmOkCancelDisplay(
+            controller.install_confirmation(title, missing), windowTitle=_("SegSSL - install Python packages"),
+            detailedText="\n".join(missing),
+        ):
+            return False
+        self.logic.startInstall(self, missing, title, then)
+        return False
 
     def onInstallDependencies(self) -> None:
         with self._reportErrors(_("Install dependencies")):
-            self.logic.installDependencies(askConfirmation=True)
-        self._showDependencyStatus()
+            missing = list(dependencies.missing(dependencies.all_requirements()))
+            if missing and slicer.util.confirmOkCancelDisplay(
+                controller.install_confirmation(_("Every SegSSL workflow"), missing),
+                windowTitle=_("SegSSL - install Python packages"), detailedText="\n".join(missing),
+            ):
+                self.logic.startInstall(self, missing, _("every workflow"))
 
 
 #
@@ -629,7 +665,9 @@ class SegSSLLogic(ScriptedLoadableModuleLogic):
     ``run`` (blocking) — the widget starts the same processes without blocking."""
 
     def getParameterNode(self):
-        return SegSSLParameterNode(super().getParameterNode())
+        node = super().getParameterNode()
+        choices.migrate_parameters(node)  # scenes saved when labels were stored
+        return SegSSLParameterNode(node)
 
     @staticmethod
     def pythonExecutable() -> str:
@@ -655,87 +693,45 @@ class SegSSLLogic(ScriptedLoadableModuleLogic):
             node = slicer.mrmlScene.AddNode(node)
         return node
 
-    @staticmethod
-    def sliceNode(viewName: str):
-        widget = slicer.app.layoutManager().sliceWidget(viewName) if slicer.app.layoutManager() else None
-        if widget is None:
-            raise SegSSLError(f"the {viewName} view is not in the current layout — choose a layout that shows it")
-        return widget.mrmlSliceNode()
-
     def run(self, prepared: runs.PreparedRun, segmentationNode, volumeNode, timeout=None) -> runs.RunResult:
         """Run a prepared command to its end and import the result (blocks; for scripts and tests)."""
         return runs.run_and_finish(prepared, segmentationNode, volumeNode, python=self.pythonExecutable(), timeout=timeout)
 
-    def installDependencies(self, askConfirmation: bool = True) -> bool:
-        """torch through PyTorchUtils, the rest with pip; Slicer's own packages are never replaced.
-
-        Returns False when the user declines. Only ever called on a user action.
-        """
-        if not dependencies.python_supported():
-            raise SegSSLError(dependencies.describe_missing())
-        torchMissing = dependencies.missing(dependencies.TORCH_REQUIREMENTS)
-        pipMissing = dependencies.missing(dependencies.PIP_REQUIREMENTS)
-        if not torchMissing and not pipMissing:
-            return True
-        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-            _("SegSSL needs these Python packages in Slicer's Python environment. Install them now? "
-              "This downloads several GB for PyTorch and takes minutes."),
-            windowTitle=_("SegSSL - install Python packages"),
-            detailedText="\n".join(torchMissing + pipMissing),
-        ):
-            return False
-        try:
-            if torchMissing:
-                self._installTorch()
-            if pipMissing:
-                self._pipInstall(pipMissing)
-        finally:
-            dependencies.refresh()  # what is installed now, even after a failure half-way
-        return True
-
-    @staticmethod
-    def _installTorch() -> None:
-        try:
-            import PyTorchUtils
-        except ImportError:
-            raise SegSSLError(
-                "SegSSL needs PyTorch: install the 'PyTorch' extension with the Extensions Manager, restart Slicer, "
-                "then click Install dependencies again"
-            ) from None
-        torchRequirement, visionRequirement = (r.split(">=", 1)[1] for r in dependencies.TORCH_REQUIREMENTS)
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-            askConfirmation=False, torchVersionRequirement=f">={torchRequirement}",
-            torchvisionVersionRequirement=f">={visionRequirement}",
-        )
-        if torch is None:
-            raise SegSSLError("PyTorch was not installed — use the PyTorch Utils module to install it, then try again")
-
-    @staticmethod
-    def _pipInstall(requirements: list[str]) -> None:
+    def installSteps(self, requirements) -> list:
         constraints = Path(slicer.app.temporaryPath) / "SegSSL-constraints.txt"
-        constraints.write_text(dependencies.constraints_text())
-        try:
-            import slicer.packaging as packaging  # Slicer 5.12 and newer
-        except ImportError:
-            packaging = None
+        return installing.install_steps(requirements, constraints)
+
+    def startInstall(self, widget, requirements, title: str, then=None) -> bool:
+        """Install ``requirements`` in background processes through the widget's job slot (its buttons
+        are disabled meanwhile; a second click cannot nest an install). Only ever on a user action."""
+        packaging = getattr(slicer, "packaging", None)
+        if packaging is not None and getattr(packaging, "isPipInstallInProgress", lambda: False)():
+            raise SegSSLError("another module is installing Python packages — wait until it has finished, then click again")
         restartNeeded = dependencies.imported_among(requirements)
-        # Called after torch is installed: source builds (sam2) compile against it.
-        for arguments, environment in dependencies.pip_steps(requirements, constraints):
-            if not environment and packaging is not None and hasattr(packaging, "pip_ensure"):
-                # Confirmation was asked already; pip_ensure offers the restart itself when needed.
-                names = arguments[: arguments.index("-c")]
-                packaging.pip_ensure(names, constraints=str(constraints), prompt_install=False, requester="SegSSL")
-                restartNeeded = [r for r in restartNeeded if r not in names]
-                continue
-            with dependencies.environment_set(environment):
-                slicer.util.pip_install(arguments)
-        if restartNeeded and slicer.util.confirmYesNoDisplay(
-            _("Updated packages were already loaded ({names}). Restart Slicer now so they are used?").format(
-                names=", ".join(restartNeeded)
-            ),
-            windowTitle=_("SegSSL"),
-        ):
-            slicer.util.restart()
+        job = installing.InstallJob(self.installSteps(requirements), self.pythonExecutable(), on_line=lambda line: logging.info("pip: %s", line))
+
+        def installed(process):
+            dependencies.refresh()
+            widget.deviceProbe.reset()
+            still = dependencies.missing(requirements)
+            if still:
+                raise SegSSLError(
+                    f"pip finished but {', '.join(still)} is still missing — restart Slicer and try again; see the Python console"
+                )
+            if restartNeeded and slicer.util.confirmYesNoDisplay(
+                _("Updated packages were already loaded ({names}). Restart Slicer now so they are used?").format(
+                    names=", ".join(restartNeeded)
+                ),
+                windowTitle=_("SegSSL"),
+            ):
+                slicer.util.restart()
+            if then is not None and not restartNeeded:
+                qt.QTimer.singleShot(0, then)  # carry on with what the click asked for
+            widget._showStatus()
+            return _("packages for {title} installed").format(title=title)
+
+        widget._estimate = ""
+        return widget._startJob(job, _("installing packages for {title}").format(title=title), installed, kind="install")
 
 
 #
@@ -744,26 +740,36 @@ class SegSSLLogic(ScriptedLoadableModuleLogic):
 
 
 class SegSSLTest(ScriptedLoadableModuleTest):
-    """The three workflows on a generated phantom (no downloads); see SegSSLSlicerLib/selftest.py."""
+    """The three workflows on a generated phantom (no downloads; see SegSSLSlicerLib/selftest.py), and
+    the panel's own behaviour through the code paths its buttons use. unittest's assert methods, so
+    that ``python -O`` cannot strip a check."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        self.setUp()
-        self.test_segment_with_s3net()
-        self.setUp()
-        self.test_propagate_with_registration()
-        self.setUp()
-        self.test_refine_without_weights_explains_what_to_do()
-        self.setUp()
-        self.test_refine_with_a_tiny_random_sam()
+        for test in (
+            self.test_segment_with_s3net,
+            self.test_propagate_with_registration,
+            self.test_refine_without_weights_explains_what_to_do,
+            self.test_refine_with_a_tiny_random_sam,
+            self.test_panel_editor_node_is_set_before_the_scene_and_exit_frees_the_views,
+            self.test_panel_auto_view_is_the_slice_view_the_cursor_was_last_in,
+            self.test_panel_buttons_wait_for_a_job_and_a_second_job_is_refused,
+            self.test_panel_cluster_map_can_be_hidden,
+        ):
+            self.setUp()
+            test()
 
     def _work(self) -> Path:
         folder = Path(slicer.app.temporaryPath) / "SegSSLTest"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         return folder
+
+    def _widget(self):
+        slicer.util.selectModule("SegSSL")
+        return slicer.modules.segssl.widgetRepresentation().self()
 
     def test_segment_with_s3net(self):
         self.delayDisplay("S3-Net segmentation from a seed on a phantom")
@@ -774,7 +780,7 @@ class SegSSLTest(ScriptedLoadableModuleTest):
     def test_propagate_with_registration(self):
         self.delayDisplay("Propagation of one painted slice with the registration backend")
         volume, segmentation, truth = selftest.add_phantom()
-        red = SegSSLLogic.sliceNode("Red")
+        red = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
         score = selftest.check_propagate(volume, segmentation, truth, red, SegSSLLogic.pythonExecutable(), self._work())
         self.delayDisplay(f"propagated liver Dice {score:.2f}")
 
@@ -793,3 +799,63 @@ class SegSSLTest(ScriptedLoadableModuleTest):
         volume, segmentation, truth = selftest.add_phantom()
         count = selftest.check_refine(volume, segmentation, truth, SegSSLLogic.pythonExecutable(), self._work())
         self.delayDisplay(f"refined the liver on {count} slices")
+
+    def test_panel_editor_node_is_set_before_the_scene_and_exit_frees_the_views(self):
+        widget = self._widget()
+        editor = widget.ui.segmentEditorWidget
+        self.assertEqual(editor.mrmlSegmentEditorNode().GetID(), widget.logic.segmentEditorNode().GetID())
+        volume, segmentation, _truth = selftest.add_phantom()
+        widget._parameterNode.inputVolume = volume
+        widget._parameterNode.outputSegmentation = segmentation
+        editor.setCurrentSegmentID(segmentation.GetSegmentation().AddEmptySegment("", "liver"))
+        editor.setActiveEffectByName("Paint")
+        self.assertIsNotNone(editor.activeEffect())
+        widget.exit()
+        self.assertIsNone(editor.activeEffect())
+        widget.enter()
+
+    def test_panel_auto_view_is_the_slice_view_the_cursor_was_last_in(self):
+        widget = self._widget()
+        volume, _segmentation, _truth = selftest.add_phantom()
+        widget._parameterNode.inputVolume = volume
+        widget._parameterNode.sliceView = SliceView.auto
+        layout = slicer.app.layoutManager()
+        layout.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpView)
+        yellow = layout.sliceWidget("Yellow").mrmlSliceNode()
+        crosshair = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLCrosshairNode")
+        crosshair.SetCursorPositionXYZ([10.0, 10.0, 0.0], yellow)
+        crosshair.SetCursorPositionInvalid()  # the mouse went to the panel
+        self.assertEqual(widget._workingAxis(), nodes.view_axis(yellow, volume))
+
+    def test_panel_buttons_wait_for_a_job_and_a_second_job_is_refused(self):
+        widget = self._widget()
+        volume, segmentation, _truth = selftest.add_phantom()
+        widget._parameterNode.inputVolume = volume
+        python = SegSSLLogic.pythonExecutable()
+        sleeper = installing._StepProcess([python, "-c", "import time; time.sleep(30)"], {})
+        self.assertTrue(widget._startJob(sleeper, "test job", lambda process: "done", watched=(volume, segmentation)))
+        for name in widget.ACTION_BUTTONS:
+            self.assertFalse(getattr(widget.ui, name).enabled, name)
+        self.assertTrue(widget.ui.cancelButton.enabled)
+        second = installing._StepProcess([python, "-c", "pass"], {})
+        self.assertFalse(widget._startJob(second, "second job", lambda process: "done"))
+        self.assertIsNone(second.pid)
+        slicer.mrmlScene.RemoveNode(segmentation)  # deleted while the job runs: nothing is imported
+        deadline = time.monotonic() + 20
+        while widget.jobs.busy and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        self.assertFalse(widget.jobs.busy)
+        self.assertIn("was removed during the run", widget.ui.statusLabel.text)
+        self.assertTrue(widget.ui.segmentButton.enabled)
+
+    def test_panel_cluster_map_can_be_hidden(self):
+        widget = self._widget()
+        volume, segmentation, truth = selftest.add_phantom()
+        widget._parameterNode.inputVolume = volume
+        clusters = nodes.add_label_volume((truth % 3).astype("uint8"), volume, "clusters", reuse_attribute=nodes.CLUSTER_MAP_ATTRIBUTE)
+        widget._parameterNode.showClusters = True
+        widget._showClusters(runs.ClusterMap(clusters, volume, segmentation))
+        self.assertTrue(controller.label_layer_shown(slicer.mrmlScene, clusters))
+        widget.ui.showClustersCheckBox.checked = False
+        self.assertFalse(controller.label_layer_shown(slicer.mrmlScene, clusters))

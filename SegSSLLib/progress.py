@@ -25,8 +25,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from tqdm import tqdm
-
 from SegSSLLib import strict_json
 from SegSSLLib.formatting import short
 
@@ -38,7 +36,7 @@ class _Stage:
     name: str
     total: int
     done: int = 0
-    bar: tqdm | None = None
+    bar: object | None = None  # a tqdm bar (tqdm is imported only when a bar is shown)
 
 
 class Progress:
@@ -74,6 +72,9 @@ class Progress:
         self._stages.append(current)
         self.emit("stage", stage=name, total=total, overall=self.overall())
         if self.mode == "bar":
+            # Imported here: `--progress json` runs (the Slicer panel) need no tqdm installed.
+            from tqdm import tqdm
+
             current.bar = tqdm(
                 total=total, desc=name, unit="step", dynamic_ncols=True, leave=False, file=sys.stderr,
                 position=len(self._stages) - 1,

@@ -1,17 +1,22 @@
-"""Which Python packages SegSSL needs inside Slicer, and which of them are missing.
+"""Which Python packages each SegSSL workflow needs inside Slicer, and which of them are missing.
 
-Installing happens only when the user asks (``SegSSLLogic.installDependencies``), with confirmation:
-torch and torchvision through the PyTorch extension's PyTorchUtils (it picks the build that fits the
-GPU driver), the rest with pip. Packages that Slicer itself ships or that PyTorchUtils chose are
-pinned in a constraints file so pip never replaces them (Slicer's SimpleITK above all).
+Installing happens in tiers, only for the workflow the user starts, and only on a user action with
+confirmation (``installing.py`` runs it in a background process):
+
+- registration propagation: nothing beyond what Slicer ships (numpy, SimpleITK, scipy);
+- S3-Net, PolyCL, Refine with SAM: PyTorch (through light-the-torch, as the PyTorch extension's
+  PyTorchUtils does: it picks the build that fits the GPU driver) plus that workflow's packages;
+- SAM 2 propagation: PyTorch and sam2.
+
+TensorBoard is a training extra (``segssl pretrain/finetune --log-dir``), never installed here.
+Packages that Slicer itself ships or that were installed for PyTorch are pinned in a constraints
+file, so pip never replaces them (Slicer's SimpleITK above all).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
-import os
 import sys
 from importlib import metadata
 
@@ -21,23 +26,36 @@ from packaging.utils import canonicalize_name
 MINIMUM_PYTHON = (3, 10)  # sam2 needs it: Slicer 5.10 or newer
 # Lower bounds as in pyproject.toml.
 TORCH_REQUIREMENTS = ("torch>=2.5.1", "torchvision>=0.20")
-PIP_REQUIREMENTS = (
-    "monai>=1.3",
-    "scipy>=1.10",
-    "scikit-image>=0.19",
-    "tqdm>=4.60",
-    "tensorboard>=2.10",
-    "pillow>=9.0",
-    "platformdirs>=3.0",
-    "segment-anything>=1.0",
-    "sam2>=1.0",
-)
+# Slicer ships these (scipy since long before 5.10); required so that a Python without them says so.
+SLICER_SHIPPED = ("numpy>=1.24", "SimpleITK>=2.2", "scipy>=1.10")
+# What each workflow needs beyond Slicer's own packages. Keys are the workflows' stable ids.
+WORKFLOW_REQUIREMENTS = {
+    "registration": (),
+    "s3net": TORCH_REQUIREMENTS + ("monai>=1.3", "tqdm>=4.60"),
+    "polycl": TORCH_REQUIREMENTS + ("monai>=1.3", "scikit-image>=0.19", "tqdm>=4.60", "platformdirs>=3.0"),
+    "sam": TORCH_REQUIREMENTS
+    + ("segment-anything>=1.0", "scikit-image>=0.19", "pillow>=9.0", "tqdm>=4.60", "platformdirs>=3.0"),
+    "sam2": TORCH_REQUIREMENTS + ("sam2>=1.0", "pillow>=9.0", "tqdm>=4.60", "platformdirs>=3.0"),
+}
+# Installed by no workflow of the panel: training logs only.
+TRAINING_EXTRAS = ("tensorboard>=2.10",)
 # Slicer's own copies; pip may use them but must not replace them.
-KEEP_INSTALLED = ("SimpleITK", "numpy")
+KEEP_INSTALLED = ("SimpleITK", "numpy", "scipy")
 # Published as source only: built after torch, against the installed torch (an isolated build would
 # download a second torch, and constraints do not reach it), without the optional CUDA extension
 # (it needs a CUDA compiler; sam2 runs without it).
 SOURCE_BUILDS = {"sam2": {"SAM2_BUILD_CUDA": "0"}}
+
+
+def all_requirements() -> tuple[str, ...]:
+    """Every package some workflow of the panel may install (each once, in a stable order)."""
+    return tuple(dict.fromkeys(r for tier in WORKFLOW_REQUIREMENTS.values() for r in tier))
+
+
+def workflow_requirements(workflow: str) -> tuple[str, ...]:
+    if workflow not in WORKFLOW_REQUIREMENTS:
+        raise ValueError(f"unknown workflow {workflow!r}: one of {', '.join(WORKFLOW_REQUIREMENTS)}")
+    return SLICER_SHIPPED + WORKFLOW_REQUIREMENTS[workflow]
 
 
 def installed_version(name: str) -> str | None:
@@ -80,21 +98,6 @@ def pip_steps(requirements, constraints_path) -> list[tuple[list[str], dict[str,
     return steps
 
 
-@contextlib.contextmanager
-def environment_set(variables: dict[str, str]):
-    """``os.environ`` with ``variables`` set for the duration (pip inherits it), restored afterwards."""
-    before = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def imported_among(requirements) -> list[str]:
     """Requirements whose package is already imported in this process (a restart is then needed)."""
     imported = {canonicalize_name(module.split(".")[0]) for module in list(sys.modules)}
@@ -103,16 +106,18 @@ def imported_among(requirements) -> list[str]:
     return [r for r, name in names.items() if canonicalize_name(import_names.get(name, name)) in imported]
 
 
-@functools.lru_cache(maxsize=1)
-def describe_missing() -> str:
-    """One line for the panel: what is missing, or that everything is there.
+@functools.lru_cache(maxsize=None)
+def missing_for(workflow: str) -> tuple[str, ...]:
+    """The requirements of ``workflow`` that are not installed (cached: it scans the installed
+    distributions and the panel asks on every change; ``refresh()`` after installing)."""
+    return tuple(missing(workflow_requirements(workflow)))
 
-    Cached: it scans the installed distributions and the panel asks on every change; ``refresh()``
-    after installing.
-    """
+
+def describe_missing(workflow: str) -> str:
+    """One line for the panel: what ``workflow`` still needs, or "" when it can run."""
     if not python_supported():
         return f"SegSSL needs Python {'.'.join(map(str, MINIMUM_PYTHON))} or newer: use 3D Slicer 5.10 or newer"
-    absent = missing(TORCH_REQUIREMENTS + PIP_REQUIREMENTS)
+    absent = missing_for(workflow)
     if not absent:
         return ""
     return "missing Python packages: " + ", ".join(Requirement(r).name for r in absent)
@@ -121,4 +126,4 @@ def describe_missing() -> str:
 def refresh() -> None:
     """Forget what was found installed (after pip ran)."""
     importlib.invalidate_caches()
-    describe_missing.cache_clear()
+    missing_for.cache_clear()

@@ -22,10 +22,13 @@ from SegSSLLib.errors import SegSSLError
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])  # its own inverse
 # A slice view counts as aligned with a voxel axis when its normal is within this angle of it.
 VIEW_ALIGNMENT_TOLERANCE_DEGREES = 1.0
-# Colours for new segments without a colour of their own (Slicer's generic anatomy colours).
-_PALETTE = [
+# Colours for new segments: Slicer's generic anatomy colours, then brighter ones. A new segment gets the
+# one farthest from every colour already in the segmentation (a result never looks like its source).
+PALETTE = [
     (0.50, 0.68, 0.50), (0.95, 0.84, 0.57), (0.69, 0.48, 0.40), (0.44, 0.63, 0.86),
     (0.85, 0.40, 0.40), (0.59, 0.44, 0.75), (0.89, 0.68, 0.33), (0.55, 0.75, 0.82),
+    (0.90, 0.90, 0.20), (0.20, 0.80, 0.80), (0.95, 0.45, 0.80), (0.30, 0.30, 0.95),
+    (0.35, 0.90, 0.35), (1.00, 0.55, 0.10), (0.60, 0.20, 0.20), (0.95, 0.95, 0.95),
 ]
 
 
@@ -59,6 +62,10 @@ def ijk_to_ras_from_image(image: sitk.Image) -> np.ndarray:
 def require_volume(volume_node) -> None:
     if volume_node is None or volume_node.GetImageData() is None:
         raise SegSSLError("no input volume is selected — load a CT or MR volume and select it as Input volume")
+    if volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise SegSSLError(
+            f"'{volume_node.GetName()}' is a label map, not an image — select the CT or MR volume as Input volume"
+        )
 
 
 def volume_to_image(volume_node) -> sitk.Image:
@@ -220,14 +227,6 @@ def view_slice(slice_node, volume_node) -> tuple[int, int]:
     return axis, index
 
 
-def active_slice_node():
-    """The slice view the user last worked in (Slicer's active view), or None if that is not a slice view."""
-    selection = slicer.mrmlScene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
-    view_id = selection.GetActiveViewID() if selection is not None else None
-    view = slicer.mrmlScene.GetNodeByID(view_id) if view_id else None
-    return view if view is not None and view.IsA("vtkMRMLSliceNode") else None
-
-
 def painted_slice(labels: np.ndarray) -> tuple[int, int] | None:
     """(ITK axis, index) of the one slice the labels lie on, when exactly one axis has a single painted
     slice; None when that does not tell (nothing painted, several slices, or a line or a dot that lies
@@ -342,7 +341,7 @@ def add_segments(
     added = {}
     for value in (int(v) for v in np.unique(labels) if v != 0):
         name = unique_segment_name(segmentation_node, names.get(value, f"label {value}"))
-        color = colors.get(value) or _PALETTE[(segmentation.GetNumberOfSegments()) % len(_PALETTE)]
+        color = colors.get(value) or distinct_color(segmentation_node)
         segment_id = segmentation.AddEmptySegment("", name, list(color))
         slicer.util.updateSegmentBinaryLabelmapFromArray((labels == value).astype(np.uint8), segmentation_node, segment_id, volume_node)
         added[value] = segment_id
@@ -357,14 +356,56 @@ def replace_segment(mask: np.ndarray, segmentation_node, segment_id: str, volume
     slicer.util.updateSegmentBinaryLabelmapFromArray((mask > 0).astype(np.uint8), segmentation_node, segment_id, volume_node)
 
 
+def distinct_color(segmentation_node) -> tuple[float, float, float]:
+    """The palette colour farthest (in RGB) from every segment's colour; the first unused one on a tie."""
+    segmentation = segmentation_node.GetSegmentation()
+    used = np.array([segmentation.GetNthSegment(n).GetColor() for n in range(segmentation.GetNumberOfSegments())]).reshape(-1, 3)
+    if len(used) == 0:
+        return PALETTE[0]
+    distances = np.linalg.norm(np.array(PALETTE)[:, None, :] - used[None, :, :], axis=2).min(axis=1)
+    return PALETTE[int(np.argmax(distances))]
+
+
 def segment_name_and_color(segmentation_node, segment_id) -> tuple[str, tuple]:
     segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
     return segment.GetName(), tuple(segment.GetColor())
 
 
-def add_label_volume(labels: np.ndarray, volume_node, name: str):
-    """Show a label array (e.g. S3-Net clusters) as a label map volume on the input's grid."""
-    node = slicer.util.addVolumeFromArray(labels, ijk_to_ras_matrix(volume_node), name, "vtkMRMLLabelMapVolumeNode")
+def nodes_of_class(scene, class_name: str) -> list:
+    """The nodes of ``scene`` that are ``class_name`` (or derive from it)."""
+    collection = scene.GetNodesByClass(class_name)
+    return [collection.GetItemAsObject(n) for n in range(collection.GetNumberOfItems())]
+
+
+CLUSTER_MAP_ATTRIBUTE = "SegSSL.ClusterMapOf"  # on a cluster map: the ID of the volume it was computed from
+
+
+def cluster_map_node(volume_node):
+    """The S3-Net cluster map of ``volume_node`` in the scene, or None."""
+    scene = volume_node.GetScene()
+    if scene is None:
+        return None
+    for node in nodes_of_class(scene, "vtkMRMLLabelMapVolumeNode"):
+        if node.GetAttribute(CLUSTER_MAP_ATTRIBUTE) == volume_node.GetID():
+            return node
+    return None
+
+
+def add_label_volume(labels: np.ndarray, volume_node, name: str, reuse_attribute: str | None = None):
+    """Show a label array (e.g. S3-Net clusters) as a label map volume on the input's grid.
+
+    With ``reuse_attribute``, the label map that carries it with this volume's ID is updated in place
+    (one cluster map per volume, not one more per run).
+    """
+    node = cluster_map_node(volume_node) if reuse_attribute == CLUSTER_MAP_ATTRIBUTE else None
+    if node is not None:
+        node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ijk_to_ras_matrix(volume_node)))
+        slicer.util.updateVolumeFromArray(node, labels)
+        node.SetName(name)
+    else:
+        node = slicer.util.addVolumeFromArray(labels, ijk_to_ras_matrix(volume_node), name, "vtkMRMLLabelMapVolumeNode")
+        if reuse_attribute:
+            node.SetAttribute(reuse_attribute, volume_node.GetID())
     node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
     return node
 

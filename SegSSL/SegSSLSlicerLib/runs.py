@@ -25,22 +25,8 @@ from SegSSLLib.processes import SegSSLProcess, run_to_end
 from SegSSLLib.volumes import label_array_to_image, write_image
 
 from SegSSLSlicerLib import nodes
+from SegSSLSlicerLib.choices import Device, PropagationBackend, RefineSource, Sam2Model, SamModel, SegmentMethod, member
 
-# Panel choice -> value of ``--device``.
-DEVICES = {"auto": "auto", "CPU": "cpu", "GPU (CUDA)": "cuda"}
-SEGMENT_METHODS = ("S3-Net", "PolyCL")
-PROPAGATION_BACKENDS = {"Registration (no weights)": "registration", "SAM 2": "sam2"}
-# Panel choice -> (name in ``segssl weights``, ``--sam2-config``). MedSAM2 uses the tiny config.
-SAM2_MODELS = {
-    "SAM 2.1 tiny": ("sam2.1_hiera_t", "sam2.1_hiera_t"),
-    "SAM 2.1 small": ("sam2.1_hiera_s", "sam2.1_hiera_s"),
-    "SAM 2.1 base+": ("sam2.1_hiera_b+", "sam2.1_hiera_b+"),
-    "SAM 2.1 large": ("sam2.1_hiera_l", "sam2.1_hiera_l"),
-    "MedSAM2": ("medsam2", "sam2.1_hiera_t"),
-}
-# Panel choice -> name in ``segssl weights``.
-SAM_MODELS = {"SAM ViT-B": "sam_vit_b", "SAM ViT-L": "sam_vit_l", "SAM ViT-H": "sam_vit_h", "MedSAM": "medsam_vit_b"}
-REFINE_SOURCES = ("Selected segment", "ROI box")
 # Files in the work folder; NRRD keeps the geometry at full precision and is quick to write.
 _VOLUME_FILE, _ANNOTATION_FILE, _RESULT_FILE, _CLUSTERS_FILE = "volume.nrrd", "annotation.nrrd", "result.nrrd", "clusters.nrrd"
 
@@ -58,6 +44,8 @@ class PreparedRun:
     colors: dict[int, tuple] = field(default_factory=dict)
     clusters: Path | None = None  # S3-Net: the full cluster map, shown so the user can pick clusters
     replace_segment_id: str | None = None  # the user confirmed that this segment is overwritten
+    workflow: str = ""  # key of ``dependencies.WORKFLOW_REQUIREMENTS`` (and of ``controller.CPU_SECONDS``)
+    slices: int = 0  # slices the command works through (for a time estimate)
 
     def process(self, python=None) -> SegSSLProcess:
         outputs = [self.result] + ([self.clusters] if self.clusters else [])
@@ -129,8 +117,8 @@ def require_file(path, what: str, fix: str) -> Path:
     return chosen
 
 
-def _device(device: str) -> str:
-    return DEVICES.get(device, device)
+def _device(device) -> str:
+    return member(Device, device).value
 
 
 def _write_inputs(work_folder: Path, volume_node, label_array: np.ndarray | None = None) -> tuple[Path, Path | None]:
@@ -145,13 +133,19 @@ def _write_inputs(work_folder: Path, volume_node, label_array: np.ndarray | None
     return volume_path, labels_path
 
 
+def _occupied_slices(labels: np.ndarray, axis: int) -> int:
+    """How many slices along ITK ``axis`` of a (k, j, i) array hold a label."""
+    along = 2 - axis
+    return int(np.any(labels != 0, axis=tuple(a for a in range(3) if a != along)).sum())
+
+
 # -- the three workflows ---------------------------------------------------------------------------
 
 
 def prepare_segment(
     volume_node,
-    method: str,
-    device: str,
+    method: SegmentMethod | str,
+    device: Device | str,
     checkpoint=None,
     seeds_node=None,
     keep_clusters: bool = False,
@@ -159,28 +153,30 @@ def prepare_segment(
 ) -> PreparedRun:
     """Segment: S3-Net from seed points (no labels, no weights) or a PolyCL model file."""
     nodes.require_volume(volume_node)
-    if method not in SEGMENT_METHODS:
-        raise SegSSLError(f"unknown segmentation method {method!r}: choose one of {', '.join(SEGMENT_METHODS)}")
-    if method == "S3-Net":
+    method = member(SegmentMethod, method)
+    if method is SegmentMethod.s3net:
         seeds = nodes.markups_to_ijk(seeds_node, volume_node)
         options = [item for seed in seeds for item in ("--seed", ",".join(map(str, seed)))]
     else:
-        model = require_file(checkpoint, "PolyCL model file", "choose the .pt file written by 'segssl finetune'")
+        model = require_file(checkpoint, "PolyCL model file", POLYCL_MODEL_HINT)
         options = ["--checkpoint", str(model)]
     with _new_work_folder(work_parent) as work_folder:
         volume_path, _ = _write_inputs(work_folder, volume_node)
     result = work_folder / _RESULT_FILE
-    clusters = work_folder / _CLUSTERS_FILE if method == "S3-Net" and keep_clusters else None
+    clusters = work_folder / _CLUSTERS_FILE if method is SegmentMethod.s3net and keep_clusters else None
     if clusters:
         options += ["--clusters-output", str(clusters)]
-    arguments = ["segment", "--input", str(volume_path), "--output", str(result), "--method", method.lower().replace("-", "")]
+    arguments = ["segment", "--input", str(volume_path), "--output", str(result), "--method", method.value]
+    name = "S3-Net" if method is SegmentMethod.s3net else "PolyCL"
     return PreparedRun(
-        title=f"{method} segmentation",
+        title=f"{name} segmentation",
         arguments=arguments + options + ["--device", _device(device)],
         work_folder=work_folder,
         result=result,
-        default_name=method,
+        default_name=name,
         clusters=clusters,
+        workflow=method.value,
+        slices=nodes.volume_size(volume_node)[2],
     )
 
 
@@ -189,31 +185,34 @@ def prepare_propagate(
     segmentation_node,
     segment_ids: list[str],
     slice_node,
-    backend: str,
-    device: str,
-    sam2_model: str = "SAM 2.1 tiny",
+    backend: PropagationBackend | str,
+    device: Device | str,
+    sam2_model: Sam2Model | str = Sam2Model.sam2_1_tiny,
     sam2_checkpoint=None,
     work_parent=None,
+    working_view=None,
 ) -> PreparedRun:
     """Propagate: the segments as painted on the slice shown in ``slice_node``, through the volume.
 
     ``slice_node`` None means "find it": the one slice the segments lie on when the painting tells
-    (see ``nodes.painted_slice``), else the slice shown in the view the user last worked in.
+    (see ``nodes.painted_slice``), else the slice shown in ``working_view``, the slice view the user
+    last worked in (``controller.ViewTracker``).
     """
     nodes.require_volume(volume_node)
-    backend = PROPAGATION_BACKENDS.get(backend, backend)
-    options = ["--backend", backend]
-    if backend == "sam2":
+    backend = member(PropagationBackend, backend)
+    options = ["--backend", backend.value]
+    if backend is PropagationBackend.sam2:
+        sam2_model = member(Sam2Model, sam2_model)
         checkpoint = require_file(
-            sam2_checkpoint, f"{sam2_model} weights", "click Download, or Browse to a SAM 2 checkpoint you already have"
+            sam2_checkpoint, f"{sam2_model.label()} weights", "click Download, or Browse to a SAM 2 checkpoint you already have"
         )
-        options += ["--sam2-checkpoint", str(checkpoint), "--sam2-config", SAM2_MODELS[sam2_model][1]]
+        options += ["--sam2-checkpoint", str(checkpoint), "--sam2-config", sam2_model.config]
     labels = nodes.segments_to_labels(segmentation_node, segment_ids, volume_node)
     found = nodes.painted_slice(labels) if slice_node is None else None
     if found is not None:
         (axis, index), annotation = found, labels
     else:
-        slice_node = slice_node or nodes.active_slice_node()
+        slice_node = slice_node or working_view
         if slice_node is None:
             raise SegSSLError(
                 "cannot tell which slice to propagate from (the segment is not on exactly one slice) — "
@@ -224,25 +223,28 @@ def prepare_propagate(
     with _new_work_folder(work_parent) as work_folder:
         volume_path, annotation_path = _write_inputs(work_folder, volume_node, annotation)
     result = work_folder / _RESULT_FILE
-    source = [nodes.segment_name_and_color(segmentation_node, segment_id) for segment_id in segment_ids]
+    method = "SAM 2" if backend is PropagationBackend.sam2 else "registration"
+    source = [nodes.segment_name_and_color(segmentation_node, segment_id)[0] for segment_id in segment_ids]
     return PreparedRun(
-        title=f"propagation from slice {index} ({'SAM 2' if backend == 'sam2' else 'registration'})",
+        title=f"propagation from slice {index} ({method})",
         arguments=["propagate", "--input", str(volume_path), "--annotation", str(annotation_path), "--output", str(result)]
         + options
         + ["--axis", str(axis), "--device", _device(device)],  # the axis the user painted on, not a guess
         work_folder=work_folder,
         result=result,
         default_name="propagated",
-        names={value: f"{name} propagated" for value, (name, _) in enumerate(source, start=1)},
-        colors={value: color for value, (_, color) in enumerate(source, start=1)},
+        # A name that says what made it; its colour is a new one (``nodes.distinct_color``), never the source's.
+        names={value: f"{name} propagated ({method})" for value, name in enumerate(source, start=1)},
+        workflow=backend.value,
+        slices=nodes.volume_size(volume_node)[axis],
     )
 
 
 def prepare_refine(
     volume_node,
-    source: str,
-    device: str,
-    sam_model: str = "SAM ViT-B",
+    source: RefineSource | str,
+    device: Device | str,
+    sam_model: SamModel | str = SamModel.sam_vit_b,
     sam_checkpoint=None,
     segmentation_node=None,
     segment_id: str | None = None,
@@ -257,22 +259,24 @@ def prepare_refine(
     Without SAM weights nothing is written or run: the message says how to get them.
     """
     nodes.require_volume(volume_node)
+    source, sam_model = member(RefineSource, source), member(SamModel, sam_model)
     checkpoint = require_file(
-        sam_checkpoint, f"{sam_model} weights", "Refine with SAM needs SAM weights: click Download, or Browse to a checkpoint file you already have"
+        sam_checkpoint, f"{sam_model.label()} weights",
+        "Refine with SAM needs SAM weights: click Download, or Browse to a checkpoint file you already have",
     )
-    if source == "ROI box":
+    if source is RefineSource.roi:
         lower, upper = nodes.roi_to_ijk_box(roi_node, volume_node)
-        mask, name, color = nodes.box_mask(volume_node, lower, upper), f"{roi_node.GetName()} refined", None
+        mask, source_name = nodes.box_mask(volume_node, lower, upper), roi_node.GetName()
         replace = False  # an ROI has no segment to replace
     else:
         mask = nodes.segments_to_labels(segmentation_node, [segment_id], volume_node)
-        source_name, color = nodes.segment_name_and_color(segmentation_node, segment_id)
-        name = f"{source_name} refined"
+        source_name = nodes.segment_name_and_color(segmentation_node, segment_id)[0]
+    name = f"{source_name} refined ({sam_model.label()})"
     with _new_work_folder(work_parent) as work_folder:
         volume_path, mask_path = _write_inputs(work_folder, volume_node, mask)
     result = work_folder / _RESULT_FILE
     return PreparedRun(
-        title=f"refinement with {sam_model}",
+        title=f"refinement with {sam_model.label()}",
         arguments=["refine", "--input", str(volume_path), "--mask", str(mask_path), "--output", str(result)]
         + ["--sam-checkpoint", str(checkpoint), "--device", _device(device)]
         + (["--refine-axis", str(axis)] if axis is not None else []),
@@ -280,8 +284,9 @@ def prepare_refine(
         result=result,
         default_name=name,
         names={1: name},
-        colors={1: color} if color else {},
         replace_segment_id=segment_id if replace else None,
+        workflow="sam",
+        slices=_occupied_slices(mask, 2 if axis is None else axis),
     )
 
 
@@ -299,12 +304,18 @@ def read_result(path: Path, volume_node) -> np.ndarray:
     return sitk.GetArrayFromImage(image)
 
 
-def finish(prepared: PreparedRun, segmentation_node, volume_node) -> RunResult:
-    """Import a finished run: new segments (or the confirmed replacement) and the cluster map."""
+def finish(prepared: PreparedRun, segmentation_node, volume_node, before_change=None) -> RunResult:
+    """Import a finished run: new segments (or the confirmed replacement) and the cluster map.
+
+    ``before_change`` is called once, right before the segmentation changes (not at all when the
+    result is empty): the panel saves the Segment Editor's undo state there.
+    """
     labels = read_result(prepared.result, volume_node)
+    segment_ids = {}
+    if labels.any() and before_change is not None:
+        before_change()
     if prepared.replace_segment_id:
         # An empty result must not erase the user's segment: nothing is replaced then.
-        segment_ids = {}
         if labels.any():
             nodes.replace_segment(labels, segmentation_node, prepared.replace_segment_id, volume_node)
             segment_ids = {1: prepared.replace_segment_id}
@@ -315,7 +326,9 @@ def finish(prepared: PreparedRun, segmentation_node, volume_node) -> RunResult:
     cluster_map = None
     if prepared.clusters and prepared.clusters.is_file():
         clusters = read_result(prepared.clusters, volume_node)
-        clusters_node = nodes.add_label_volume(clusters, volume_node, f"{volume_node.GetName()} S3-Net clusters")
+        clusters_node = nodes.add_label_volume(
+            clusters, volume_node, f"{volume_node.GetName()} S3-Net clusters", reuse_attribute=nodes.CLUSTER_MAP_ATTRIBUTE
+        )
         cluster_map = ClusterMap(clusters_node, volume_node, segmentation_node)
     return RunResult(segment_ids, cluster_map)
 
@@ -346,6 +359,9 @@ def weights_file(name: str, python=None, timeout: float = 60) -> Path | None:
     reported = [e.get("path") for e in events if e.get("event") == "output"]
     path = Path(str(reported[-1]).strip()) if reported else None
     return path if path is not None and path.is_file() else None
+
+
+POLYCL_MODEL_HINT = "choose the .pt file written by 'segssl finetune' (docs/polycl.md shows how to make one)"
 
 
 def download_arguments(name: str) -> list[str]:

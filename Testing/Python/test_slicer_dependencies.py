@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -21,12 +20,22 @@ def test_sam2_is_built_after_the_others_without_isolation_or_cuda_and_with_the_c
     assert dependencies.pip_steps([], "c.txt") == []
 
 
-def test_the_build_environment_is_set_only_while_pip_runs(monkeypatch):
-    monkeypatch.delenv("SAM2_BUILD_CUDA", raising=False)
-    monkeypatch.setenv("SEGSSL_TEST_KEPT", "before")
-    with dependencies.environment_set({"SAM2_BUILD_CUDA": "0", "SEGSSL_TEST_KEPT": "during"}):
-        assert os.environ["SAM2_BUILD_CUDA"] == "0" and os.environ["SEGSSL_TEST_KEPT"] == "during"
-    assert "SAM2_BUILD_CUDA" not in os.environ and os.environ["SEGSSL_TEST_KEPT"] == "before"
+def test_each_workflow_needs_only_its_own_tier(monkeypatch):
+    """Registration needs what Slicer ships; torch only for the torch workflows; sam2 only for SAM 2."""
+    installed = {"numpy": "1.26.4", "SimpleITK": "2.4.0", "scipy": "1.13.0"}
+    monkeypatch.setattr(dependencies, "installed_version", installed.get)
+    dependencies.refresh()
+    try:
+        assert dependencies.missing_for("registration") == () and dependencies.describe_missing("registration") == ""
+        names = {w: {r.split(">")[0] for r in dependencies.missing_for(w)} for w in dependencies.WORKFLOW_REQUIREMENTS}
+        for workflow in ("s3net", "polycl", "sam", "sam2"):
+            assert {"torch", "torchvision"} <= names[workflow], workflow
+        assert {w for w, n in names.items() if "sam2" in n} == {"sam2"}
+        assert {w for w, n in names.items() if "segment-anything" in n} == {"sam"}
+        assert not any("tensorboard" in n for n in names.values())  # a training extra, never installed by the panel
+        assert dependencies.describe_missing("sam2").startswith("missing Python packages: torch, torchvision, sam2")
+    finally:
+        dependencies.refresh()
 
 
 def test_the_package_scan_is_cached_until_refreshed(monkeypatch):
@@ -39,12 +48,13 @@ def test_the_package_scan_is_cached_until_refreshed(monkeypatch):
 
     monkeypatch.setattr(dependencies, "installed_version", installed_version)
     dependencies.refresh()
-    assert dependencies.describe_missing() == ""
+    assert dependencies.describe_missing("s3net") == ""
     scanned = len(calls)
-    assert scanned == len(dependencies.TORCH_REQUIREMENTS + dependencies.PIP_REQUIREMENTS)
-    assert dependencies.describe_missing() == "" and len(calls) == scanned  # no second scan
+    assert scanned == len(dependencies.workflow_requirements("s3net"))
+    assert dependencies.describe_missing("s3net") == "" and len(calls) == scanned  # no second scan
     versions["torch"] = "2.0.0"  # e.g. replaced outside the panel: seen after a refresh only
-    assert dependencies.describe_missing() == ""
+    assert dependencies.describe_missing("s3net") == ""
     dependencies.refresh()
-    assert dependencies.describe_missing() == "missing Python packages: torch"
+    assert dependencies.describe_missing("s3net") == "missing Python packages: torch"
+    assert dependencies.describe_missing("registration") == ""
     dependencies.refresh()

@@ -170,8 +170,10 @@ def test_the_panel_installs_what_the_library_declares():
     sys.path.insert(0, str(MODULE))
     from SegSSLSlicerLib import dependencies
 
-    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    from_slicer = set(dependencies.KEEP_INSTALLED)  # Slicer ships these; never replaced
-    declared = {r.replace(" ", "") for r in declared if r.split(">")[0] not in from_slicer}
-    panel = set(dependencies.TORCH_REQUIREMENTS + dependencies.PIP_REQUIREMENTS)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {r.replace(" ", "") for r in project["dependencies"]}
+    declared |= {r.replace(" ", "") for r in project.get("optional-dependencies", {}).get("train", [])}
+    panel = set(dependencies.SLICER_SHIPPED + dependencies.all_requirements() + dependencies.TRAINING_EXTRAS)
     assert panel == declared
+    # What Slicer ships is never installed by a tier of its own, only required.
+    assert not set(dependencies.SLICER_SHIPPED) & set(dependencies.all_requirements())

@@ -12,7 +12,7 @@ from SegSSLLib.cli.segment_command import METHODS
 from SegSSLLib.errors import SegSSLError
 
 slicer = pytest.importorskip("slicer")
-from SegSSLSlicerLib import nodes, runs, selftest  # noqa: E402
+from SegSSLSlicerLib import choices, nodes, runs, selftest  # noqa: E402
 
 
 def option(arguments: list[str], name: str) -> str:
@@ -57,8 +57,9 @@ def test_propagate_writes_the_view_slice_with_exact_geometry_and_imports_new_seg
     sitk.WriteImage(result, str(prepared.result))
     imported = runs.finish(prepared, segmentation, volume)
     new = segmentation.GetSegmentation().GetSegment(imported.segment_ids[1])
-    assert new.GetName() == "liver propagated"
-    np.testing.assert_allclose(new.GetColor(), (0.9, 0.2, 0.1))
+    assert new.GetName() == "liver propagated (registration)"
+    # Its own colour, far from the source's (it lies exactly on the painted slice of the source).
+    assert np.linalg.norm(np.subtract(new.GetColor(), (0.9, 0.2, 0.1))) > 0.3
     np.testing.assert_array_equal(selftest.segment_array(segmentation, imported.segment_ids[1], volume), liver)
     np.testing.assert_array_equal(selftest.segment_array(segmentation, source_id, volume), liver)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), volume_before)
@@ -80,12 +81,13 @@ def test_several_segments_propagate_together_as_label_values_and_none_is_refused
     )
     annotation = sitk.GetArrayFromImage(sitk.ReadImage(option(prepared.arguments, "--annotation")))
     np.testing.assert_array_equal(annotation[k], np.select([truth[k] == 2, truth[k] == selftest.LIVER], [1, 2], 0))
-    assert prepared.names == {1: "spleen propagated", 2: "liver propagated"}
+    assert prepared.names == {1: "spleen propagated (registration)", 2: "liver propagated (registration)"}
+    assert prepared.colors == {}  # never the sources' colours
     with pytest.raises(SegSSLError, match="no segment is selected"):
         runs.prepare_propagate(volume, segmentation, [], axial_view(mrml_scene, volume, k), "Registration (no weights)", "CPU", work_parent=tmp_path)
 
 
-def test_propagate_finds_the_painted_slice_or_uses_the_active_view(mrml_scene, tmp_path):
+def test_propagate_finds_the_painted_slice_or_uses_the_view_worked_in(mrml_scene, tmp_path):
     volume, segmentation, truth = selftest.add_phantom()
     liver = truth == selftest.LIVER
     j = int(np.argmax(liver.sum(axis=(0, 2))))
@@ -103,9 +105,9 @@ def test_propagate_finds_the_painted_slice_or_uses_the_active_view(mrml_scene, t
     with pytest.raises(SegSSLError, match="cannot tell which slice.*'Painted in view'"):
         runs.prepare_propagate(volume, segmentation, [second], None, "Registration (no weights)", "CPU", work_parent=tmp_path)
     view = axial_view(mrml_scene, volume, k + 2)
-    mrml_scene.GetNodeByID("vtkMRMLSelectionNodeSingleton").SetActiveViewID(view.GetID())
-    assert nodes.active_slice_node() is view
-    chosen = runs.prepare_propagate(volume, segmentation, [second], None, "Registration (no weights)", "CPU", work_parent=tmp_path)
+    chosen = runs.prepare_propagate(
+        volume, segmentation, [second], None, "Registration (no weights)", "CPU", work_parent=tmp_path, working_view=view
+    )
     annotation = sitk.GetArrayFromImage(sitk.ReadImage(option(chosen.arguments, "--annotation")))
     assert option(chosen.arguments, "--axis") == "2" and np.flatnonzero(annotation.any(axis=(1, 2))).tolist() == [k + 2]
 
@@ -161,7 +163,7 @@ def test_refine_from_an_roi_box_and_confirmed_replacement(mrml_scene, tmp_path):
     mask = sitk.GetArrayFromImage(sitk.ReadImage(option(prepared.arguments, "--mask")))
     k, j, i = np.nonzero(mask)
     assert (i.min(), j.min(), k.min(), i.max(), j.max(), k.max()) == (8, 9, 4, 20, 25, 10)
-    assert prepared.names == {1: "kidney box refined"} and prepared.replace_segment_id is None
+    assert prepared.names == {1: "kidney box refined (SAM ViT-B)"} and prepared.replace_segment_id is None
 
     kidney = (truth == 3).astype(np.uint8)
     other = nodes.add_segments((truth == 2).astype(np.uint8), segmentation, volume, names={1: "spleen"})[1]
@@ -265,11 +267,11 @@ def test_panel_model_choices_name_weights_and_configs_the_library_knows():
     from SegSSLLib.weights.models import sam2_config_names
     from SegSSLLib.weights.registry import REGISTRY
 
-    for weights_name, config in runs.SAM2_MODELS.values():
-        assert REGISTRY[weights_name].family == "sam2"
-        assert config in sam2_config_names()
-    for weights_name in runs.SAM_MODELS.values():
-        assert REGISTRY[weights_name].family == "sam"
+    for model in choices.Sam2Model:
+        assert REGISTRY[model.value].family == "sam2"
+        assert model.config == REGISTRY[model.value].sam2_config and model.config in sam2_config_names()
+    for model in choices.SamModel:
+        assert REGISTRY[model.value].family == "sam"
 
 
 def test_a_transformed_volume_gets_its_results_in_place(mrml_scene, tmp_path):
