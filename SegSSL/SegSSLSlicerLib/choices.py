@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 
 from SegSSLLib.errors import SegSSLError
-from SegSSLLib.sam.weights import REGISTRY
+from SegSSLLib.weights.registry import REGISTRY
 
 
 def _(text: str) -> str:
