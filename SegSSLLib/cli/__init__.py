@@ -23,6 +23,7 @@ COMMANDS = {
     "segment": "SegSSLLib.cli.segment_command",
     "propagate": "SegSSLLib.cli.propagate_command",
     "refine": "SegSSLLib.cli.refine_command",
+    "serve": "SegSSLLib.cli.serve_command",
     "evaluate": "SegSSLLib.cli.evaluate_command",
     "weights": "SegSSLLib.cli.weights_command",
     "demo": "SegSSLLib.cli.demo_command",

@@ -583,6 +583,7 @@ class Sam2Backend:
         runs = {need.obj: Run(direction, source) for need in members}
         absent = {need.obj: 0 for need in members}
         limit = members[0].key[-1] if kind != "between" else 0  # absent_slices for outward runs
+        done = 0
         generator = predictor.propagate_in_video(state, start_frame_idx=source, max_frame_num_to_track=steps, reverse=reverse)
         try:
             for frame, obj_ids, _ in generator:
@@ -605,7 +606,9 @@ class Sam2Backend:
                         if limit and absent[obj] >= limit:
                             run.stopped = True
                 progress.advance()
+                done += 1
                 if all(run.stopped for run in runs.values()):
+                    progress.advance(abs(target - source) - done)  # the slices no longer needed count as done
                     break
         finally:
             generator.close()
@@ -744,6 +747,7 @@ class RegistrationBackend:
             run.reached = t
             if not current.any():
                 run.stopped = True
+                progress.advance(abs(need.target - t))  # the slices this walk no longer needs count as done
                 break
             run.frames[t] = np.packbits(current == need.obj)
             t += d
