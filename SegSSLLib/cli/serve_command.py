@@ -264,6 +264,7 @@ class Worker:
         else:
             backend = RegistrationBackend()
         session = InteractiveSession(image, backend, axis=axis, settings=settings)
+        session.warm_up()
         self._close_session()
         self.session, self.input_path = session, path
         return {**described, "size": list(image.GetSize()), "axis": session.axis}

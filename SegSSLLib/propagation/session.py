@@ -204,8 +204,17 @@ class InteractiveSession:
         self._undo: list[_State] = []
         self._redo: list[_State] = []
         self.last_report: PropagateReport | None = None
+        self._prepared_axis: int | None = None
         if axis is not None:
             self._set_axis(axis)
+        else:  # most drawings are axial: have the model's frames ready (another axis prepares again)
+            self.backend.prepare(image, 2, settings)
+            self._prepared_axis = 2
+
+    def warm_up(self) -> None:
+        """Do the one-time work of a first model call now (e.g. while a volume opens), not at the first prompt."""
+        if hasattr(self.backend, "warm_up"):
+            self.backend.warm_up(self.num_slices // 2)
 
     # -- geometry -------------------------------------------------------------------------------
 
@@ -215,7 +224,9 @@ class InteractiveSession:
         count = self.shape[position]
         rows_cols = tuple(n for a, n in enumerate(self.shape) if a != position)
         self._state = _State({}, {}, _LabelSlices(count, rows_cols), [()] * count)
-        self.backend.prepare(self.image, axis, self.settings)
+        if self._prepared_axis != axis:
+            self.backend.prepare(self.image, axis, self.settings)
+            self._prepared_axis = axis
 
     @property
     def num_slices(self) -> int:
@@ -524,6 +535,17 @@ class Sam2Backend:
     def close(self) -> None:
         if self.cache is not None:
             self.cache.clear()
+
+    def warm_up(self, frame: int) -> None:
+        """Encode one slice (kept in the cache): the first forward pass carries one-time costs."""
+        import torch
+
+        from SegSSLLib.propagation.feature_cache import use_feature_cache
+        from SegSSLLib.sam.sam2_propagation import in_memory_state
+
+        state = in_memory_state(self.predictor, self.frames, offload_state_to_cpu=self.offload_state)
+        with torch.inference_mode(), use_feature_cache(self.predictor, self.cache):
+            self.predictor._get_image_feature(state, frame, 1)
 
     # which runs an object needs, and which run covers a slice
 
