@@ -318,3 +318,19 @@ def test_annotations_must_stay_on_the_sessions_axis(phantom):
         session.annotate(sideways)
     with pytest.raises(SegSSLError, match="nothing is drawn"):
         InteractiveSession(image, RegistrationBackend()).propagate()
+
+
+def test_one_drawing_tracks_forward_exactly_as_the_batch_propagation(phantom, predictor):
+    """The documented difference from ``segssl propagate``: only the backward run (which no longer sees
+    the forward run's memory) may differ; the forward run is the same, bit for bit."""
+    from SegSSLLib.sam.annotation import find_annotation
+    from SegSSLLib.sam.sam2_propagation import propagate_with_sam2
+
+    image, truth = phantom
+    drawn = _drawing(truth, 10, values=(1, 2, 5))
+    batch = propagate_with_sam2(predictor, image, drawn, find_annotation(drawn)).labels
+    session = InteractiveSession(image, Sam2Backend(predictor), settings=SessionSettings(absent_slices=0))
+    session.annotate(drawn)
+    session.propagate()
+    assert np.array_equal(session.labels[10:], batch[10:])
+    assert session.labels[:10].any()
