@@ -264,9 +264,11 @@ class Worker:
         else:
             backend = RegistrationBackend()
         session = InteractiveSession(image, backend, axis=axis, settings=settings)
-        session.warm_up()
+        encode_seconds = session.warm_up()
         self._close_session()
         self.session, self.input_path = session, path
+        if encode_seconds is not None:
+            described["encode_seconds"] = round(encode_seconds, 3)  # per slice, on this device: a lower bound
         return {**described, "size": list(image.GetSize()), "axis": session.axis}
 
     def _predictor(self, request: dict, progress):

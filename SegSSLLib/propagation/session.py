@@ -211,10 +211,19 @@ class InteractiveSession:
             self.backend.prepare(image, 2, settings)
             self._prepared_axis = 2
 
-    def warm_up(self) -> None:
-        """Do the one-time work of a first model call now (e.g. while a volume opens), not at the first prompt."""
-        if hasattr(self.backend, "warm_up"):
-            self.backend.warm_up(self.num_slices // 2)
+    def warm_up(self) -> float | None:
+        """Do the one-time work of a first model call now (e.g. while a volume opens), not at the first prompt.
+
+        Returns the seconds one more slice takes to encode (a lower bound of a SAM 2 step), or None."""
+        if not hasattr(self.backend, "warm_up"):
+            return None
+        middle = self.num_slices // 2
+        self.backend.warm_up(middle)
+        if self.num_slices < 2:
+            return None
+        started = time.perf_counter()
+        self.backend.warm_up(middle + 1 if middle + 1 < self.num_slices else middle - 1)
+        return time.perf_counter() - started
 
     # -- geometry -------------------------------------------------------------------------------
 
@@ -627,7 +636,7 @@ class Sam2Backend:
                         absent[obj] += 1
                         if limit and absent[obj] >= limit:
                             run.stopped = True
-                progress.advance()
+                progress.advance(slice=int(frame))
                 done += 1
                 if all(run.stopped for run in runs.values()):
                     progress.advance(abs(target - source) - done)  # the slices no longer needed count as done
@@ -765,7 +774,7 @@ class RegistrationBackend:
             warped = _carry(self.smoothed(t - d), self.smoothed(t), current, self.spacing, self.settings)
             current = _fit_labels(warped, self.smoothed(t), models, walking, self.spacing, rules)
             visited.append(t)
-            progress.advance()
+            progress.advance(slice=t)
             run.reached = t
             if not current.any():
                 run.stopped = True
