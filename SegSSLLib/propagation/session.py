@@ -525,6 +525,7 @@ class Sam2Backend:
         self.stack = None
         self.frames = None
         self.offload_state = False
+        self.absent_slices = 0
 
     def prepare(self, image: sitk.Image, axis: int, settings: SessionSettings) -> None:
         import torch
@@ -540,6 +541,7 @@ class Sam2Backend:
         else:
             self.cache.clear()  # another axis: other frames
         self.offload_state = settings.offload_state
+        self.absent_slices = settings.absent_slices
 
     def close(self) -> None:
         if self.cache is not None:
@@ -613,7 +615,7 @@ class Sam2Backend:
         steps = abs(cond[-1] - source) if kind == "between" else abs(target - source)
         runs = {need.obj: Run(direction, source) for need in members}
         absent = {need.obj: 0 for need in members}
-        limit = members[0].key[-1] if kind != "between" else 0  # absent_slices for outward runs
+        limit = self.absent_slices if kind != "between" else 0  # early stop on outward runs only
         done = 0
         generator = predictor.propagate_in_video(state, start_frame_idx=source, max_frame_num_to_track=steps, reverse=reverse)
         try:
