@@ -21,6 +21,7 @@ from SegSSLLib.cli import (
     propagate_command,
     refine_command,
     segment_command,
+    serve_command,
     weights_command,
 )
 from SegSSLLib.cli.common import OneLineArgumentParser, add_common_options, configure_logging
@@ -35,6 +36,7 @@ COMMANDS = {
     "segment": segment_command,
     "propagate": propagate_command,
     "refine": refine_command,
+    "serve": serve_command,
     "evaluate": evaluate_command,
     "weights": weights_command,
     "demo": demo_command,

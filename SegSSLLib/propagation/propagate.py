@@ -50,8 +50,15 @@ class PropagateResult:
 
 
 def _sam2_backend(settings: PropagateSettings, progress: Progress) -> Propagator:
-    from SegSSLLib.device import select_device
     from SegSSLLib.propagation.sam2 import Sam2Propagator
+
+    return Sam2Propagator(sam2_predictor(settings, progress), settings.offload_state)
+
+
+def sam2_predictor(settings: PropagateSettings, progress: Progress = NO_PROGRESS):
+    """The SAM 2 video predictor ``settings`` ask for: checkpoint resolved, config and image size from the
+    registry unless given, model on its device. The batch backend and the interactive worker both use it."""
+    from SegSSLLib.device import select_device
     from SegSSLLib.weights.models import load_sam2_video_predictor, resolve_sam2_config
     from SegSSLLib.weights.resolve import resolve_checkpoint
 
@@ -59,8 +66,7 @@ def _sam2_backend(settings: PropagateSettings, progress: Progress) -> Propagator
         resolve_sam2_config(settings.sam2_config)  # a wrong name fails before anything is downloaded or loaded
     checkpoint = resolve_checkpoint(settings.sam2_checkpoint, "sam2", progress=progress)
     device = select_device(settings.device) if isinstance(settings.device, str) else settings.device
-    predictor = load_sam2_video_predictor(checkpoint, settings.sam2_config, device, settings.image_size)
-    return Sam2Propagator(predictor, settings.offload_state)
+    return load_sam2_video_predictor(checkpoint, settings.sam2_config, device, settings.image_size)
 
 
 def _registration_backend(settings: PropagateSettings, progress: Progress) -> Propagator:

@@ -1,0 +1,210 @@
+"""Interactive worker (``segssl serve``) vs fresh ``segssl propagate`` runs, on a real CT.
+
+Random-weight SAM 2.1 hiera-t (saved once as a checkpoint file that both routes load), CPU, the same
+drawings for both routes: the left lung (HU threshold, largest component not touching the border)
+painted on the middle slice ``m``, and a correction painted on slice ``m + 10``. Measured in one run:
+
+- correction round-trip: in the worker, annotate the correction + propagate + save (the first drawing
+  already propagated), vs a fresh ``segssl propagate`` of both drawings (process start to exit);
+- first propagation: the worker's first propagate (model already loaded) and its whole first
+  round-trip (process start, open, annotate, propagate, save), vs a fresh ``segssl propagate`` of the
+  first drawing;
+- time to a mask for a point + box prompt on a slice: cold (slice not yet encoded) and warm (its
+  features cached);
+- peak memory (VmHWM) of the worker and of each CLI run, and the feature cache's bytes.
+
+The worker runs with ``--absent-slices 0`` so that it tracks exactly the slices the CLI tracks (with
+random weights an early stop would make it look faster than it is). ``--worker-cache-mb`` sets the
+feature cache bound (default 2048 MiB; pass several values to compare).
+
+    nice -n 10 /work/main/.venv/bin/python Testing/Benchmarks/bench_interactive.py --image-size 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+DEFAULT_VOLUME = Path("/work/shared/data/unlabeled_ct/chest_002.nii.gz")
+
+
+def _environment() -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def _lung(slice_hu: np.ndarray) -> np.ndarray:
+    """The largest air-like component of the slice that does not touch its border (a lung)."""
+    from scipy import ndimage
+
+    air = ndimage.binary_opening(slice_hu < -500, iterations=2)
+    pieces, count = ndimage.label(air)
+    border = set(np.unique(np.concatenate([pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1]])))
+    sizes = ndimage.sum(air, pieces, range(1, count + 1))
+    candidates = [(size, index) for index, size in enumerate(sizes, start=1) if index not in border]
+    if not candidates:
+        raise SystemExit("no lung found on the slice; pick another --volume or slice")
+    return pieces == max(candidates)[1]
+
+
+def prepare(volume: Path, folder: Path, image_size: int) -> dict:
+    import SimpleITK as sitk
+    import torch
+
+    from SegSSLLib.weights.models import load_sam2_video_predictor
+
+    image = sitk.ReadImage(str(volume))
+    hu = sitk.GetArrayFromImage(image)
+    middle = hu.shape[0] // 2
+    drawings = {}
+    for name, slices in (("first", (middle,)), ("both", (middle, middle + 10)), ("correction", (middle + 10,))):
+        drawn = np.zeros(hu.shape, np.uint8)
+        for k in slices:
+            drawn[k] = _lung(hu[k])
+        labels = sitk.GetImageFromArray(drawn)
+        labels.CopyInformation(image)
+        path = folder / f"{name}.nii.gz"
+        sitk.WriteImage(labels, str(path))
+        drawings[name] = path
+    torch.manual_seed(0)
+    predictor = load_sam2_video_predictor(None, "sam2.1_hiera_t", "cpu", image_size)
+    checkpoint = folder / "sam2_random.pt"
+    torch.save({"model": predictor.state_dict()}, checkpoint)
+    prompt_slices = (middle - 20, middle - 15)  # cold: not encoded yet; warm: encoded by the first propagation
+    prompts = {}
+    for k in prompt_slices:
+        rows, cols = np.nonzero(_lung(hu[k]))
+        j, i = int(rows.mean()), int(cols.mean())
+        prompts[k] = {"points": [[i, j, k]], "box": [[int(cols.min()), int(rows.min()), k], [int(cols.max()), int(rows.max()), k]]}
+    return {"middle": middle, "slices": hu.shape[0], "drawings": drawings, "checkpoint": checkpoint, "prompts": prompts}
+
+
+def run_cli(volume: Path, annotation: Path, output: Path, checkpoint: Path, image_size: int) -> dict:
+    command = [sys.executable, "-m", "SegSSLLib", "propagate", "--input", str(volume), "--annotation", str(annotation),
+               "--output", str(output), "--backend", "sam2", "--sam2-checkpoint", str(checkpoint),
+               "--sam2-config", "sam2.1_hiera_t", "--image-size", str(image_size), "--device", "cpu", "--progress", "none"]
+    started = time.perf_counter()
+    child = subprocess.Popen(command, env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise SystemExit(f"segssl propagate failed: {child.stderr.read()}")
+    return {"seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+class WorkerProcess:
+    def __init__(self, cache_mb: int):
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "SegSSLLib", "serve", "--device", "cpu", "--absent-slices", "0",
+             "--feature-cache-mb", str(cache_mb)],
+            env=_environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        self.next_id = 0
+
+    def request(self, op: str, **fields) -> tuple[dict, float]:
+        self.next_id += 1
+        started = time.perf_counter()
+        self.process.stdin.write(json.dumps({"id": self.next_id, "op": op, **fields}) + "\n")
+        self.process.stdin.flush()
+        for line in self.process.stdout:
+            event = json.loads(line)
+            if event.get("id") == self.next_id and event["event"] in ("done", "error"):
+                if event["event"] == "error":
+                    raise SystemExit(f"worker error on {op}: {event['message']}")
+                return event, time.perf_counter() - started
+        raise SystemExit(f"the worker ended during {op}")
+
+    def peak_rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def close(self) -> None:
+        self.request("close")
+        self.process.wait(timeout=60)
+
+
+def run_worker(volume: Path, case: dict, folder: Path, image_size: int, cache_mb: int) -> dict:
+    drawings, result = case["drawings"], {}
+    worker = WorkerProcess(cache_mb)
+    _, seconds = worker.request("open", input=str(volume), backend="sam2", sam2_checkpoint=str(case["checkpoint"]),
+                                sam2_config="sam2.1_hiera_t", image_size=image_size)
+    result["start_and_open"] = time.perf_counter() - worker.started
+    cold, warm = case["prompts"]
+    event, seconds = worker.request("annotate", object=2, **case["prompts"][cold])
+    result["prompt_cold"], result["prompt_cold_model"] = seconds, event["model_seconds"]
+    worker.request("undo")
+    started = time.perf_counter()
+    worker.request("annotate", annotation=str(drawings["first"]))
+    event, result["first_propagate"] = worker.request("propagate")
+    result["first_computed"] = event["computed_slices"]
+    worker.request("save", output=str(folder / f"worker_first_{cache_mb}.nii.gz"))
+    result["first_round_trip"] = time.perf_counter() - started
+    result["first_from_start"] = time.perf_counter() - worker.started
+    started = time.perf_counter()
+    worker.request("annotate", annotation=str(drawings["correction"]))
+    event, result["correction_propagate"] = worker.request("propagate")
+    result["correction_computed"] = event["computed_slices"]
+    worker.request("save", output=str(folder / f"worker_both_{cache_mb}.nii.gz"))
+    result["correction_round_trip"] = time.perf_counter() - started
+    result["cache_after_correction"] = event["feature_cache"]
+    event, seconds = worker.request("annotate", object=2, **case["prompts"][warm])
+    result["prompt_warm"], result["prompt_warm_model"] = seconds, event["model_seconds"]
+    worker.request("undo")
+    result["peak_rss_mib"] = worker.peak_rss_mib()
+    worker.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--volume", type=Path, default=DEFAULT_VOLUME)
+    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--worker-cache-mb", type=int, nargs="+", default=[2048])
+    parser.add_argument("--skip-first-cli", action="store_true", help="no CLI run of the first drawing alone")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        case = prepare(args.volume, folder, args.image_size)
+        print(f"SAM 2.1 hiera-t, random weights, CPU, {args.image_size} px; {args.volume.name}: {case['slices']} slices, "
+              f"drawn on {case['middle']}, correction on {case['middle'] + 10}; torch threads: default; "
+              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}", flush=True)
+        workers = {}
+        for cache_mb in args.worker_cache_mb:
+            workers[cache_mb] = run_worker(args.volume, case, folder, args.image_size, cache_mb)
+            print(f"worker (feature cache {cache_mb} MiB): {json.dumps(workers[cache_mb])}", flush=True)
+        both = run_cli(args.volume, case["drawings"]["both"], folder / "cli_both.nii.gz", case["checkpoint"], args.image_size)
+        print(f"cli, both drawings: {json.dumps(both)}", flush=True)
+        first = None
+        if not args.skip_first_cli:
+            first = run_cli(args.volume, case["drawings"]["first"], folder / "cli_first.nii.gz", case["checkpoint"],
+                            args.image_size)
+            print(f"cli, first drawing: {json.dumps(first)}", flush=True)
+        print()
+        print(f"{'cache MiB':>9} {'correction: cli s':>18} {'worker s':>9} {'ratio':>6} | {'first: cli s':>13} "
+              f"{'worker propagate s':>19} {'ratio':>6} {'worker from start s':>20} | {'prompt cold/warm s':>19} | "
+              f"{'peak RSS MiB worker/cli':>24} {'cache MiB':>9}")
+        for cache_mb, w in workers.items():
+            first_cli = first["seconds"] if first else float("nan")
+            print(f"{cache_mb:>9} {both['seconds']:>18.1f} {w['correction_round_trip']:>9.1f} "
+                  f"{both['seconds'] / w['correction_round_trip']:>6.1f} | {first_cli:>13.1f} {w['first_propagate']:>19.1f} "
+                  f"{first_cli / w['first_propagate']:>6.2f} {w['first_from_start']:>20.1f} | "
+                  f"{w['prompt_cold']:>8.2f} / {w['prompt_warm']:<8.2f} | "
+                  f"{w['peak_rss_mib']:>11.0f} / {both['peak_rss_mib']:<10.0f} "
+                  f"{w['cache_after_correction']['peak_bytes'] / 2**20:>9.0f}")
+
+
+if __name__ == "__main__":
+    main()
