@@ -68,7 +68,7 @@ import SimpleITK as sitk
 
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.progress import NO_PROGRESS, Progress
-from SegSSLLib.slicing import AXIS_NAMES, array_axis
+from SegSSLLib.axes import AXIS_NAMES, array_axis
 
 log = logging.getLogger(__name__)
 
