@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from SegSSLLib import __version__
-from SegSSLLib.atomic import atomic_output
+from SegSSLLib.atomic import atomic_output, is_write_failure, write_failure_message
 from SegSSLLib.errors import SegSSLError
 
 FORMAT = "segssl"
@@ -56,8 +56,36 @@ def save_checkpoint(
         "provenance": provenance_info or provenance(),
         "extra": extra or {},
     }
-    with atomic_output(path) as temporary:
-        torch.save(payload, temporary)
+
+    def verify(temporary: Path) -> None:
+        # Read back exactly as a user would (weights_only=True): a short write, or a value that safe
+        # loading refuses, fails here and the earlier file stays.
+        try:
+            back = torch.load(temporary, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - any failure to read back means the file is not usable
+            raise SegSSLError(write_failure_message(path, what="model file")) from None
+        saved = payload["state_dict"]
+        if not isinstance(back, dict) or back.get("kind") != kind or set(back.get("state_dict", {})) != set(saved) or any(
+            not _same_bits(back["state_dict"][name], tensor) for name, tensor in saved.items()
+        ):
+            raise SegSSLError(write_failure_message(path, what="model file"))
+
+    with atomic_output(path, verify, what="model file") as temporary:
+        try:
+            torch.save(payload, temporary)
+        except OSError as exc:
+            if is_write_failure(exc):
+                raise
+            raise SegSSLError(write_failure_message(path, exc, what="model file")) from None
+        except RuntimeError:  # torch's zip writer: "PytorchStreamWriter failed writing file ..."
+            raise SegSSLError(write_failure_message(path, what="model file")) from None
+
+
+def _same_bits(a, b) -> bool:
+    """Bit-for-bit equality (a NaN equals itself), for reading back what was just saved."""
+    if not (isinstance(a, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype):
+        return False
+    return torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
 
 
 def load_checkpoint(path: str | os.PathLike, kinds: tuple[str, ...] | None = None, purpose: str = "") -> dict:
@@ -104,7 +132,7 @@ def load_tensor_file(path: Path, what: str = "checkpoint"):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):
+        if "unsupported global" in str(exc).lower():
             raise SegSSLError(
                 f"{what} {path} contains Python objects that would run code when loaded; "
                 "SegSSL only loads plain tensors and values — use a file made by SegSSL or the official weights"
