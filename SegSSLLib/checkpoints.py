@@ -103,7 +103,57 @@ def load_checkpoint(path: str | os.PathLike, kinds: tuple[str, ...] | None = Non
         )
     if kinds is not None and raw.get("kind") not in kinds:
         raise SegSSLError(f"{path} is a SegSSL {raw.get('kind')!r} model — {_hint(kinds, purpose)}")
+    _check_contents(path, raw)
     return raw
+
+
+_DAMAGED = "the file is damaged or was edited — use the model file SegSSL wrote, or train again"
+
+
+def _check_contents(path: Path, raw: dict) -> None:
+    """The parts every SegSSL model file has, with values a model can use (no NaN or infinite weights)."""
+    for part, kind in (("config", dict), ("state_dict", dict), ("extra", dict), ("provenance", dict)):
+        if part in raw and not isinstance(raw[part], kind):
+            raise SegSSLError(f"{path}: its {part} is a {type(raw[part]).__name__}, not a dict — {_DAMAGED}")
+    if not isinstance(raw.get("config"), dict) or not isinstance(raw.get("state_dict"), dict):
+        missing = "config" if not isinstance(raw.get("config"), dict) else "state_dict"
+        raise SegSSLError(f"{path} has no {missing} — {_DAMAGED}")
+    not_tensors = [name for name, value in raw["state_dict"].items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise SegSSLError(f"{path}: weight {not_tensors[0]!r} is not a tensor — {_DAMAGED}")
+    broken = [
+        name for name, value in raw["state_dict"].items()
+        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+    if broken:
+        more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
+        raise SegSSLError(
+            f"{path} holds NaN or infinite weights ({broken[0]}{more}): training diverged or the file is damaged — "
+            "use an earlier model file, or train again (e.g. with a smaller --learning-rate)"
+        )
+
+
+def load_weights(module: torch.nn.Module, state_dict: dict, path, prefix_note: str = "") -> None:
+    """``module.load_state_dict`` with a one-line error naming missing, unexpected and wrong-shaped weights."""
+    expected = module.state_dict()
+    missing = [name for name in expected if name not in state_dict]
+    unexpected = [name for name in state_dict if name not in expected]
+    wrong = [
+        f"{name} {tuple(state_dict[name].shape)} instead of {tuple(expected[name].shape)}"
+        for name in expected
+        if name in state_dict and tuple(getattr(state_dict[name], "shape", ())) != tuple(expected[name].shape)
+    ]
+    problems = [
+        f"{len(found)} {what} (e.g. {found[0]})"
+        for what, found in (("missing", missing), ("unexpected", unexpected), ("of the wrong shape", wrong))
+        if found
+    ]
+    if problems:
+        raise SegSSLError(
+            f"{path}: its weights do not fit the network its config describes{prefix_note}: "
+            f"{'; '.join(problems)} — {_DAMAGED}"
+        )
+    module.load_state_dict(state_dict)
 
 
 # What to give instead of a wrong file, by the ``what`` of ``load_tensor_file``.
@@ -123,8 +173,11 @@ def load_tensor_file(path: Path, what: str = "checkpoint"):
         raise SegSSLError(f"{what} {path} is a folder; give the model file")
     # torch.load reads any other file as a pickle and fails with misleading errors (KeyError,
     # "weights_only"), so the container is recognised first.
-    with open(path, "rb") as stream:
-        head = stream.read(64)
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(64)
+    except OSError as exc:
+        raise SegSSLError(f"cannot read {what} {path}: {exc.strerror} — check its permissions") from None
     if head.startswith(b"PK") and not zipfile.is_zipfile(path):
         raise SegSSLError(f"{what} {path} is an incomplete or damaged archive — download or copy it again")
     if not zipfile.is_zipfile(path) and not _is_legacy_torch_file(head):

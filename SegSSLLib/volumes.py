@@ -386,6 +386,23 @@ def read_label_map(
     return image
 
 
+def require_content(image: sitk.Image, what: str = "the input") -> None:
+    """Refuse a blank image (every value NaN/infinite, or one constant value): nothing can be found in it."""
+    array = sitk.GetArrayViewFromImage(image)
+    finite = np.isfinite(array) if np.issubdtype(array.dtype, np.floating) else None
+    if finite is not None and not finite.any():
+        raise SegSSLError(
+            f"{what} holds no numbers (every voxel is NaN or infinite): there is nothing to segment — "
+            "check that this is the right image, or how it was exported"
+        )
+    values = array[finite] if finite is not None and not finite.all() else array
+    if values.size and values.min() == values.max():
+        raise SegSSLError(
+            f"{what} is constant (every value is {values.flat[0]:g}): there is nothing to segment — "
+            "check that this is the right image"
+        )
+
+
 def describe_grid(image: sitk.Image) -> str:
     size = "×".join(str(s) for s in image.GetSize())
     spacing = "×".join(f"{s:g}" for s in image.GetSpacing())

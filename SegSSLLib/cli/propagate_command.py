@@ -56,10 +56,13 @@ def run(args, progress) -> int:
 
     from SegSSLLib.cli.common import setup_torch
     from SegSSLLib.sam.annotation import crowding_warning, describe, find_annotation
-    from SegSSLLib.volumes import check_output_path, label_array_to_image, read_label_map, read_volume, write_image
+    from SegSSLLib.volumes import (
+        check_output_path, label_array_to_image, read_label_map, read_volume, require_content, write_image,
+    )
 
-    check_output_path(args.output, (args.input, args.annotation), "--output")
+    check_output_path(args.output, (args.input, args.annotation), "--output", dimension=3)
     image = read_volume(args.input, "input")
+    require_content(image, f"--input {args.input}")
     drawn = sitk.GetArrayFromImage(
         read_label_map(args.annotation, reference=image, what="--annotation", reference_name="the input volume")
     )

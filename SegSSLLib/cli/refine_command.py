@@ -65,12 +65,17 @@ def run(args, progress) -> int:
     import SimpleITK as sitk
 
     from SegSSLLib.cli.common import setup_torch
-    from SegSSLLib.volumes import check_output_path, label_array_to_image, read_image, read_label_map, write_image
+    from SegSSLLib.volumes import (
+        check_output_format, check_output_path, label_array_to_image, read_image, read_label_map, require_content,
+        write_image,
+    )
 
     check_output_path(args.output, (args.input, args.mask), "--output")
     image = read_image(args.input, "input")
     if image.GetDimension() not in (2, 3):
         raise SegSSLError(f"--input {args.input} is {image.GetDimension()}D; give a 2D image or a 3D volume")
+    check_output_format(args.output, image.GetDimension(), "--output")
+    require_content(image, f"--input {args.input}")
     mask = read_label_map(args.mask, reference=image, what="--mask", reference_name="the input")
     labels = sitk.GetArrayFromImage(mask)
     if not labels.any():

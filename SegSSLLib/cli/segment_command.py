@@ -54,7 +54,9 @@ def configure(parser) -> None:
 def run(args, progress) -> int:
     from SegSSLLib.cli.common import check_index_inside, parse_index, set_random_seed, setup_torch
     from SegSSLLib.errors import SegSSLError
-    from SegSSLLib.volumes import check_output_path, label_array_to_image, read_image, write_image
+    from SegSSLLib.volumes import (
+        check_output_format, check_output_path, label_array_to_image, read_image, require_content, write_image,
+    )
 
     method = _method_module(args.method)
     check_output_path(args.output, (args.input,), "--output")
@@ -66,6 +68,8 @@ def run(args, progress) -> int:
         )
     if image.GetDimension() not in (2, 3):
         raise SegSSLError(f"--input {args.input} is {image.GetDimension()}D; give a 2D image or a 3D volume")
+    check_output_format(args.output, image.GetDimension(), "--output")
+    require_content(image, f"--input {args.input}")
     components = image.GetNumberOfComponentsPerPixel()
     if image.GetDimension() == 3 and components != 1:  # only 2D colour pictures (dermoscopy) are meant to have several
         raise SegSSLError(

@@ -8,6 +8,7 @@ keeps the whole cluster map (ids 1..n by increasing intensity) so a user can pic
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -132,10 +133,15 @@ def segment(image, seeds, args, progress, device):
     from SegSSLLib.slicing import array_axis
     from SegSSLLib.volumes import check_output_path, label_array_to_image
 
+    if getattr(args, "checkpoint", None):
+        raise SegSSLError(
+            "--checkpoint is a PolyCL model and --method s3net uses none (it learns from the image itself) — "
+            "leave --checkpoint out, or use --method polycl"
+        )
     if args.clusters_output:
-        if Path(args.clusters_output).resolve() == Path(args.output).resolve():
+        if os.path.realpath(args.clusters_output) == os.path.realpath(args.output):
             raise SegSSLError("--clusters-output and --output are the same file; give two different names")
-        check_output_path(args.clusters_output, (args.input,), "--clusters-output")
+        check_output_path(args.clusters_output, (args.input,), "--clusters-output", dimension=image.GetDimension())
     if args.s3net_max_size < 16:
         raise SegSSLError(f"--s3net-max-size must be at least 16 pixels, got {args.s3net_max_size}")
     if args.s3net_bridge_radius < 0:
