@@ -145,7 +145,7 @@ def check_image_file(path: Path, what: str = "image") -> None:
             f"({memory / 2**30:.1f} GiB), in a {path.stat().st_size / 2**20:.1f} MiB file — its header is damaged, "
             "or crop/downsample the volume first"
         )
-    problem = _data_problem(path)
+    problem = _data_problem(path, check_values=True)
     if problem:
         raise SegSSLError(
             f"{what} {path} is incomplete or damaged ({problem}) — it was probably cut short while being "
@@ -153,12 +153,12 @@ def check_image_file(path: Path, what: str = "image") -> None:
         )
 
 
-def _data_problem(path: Path) -> str | None:
+def _data_problem(path: Path, check_values: bool = False) -> str | None:
     """What is wrong with the voxel data of a NIfTI, NRRD or MetaImage file compared to its header, or None."""
     suffix = full_suffix(path).lower()
     try:
         if suffix in (".nii", ".nii.gz", ".img.gz"):
-            return _nifti_problem(path, compressed=suffix.endswith(".gz"))
+            return _nifti_problem(path, suffix.endswith(".gz"), check_values)
         if suffix in (".nrrd", ".seg.nrrd"):
             return _nrrd_problem(path)
         if suffix == ".mha":
@@ -175,7 +175,7 @@ def _stream_length(stream, chunk: int = 1 << 22) -> int:
     return total
 
 
-def _nifti_problem(path: Path, compressed: bool) -> str | None:
+def _nifti_problem(path: Path, compressed: bool, check_values: bool = False) -> str | None:
     opener = gzip.open if compressed else open
     with opener(path, "rb") as stream:
         header = stream.read(348)
@@ -187,16 +187,37 @@ def _nifti_problem(path: Path, compressed: bool) -> str | None:
         else:
             return None  # NIfTI-2 or Analyze variant: SimpleITK's own checks apply
         dims = np.frombuffer(header, f"{order}i2", 8, 40)
+        datatype = int(np.frombuffer(header, f"{order}i2", 1, 70)[0])
         bitpix = int(np.frombuffer(header, f"{order}i2", 1, 72)[0])
-        offset = int(np.frombuffer(header, f"{order}f4", 1, 108)[0])
+        offset = max(int(np.frombuffer(header, f"{order}f4", 1, 108)[0]), 348)
         rank = int(dims[0])
         if not 1 <= rank <= 7 or bitpix <= 0:
             return None
         expected = int(np.prod([max(int(d), 1) for d in dims[1 : rank + 1]], dtype=np.int64)) * bitpix // 8
-        needed = max(offset, 348) + expected
-        have = 348 + _stream_length(stream) if compressed else path.stat().st_size
-    if have < needed:
-        return f"its header announces {needed} bytes, the file holds {have}"
+        floating = {16: f"{order}f4", 64: f"{order}f8"}.get(datatype)
+        if floating is None or not check_values:  # only the length matters
+            have = 348 + _stream_length(stream) if compressed else path.stat().st_size
+            return f"its header announces {offset + expected} bytes, the file holds {have}" if have < offset + expected else None
+        # Float voxels: ITK reads NaN as 0, so they are counted here, in the same pass.
+        stream.read(offset - 348)
+        item = np.dtype(floating).itemsize
+        have, finite, pending = offset, 0, b""
+        while block := stream.read(1 << 22):
+            have += len(block)
+            block = pending + block
+            usable = len(block) - len(block) % item
+            finite += int(np.isfinite(np.frombuffer(block[:usable], floating)).sum())
+            pending = block[usable:]
+    if have < offset + expected:
+        return f"its header announces {offset + expected} bytes, the file holds {have}"
+    voxels = expected // item
+    if finite == 0:
+        raise SegSSLError(
+            f"{path} holds no numbers (every voxel is NaN or infinite): there is nothing to segment — "
+            "check that this is the right image, or how it was exported"
+        )
+    if finite < voxels:
+        log.warning("%s: %d of %d voxels are NaN or infinite; they are read as 0", path, voxels - finite, voxels)
     return None
 
 
