@@ -113,8 +113,25 @@ def write_failure_message(path: str | os.PathLike, exc: BaseException | None = N
     )
 
 
+_NOT_ALLOWED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def read_only_reason(folder: Path) -> str | None:
+    """'read-only file system' or 'permission denied' when files cannot be created in ``folder``, else None."""
+    with contextlib.suppress(OSError, AttributeError):
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    with contextlib.suppress(OSError):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return "permission denied"
+    return None
+
+
 def _guess_reason(path: Path) -> str:
-    """For writers that report no errno (SimpleITK, torch): look at the disk and the file-size limit."""
+    """For writers that report no errno (SimpleITK, torch): look at the folder, the disk and the file-size limit."""
+    blocked = read_only_reason(path.parent if str(path.parent) else Path("."))
+    if blocked:
+        return f"{blocked} in {path.parent}"
     with contextlib.suppress(ImportError, OSError, ValueError):
         import resource
 
@@ -166,11 +183,25 @@ def atomic_output(path: str | os.PathLike, verify: Callable[[Path], None] | None
         except OSError as exc:
             if is_write_failure(exc):
                 raise SegSSLError(write_failure_message(final, exc, what)) from None
+            if exc.errno in _NOT_ALLOWED:
+                raise SegSSLError(_not_allowed_message(final, exc, what)) from None
             raise
-        os.replace(temporary, final)
+        try:
+            os.replace(temporary, final)
+        except OSError as exc:
+            if exc.errno in _NOT_ALLOWED or exc.errno in (errno.EISDIR, errno.EBUSY, errno.EXDEV):
+                raise SegSSLError(_not_allowed_message(final, exc, what)) from None
+            raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
+
+
+def _not_allowed_message(final: Path, exc: OSError, what: str) -> str:
+    return (
+        f"cannot write {what} {final}: {exc.strerror.lower() if exc.strerror else exc} — write it to another folder "
+        "(or make this one writable); an earlier file of that name was left unchanged"
+    )
 
 
 def write_bytes_atomically(path: str | os.PathLike, data: bytes, what: str = "output") -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from SegSSLLib.atomic import atomic_output, check_name_length, full_suffix, write_failure_message
+from SegSSLLib.atomic import atomic_output, check_name_length, full_suffix, read_only_reason, write_failure_message
 from SegSSLLib.errors import SegSSLError
 
 log = logging.getLogger(__name__)
@@ -502,8 +502,9 @@ def check_output_path(
         raise SegSSLError(f"cannot write {what} {path}: folder {path.parent} does not exist — create it first")
     if not path.parent.is_dir():
         raise SegSSLError(f"cannot write {what} {path}: {path.parent} is a file, not a folder — give another path")
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise SegSSLError(f"cannot write {what} {path}: folder {path.parent} is not writable")
+    blocked = read_only_reason(path.parent)
+    if blocked:
+        raise SegSSLError(f"cannot write {what} {path}: folder {path.parent} is not writable ({blocked})")
     resolved = os.path.realpath(path)
     for source in inputs:
         if source is not None and os.path.realpath(source) == resolved:

@@ -152,3 +152,29 @@ def test_an_output_name_too_long_for_its_temporary_twin_is_refused_before_the_wo
     assert_one_line_error(result, "too long", "shorter name")
     assert "segssl: annotation" not in result.stderr  # refused before any work
     assert time.monotonic() - started < 60
+
+
+def test_an_output_that_cannot_be_replaced_is_one_line_and_keeps_the_earlier_file(tmp_path, monkeypatch):
+    import errno
+
+    from SegSSLLib import atomic
+    from SegSSLLib.errors import SegSSLError
+
+    def refuse(source, target):
+        raise PermissionError(errno.EACCES, "Permission denied", str(target))
+
+    final = tmp_path / "model.json"
+    final.write_text("earlier")
+    monkeypatch.setattr(atomic.os, "replace", refuse)  # e.g. --resume onto a file on a read-only mount
+    with pytest.raises(SegSSLError, match="permission denied .* earlier file of that name was left unchanged"):
+        atomic.write_text_atomically(final, "new")
+    assert final.read_text() == "earlier" and partial_files(final) == []
+
+
+def test_a_read_only_output_folder_is_refused_before_the_work(tmp_path, monkeypatch):
+    from SegSSLLib import volumes
+    from SegSSLLib.errors import SegSSLError
+
+    monkeypatch.setattr(volumes, "read_only_reason", lambda folder: "read-only file system")
+    with pytest.raises(SegSSLError, match="not writable .read-only file system"):
+        volumes.check_output_path(tmp_path / "out.nii.gz")
