@@ -713,7 +713,9 @@ class SegSSLLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def _pipInstall(requirements: list[str]) -> None:
         constraints = Path(slicer.app.temporaryPath) / "SegSSL-constraints.txt"
-        constraints.write_text(dependencies.constraints_text())
+        from SegSSLLib.atomic import write_text_atomically
+
+        write_text_atomically(constraints, dependencies.constraints_text(), "pip constraints")
         try:
             import slicer.packaging as packaging  # Slicer 5.12 and newer
         except ImportError:

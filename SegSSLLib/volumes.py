@@ -196,6 +196,8 @@ def _nifti_problem(path: Path, compressed: bool, check_values: bool = False) -> 
         expected = int(np.prod([max(int(d), 1) for d in dims[1 : rank + 1]], dtype=np.int64)) * bitpix // 8
         floating = {16: f"{order}f4", 64: f"{order}f8"}.get(datatype)
         if floating is None or not check_values:  # only the length matters
+            if compressed and _gzip_trailer_length(path) == (offset + expected) % 2**32:
+                return None  # the recorded length is the announced one: a cut-short file ends elsewhere
             have = 348 + _stream_length(stream) if compressed else path.stat().st_size
             return f"its header announces {offset + expected} bytes, the file holds {have}" if have < offset + expected else None
         # Float voxels: ITK reads NaN as 0, so they are counted here, in the same pass.
@@ -219,6 +221,16 @@ def _nifti_problem(path: Path, compressed: bool, check_values: bool = False) -> 
     if finite < voxels:
         log.warning("%s: %d of %d voxels are NaN or infinite; they are read as 0", path, voxels - finite, voxels)
     return None
+
+
+def _gzip_trailer_length(path: Path) -> int | None:
+    """The uncompressed length (mod 2**32) a complete single-member gzip file records in its last 4 bytes."""
+    with open(path, "rb") as raw:
+        raw.seek(0, os.SEEK_END)
+        if raw.tell() < 18:
+            return None
+        raw.seek(-4, os.SEEK_END)
+        return int.from_bytes(raw.read(4), "little")
 
 
 def _text_header(path: Path, separator: bytes, limit: int = 1 << 16) -> tuple[list[str], int] | None:
