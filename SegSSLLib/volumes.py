@@ -558,6 +558,25 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
             raise SegSSLError(write_failure_message(path, what=what)) from None
 
 
+def write_images(images: dict, what: str = "output", compress: bool = True) -> None:
+    """Write several images as one: each is written and checked, then all are renamed; a failure leaves none.
+
+    ``images``: {path: image}. No earlier file of any of the names is replaced unless every one succeeded.
+    """
+    for path, image in images.items():
+        _refuse_detached_header(Path(path), what)
+        check_output_format(path, image.GetDimension(), what)
+    with contextlib.ExitStack() as stack:
+        for path, image in images.items():
+            temporary = stack.enter_context(atomic_output(path, what=what))
+            with native_stderr_to_log():
+                try:
+                    sitk.WriteImage(image, str(temporary), useCompression=compress)
+                except RuntimeError:
+                    raise SegSSLError(write_failure_message(path, what=what)) from None
+            _verify_written_image(image, temporary, path, what)
+
+
 def _verify_written_image(image: sitk.Image, temporary: Path, final, what: str) -> None:
     """Read a just-written file back; anything short or different means the write did not complete.
 

@@ -13,7 +13,6 @@ A method is a module listed in ``METHODS`` that defines::
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 from SegSSLLib.cli.common import add_device_option, add_random_seed_option
 from SegSSLLib.cli.refine_command import add_refine_options, prepare_refinement, refine_with_sam
@@ -55,7 +54,7 @@ def run(args, progress) -> int:
     from SegSSLLib.cli.common import check_index_inside, parse_index, set_random_seed, setup_torch
     from SegSSLLib.errors import SegSSLError
     from SegSSLLib.volumes import (
-        check_output_format, check_output_path, label_array_to_image, read_image, require_content, write_image,
+        check_output_format, check_output_path, label_array_to_image, read_image, require_content, write_images,
     )
 
     method = _method_module(args.method)
@@ -87,18 +86,10 @@ def run(args, progress) -> int:
     if args.refine_sam:
         labels = refine_with_sam(image, labels, args, progress, device, checkpoint)
     reference = image if image.GetNumberOfComponentsPerPixel() == 1 else _grey_reference(image)
-    # Every file is written only now, after all the work, so a failure leaves none of them behind.
-    written = []
-    try:
-        for path, extra in extra_outputs.items():
-            write_image(extra, path)
-            written.append(path)
-        write_image(label_array_to_image(labels, reference), args.output)
-    except BaseException:
-        for path in written:
-            Path(path).unlink(missing_ok=True)
-        raise
-    for path in [*written, args.output]:
+    # Every file is written only now, after all the work, and renamed only when all are complete, so a
+    # failure leaves none of them behind and replaces no earlier file.
+    write_images({**extra_outputs, args.output: label_array_to_image(labels, reference)})
+    for path in [*extra_outputs, args.output]:
         progress.output(path)
     return 0
 

@@ -178,3 +178,28 @@ def test_a_read_only_output_folder_is_refused_before_the_work(tmp_path, monkeypa
     monkeypatch.setattr(volumes, "read_only_reason", lambda folder: "read-only file system")
     with pytest.raises(SegSSLError, match="not writable .read-only file system"):
         volumes.check_output_path(tmp_path / "out.nii.gz")
+
+
+def test_several_outputs_are_renamed_only_when_all_are_complete(tmp_path, monkeypatch):
+    from SegSSLLib import volumes
+    from SegSSLLib.errors import SegSSLError
+
+    clusters, labels = tmp_path / "clusters.nii.gz", tmp_path / "labels.nii.gz"
+    clusters.write_bytes(b"earlier clusters")
+    labels.write_bytes(b"earlier labels")
+    checked = volumes._verify_written_image
+
+    def fail_on_labels(image, temporary, final, what):
+        if final == labels:
+            raise SegSSLError("cannot write output: disk full")
+        checked(image, temporary, final, what)
+
+    monkeypatch.setattr(volumes, "_verify_written_image", fail_on_labels)
+    image = sitk.Image(4, 4, 4, sitk.sitkUInt8)
+    with pytest.raises(SegSSLError, match="disk full"):
+        volumes.write_images({clusters: image, labels: image})
+    assert clusters.read_bytes() == b"earlier clusters" and labels.read_bytes() == b"earlier labels"
+    assert partial_files(clusters) == [] and partial_files(labels) == []
+    monkeypatch.undo()
+    volumes.write_images({clusters: image, labels: image})
+    assert sitk.ReadImage(str(clusters)).GetSize() == (4, 4, 4) and sitk.ReadImage(str(labels)).GetSize() == (4, 4, 4)
