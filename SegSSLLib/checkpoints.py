@@ -121,10 +121,7 @@ def _check_contents(path: Path, raw: dict) -> None:
     not_tensors = [name for name, value in raw["state_dict"].items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
         raise SegSSLError(f"{path}: weight {not_tensors[0]!r} is not a tensor — {_DAMAGED}")
-    broken = [
-        name for name, value in raw["state_dict"].items()
-        if value.is_floating_point() and not bool(torch.isfinite(value).all())
-    ]
+    broken = nonfinite_weights(raw["state_dict"])
     if broken:
         more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
         raise SegSSLError(
@@ -133,8 +130,16 @@ def _check_contents(path: Path, raw: dict) -> None:
         )
 
 
-def load_weights(module: torch.nn.Module, state_dict: dict, path, prefix_note: str = "") -> None:
-    """``module.load_state_dict`` with a one-line error naming missing, unexpected and wrong-shaped weights."""
+def nonfinite_weights(state_dict: dict) -> list[str]:
+    """Names of floating-point tensors holding NaN or infinity."""
+    return [
+        name for name, value in state_dict.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+
+
+def weight_mismatch(module: torch.nn.Module, state_dict: dict) -> str | None:
+    """'N missing (e.g. ...); M unexpected (...); K of the wrong shape (...)', or None when ``state_dict`` fits."""
     expected = module.state_dict()
     missing = [name for name in expected if name not in state_dict]
     unexpected = [name for name in state_dict if name not in expected]
@@ -148,10 +153,15 @@ def load_weights(module: torch.nn.Module, state_dict: dict, path, prefix_note: s
         for what, found in (("missing", missing), ("unexpected", unexpected), ("of the wrong shape", wrong))
         if found
     ]
-    if problems:
+    return "; ".join(problems) or None
+
+
+def load_weights(module: torch.nn.Module, state_dict: dict, path, prefix_note: str = "") -> None:
+    """``module.load_state_dict`` with a one-line error naming missing, unexpected and wrong-shaped weights."""
+    problem = weight_mismatch(module, state_dict)
+    if problem:
         raise SegSSLError(
-            f"{path}: its weights do not fit the network its config describes{prefix_note}: "
-            f"{'; '.join(problems)} — {_DAMAGED}"
+            f"{path}: its weights do not fit the network its config describes{prefix_note}: {problem} — {_DAMAGED}"
         )
     module.load_state_dict(state_dict)
 

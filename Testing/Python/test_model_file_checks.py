@@ -86,3 +86,21 @@ def test_resume_mismatch_names_each_setting_once():
     with pytest.raises(SegSSLError) as caught:
         check_same_run("out.pt", checkpoint, {"label": 2, "epochs": 3}, {"label": 2, "data": "a"})
     assert "(label)" in str(caught.value)
+
+
+@pytest.mark.parametrize("damage", ["nan", "wrong shape"])
+def test_a_damaged_sam_checkpoint_is_one_line_naming_the_weights(tmp_path, damage):
+    from sam_helpers import save_tiny_sam
+    from SegSSLLib.sam.models import load_sam
+
+    path = tmp_path / "sam.pth"
+    save_tiny_sam(path)
+    state = torch.load(path, weights_only=True)
+    name = "mask_decoder.iou_token.weight"
+    state[name] = state[name].fill_(float("nan")) if damage == "nan" else torch.zeros(3, 3)
+    torch.save(state, path)
+    with pytest.raises(SegSSLError) as caught:
+        load_sam(path)
+    message = str(caught.value)
+    assert name in message and "\n" not in message
+    assert ("NaN or infinite" if damage == "nan" else "1 of the wrong shape") in message
