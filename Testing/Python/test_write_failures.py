@@ -203,3 +203,22 @@ def test_several_outputs_are_renamed_only_when_all_are_complete(tmp_path, monkey
     monkeypatch.undo()
     volumes.write_images({clusters: image, labels: image})
     assert sitk.ReadImage(str(clusters)).GetSize() == (4, 4, 4) and sitk.ReadImage(str(labels)).GetSize() == (4, 4, 4)
+
+
+def test_a_full_disk_while_caching_slices_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    from polycl_helpers import TINY_SLICING, phantom_plain
+    from SegSSLLib.datasets import load_dataset
+    from SegSSLLib.errors import SegSSLError
+    from SegSSLLib.polycl import slice_cache
+
+    dataset = load_dataset(phantom_plain(tmp_path / "data", seeds=(5,)))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(slice_cache.np, "save", full)
+    with pytest.raises(SegSSLError, match="slice cache .* disk full .*--cache-dir"):
+        slice_cache.cache_cases(dataset.cases, TINY_SLICING, tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
