@@ -51,10 +51,13 @@ def install_signal_handlers() -> None:
     """SIGTERM cleans up like SIGINT; a file-size limit makes writes fail (EFBIG) instead of killing the process."""
     global _MAIN_PID
     _MAIN_PID = os.getpid()
-    if hasattr(signal, "SIGXFSZ"):
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        if hasattr(signal, "SIGXFSZ"):
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # main() called from another thread (an embedding program): its signals are its own
+        pass
 
 
 def build_parser() -> OneLineArgumentParser:
