@@ -68,13 +68,13 @@ def run(args, progress) -> int:
     if image.GetDimension() not in (2, 3):
         raise SegSSLError(f"--input {args.input} is {image.GetDimension()}D; give a 2D image or a 3D volume")
     check_output_format(args.output, image.GetDimension(), "--output")
-    require_content(image, f"--input {args.input}")
     components = image.GetNumberOfComponentsPerPixel()
     if image.GetDimension() == 3 and components != 1:  # only 2D colour pictures (dermoscopy) are meant to have several
         raise SegSSLError(
             f"--input {args.input} is a volume with {components} components per voxel (e.g. RGB); "
             f"--method {args.method} needs a single-channel (grey-level) volume — convert it to one channel first"
         )
+    require_content(image, f"--input {args.input}")
     seeds = [parse_index(text, image.GetDimension()) for text in args.seed_points]
     for seed in seeds:
         check_index_inside(seed, image.GetSize())
