@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from SegSSLLib import __version__
-from SegSSLLib.atomic import atomic_output
+from SegSSLLib.atomic import atomic_output, is_write_failure, write_failure_message
 from SegSSLLib.errors import SegSSLError
 
 FORMAT = "segssl"
@@ -56,8 +56,36 @@ def save_checkpoint(
         "provenance": provenance_info or provenance(),
         "extra": extra or {},
     }
-    with atomic_output(path) as temporary:
-        torch.save(payload, temporary)
+
+    def verify(temporary: Path) -> None:
+        # Read back exactly as a user would (weights_only=True): a short write, or a value that safe
+        # loading refuses, fails here and the earlier file stays.
+        try:
+            back = torch.load(temporary, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - any failure to read back means the file is not usable
+            raise SegSSLError(write_failure_message(path, what="model file")) from None
+        saved = payload["state_dict"]
+        if not isinstance(back, dict) or back.get("kind") != kind or set(back.get("state_dict", {})) != set(saved) or any(
+            not _same_bits(back["state_dict"][name], tensor) for name, tensor in saved.items()
+        ):
+            raise SegSSLError(write_failure_message(path, what="model file"))
+
+    with atomic_output(path, verify, what="model file") as temporary:
+        try:
+            torch.save(payload, temporary)
+        except OSError as exc:
+            if is_write_failure(exc):
+                raise
+            raise SegSSLError(write_failure_message(path, exc, what="model file")) from None
+        except RuntimeError:  # torch's zip writer: "PytorchStreamWriter failed writing file ..."
+            raise SegSSLError(write_failure_message(path, what="model file")) from None
+
+
+def _same_bits(a, b) -> bool:
+    """Bit-for-bit equality (a NaN equals itself), for reading back what was just saved."""
+    if not (isinstance(a, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype):
+        return False
+    return torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
 
 
 def load_checkpoint(path: str | os.PathLike, kinds: tuple[str, ...] | None = None, purpose: str = "") -> dict:
@@ -75,7 +103,67 @@ def load_checkpoint(path: str | os.PathLike, kinds: tuple[str, ...] | None = Non
         )
     if kinds is not None and raw.get("kind") not in kinds:
         raise SegSSLError(f"{path} is a SegSSL {raw.get('kind')!r} model — {_hint(kinds, purpose)}")
+    _check_contents(path, raw)
     return raw
+
+
+_DAMAGED = "the file is damaged or was edited — use the model file SegSSL wrote, or train again"
+
+
+def _check_contents(path: Path, raw: dict) -> None:
+    """The parts every SegSSL model file has, with values a model can use (no NaN or infinite weights)."""
+    for part, kind in (("config", dict), ("state_dict", dict), ("extra", dict), ("provenance", dict)):
+        if part in raw and not isinstance(raw[part], kind):
+            raise SegSSLError(f"{path}: its {part} is a {type(raw[part]).__name__}, not a dict — {_DAMAGED}")
+    if not isinstance(raw.get("config"), dict) or not isinstance(raw.get("state_dict"), dict):
+        missing = "config" if not isinstance(raw.get("config"), dict) else "state_dict"
+        raise SegSSLError(f"{path} has no {missing} — {_DAMAGED}")
+    not_tensors = [name for name, value in raw["state_dict"].items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise SegSSLError(f"{path}: weight {not_tensors[0]!r} is not a tensor — {_DAMAGED}")
+    broken = nonfinite_weights(raw["state_dict"])
+    if broken:
+        more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
+        raise SegSSLError(
+            f"{path} holds NaN or infinite weights ({broken[0]}{more}): training diverged or the file is damaged — "
+            "use an earlier model file, or train again (e.g. with a smaller --learning-rate)"
+        )
+
+
+def nonfinite_weights(state_dict: dict) -> list[str]:
+    """Names of floating-point tensors holding NaN or infinity."""
+    return [
+        name for name, value in state_dict.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+
+
+def weight_mismatch(module: torch.nn.Module, state_dict: dict) -> str | None:
+    """'N missing (e.g. ...); M unexpected (...); K of the wrong shape (...)', or None when ``state_dict`` fits."""
+    expected = module.state_dict()
+    missing = [name for name in expected if name not in state_dict]
+    unexpected = [name for name in state_dict if name not in expected]
+    wrong = [
+        f"{name} {tuple(state_dict[name].shape)} instead of {tuple(expected[name].shape)}"
+        for name in expected
+        if name in state_dict and tuple(getattr(state_dict[name], "shape", ())) != tuple(expected[name].shape)
+    ]
+    problems = [
+        f"{len(found)} {what} (e.g. {found[0]})"
+        for what, found in (("missing", missing), ("unexpected", unexpected), ("of the wrong shape", wrong))
+        if found
+    ]
+    return "; ".join(problems) or None
+
+
+def load_weights(module: torch.nn.Module, state_dict: dict, path, prefix_note: str = "") -> None:
+    """``module.load_state_dict`` with a one-line error naming missing, unexpected and wrong-shaped weights."""
+    problem = weight_mismatch(module, state_dict)
+    if problem:
+        raise SegSSLError(
+            f"{path}: its weights do not fit the network its config describes{prefix_note}: {problem} — {_DAMAGED}"
+        )
+    module.load_state_dict(state_dict)
 
 
 # What to give instead of a wrong file, by the ``what`` of ``load_tensor_file``.
@@ -95,8 +183,11 @@ def load_tensor_file(path: Path, what: str = "checkpoint"):
         raise SegSSLError(f"{what} {path} is a folder; give the model file")
     # torch.load reads any other file as a pickle and fails with misleading errors (KeyError,
     # "weights_only"), so the container is recognised first.
-    with open(path, "rb") as stream:
-        head = stream.read(64)
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(64)
+    except OSError as exc:
+        raise SegSSLError(f"cannot read {what} {path}: {exc.strerror} — check its permissions") from None
     if head.startswith(b"PK") and not zipfile.is_zipfile(path):
         raise SegSSLError(f"{what} {path} is an incomplete or damaged archive — download or copy it again")
     if not zipfile.is_zipfile(path) and not _is_legacy_torch_file(head):
@@ -104,7 +195,7 @@ def load_tensor_file(path: Path, what: str = "checkpoint"):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):
+        if "unsupported global" in str(exc).lower():
             raise SegSSLError(
                 f"{what} {path} contains Python objects that would run code when loaded; "
                 "SegSSL only loads plain tensors and values — use a file made by SegSSL or the official weights"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from SegSSLLib.atomic import atomic_output, full_suffix
+from SegSSLLib.atomic import full_suffix, write_text_atomically
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.volumes import VOLUME_SUFFIXES, write_image
 
@@ -180,6 +180,5 @@ def write_msd_dataset(
         "numTraining": len(training),
         "training": training,
     }
-    with atomic_output(root / "dataset.json") as temporary:
-        temporary.write_text(json.dumps(description, indent=2) + "\n")
+    write_text_atomically(root / "dataset.json", json.dumps(description, indent=2) + "\n", "dataset description")
     return root

@@ -13,7 +13,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from SegSSLLib import strict_json
-from SegSSLLib.atomic import atomic_output
+from SegSSLLib.atomic import write_text_atomically
 from SegSSLLib.demo_context import DemoContext, Section
 from SegSSLLib.phantoms import PHANTOM_LABELS, make_ct_phantom, make_dermoscopy_phantom
 from SegSSLLib.polycl.demo_step import polycl_step
@@ -97,9 +97,7 @@ def write_report(context: DemoContext) -> Path:
         lines += [f"![{section.title}]({picture})" for picture in section.pictures]
         lines.append("")
     report = context.path("report.md")
-    with atomic_output(report) as temporary:
-        temporary.write_text("\n".join(lines))
+    write_text_atomically(report, "\n".join(lines), "demo report")
     metrics = {section.title: section.metrics for section in context.sections if section.metrics}
-    with atomic_output(context.path("metrics.json")) as temporary:
-        temporary.write_text(strict_json.dumps(metrics, indent=2) + "\n")
+    write_text_atomically(context.path("metrics.json"), strict_json.dumps(metrics, indent=2) + "\n", "demo metrics")
     return report

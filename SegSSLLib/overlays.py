@@ -6,7 +6,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from SegSSLLib.atomic import atomic_output
+from SegSSLLib.atomic import atomic_output, write_failure_message
+from SegSSLLib.errors import SegSSLError
 
 REFERENCE_COLOUR = (60, 220, 60)
 PREDICTION_COLOUR = (240, 60, 200)
@@ -37,5 +38,14 @@ def busiest_slice(mask: np.ndarray, axis: int = 0) -> int:
 
 
 def save_png(image: Image.Image, path) -> None:
-    with atomic_output(path) as temporary:
+    def verify(temporary) -> None:
+        try:
+            with Image.open(temporary) as back:
+                complete = back.size == image.size and back.convert(image.mode).tobytes() == image.tobytes()
+        except (OSError, SyntaxError, ValueError):
+            complete = False
+        if not complete:
+            raise SegSSLError(write_failure_message(path, what="picture"))
+
+    with atomic_output(path, verify, "picture") as temporary:
         image.save(temporary, format="PNG")

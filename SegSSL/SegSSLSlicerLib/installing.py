@@ -69,7 +69,9 @@ def install_steps(requirements, constraints_path, have_light_the_torch: bool | N
         steps.append(InstallStep("PyTorch", "light_the_torch", ["install", *dependencies.TORCH_REQUIREMENTS]))
 
     def write_constraints():
-        Path(constraints_path).write_text(dependencies.constraints_text())
+        from SegSSLLib.atomic import write_text_atomically
+
+        write_text_atomically(constraints_path, dependencies.constraints_text(), "pip constraints")
 
     for arguments, environment in dependencies.pip_steps(others, constraints_path):
         shown = [a for a in arguments if not a.startswith("-") and a != str(constraints_path)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import signal
 import sys
 
 from SegSSLLib.cli import (
@@ -45,6 +46,34 @@ COMMANDS = {
 log = logging.getLogger("segssl")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, ``kill``, the Slicer module's Cancel): handled like Ctrl-C, so no partial file stays."""
+
+
+_MAIN_PID = os.getpid()
+
+
+def _raise_terminated(signal_number, frame):
+    if os.getpid() != _MAIN_PID:  # a forked worker (data loading): end as SIGTERM always ends it
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated()
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM cleans up like SIGINT; a file-size limit makes writes fail (EFBIG) instead of killing the process."""
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
+    try:
+        if hasattr(signal, "SIGXFSZ"):
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # main() called from another thread (an embedding program): its signals are its own
+        pass
+
+
 def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(
         prog="segssl",
@@ -68,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     # ITK prints multi-line warnings straight to stderr; SegSSL checks what matters itself and
     # reports it as one line.
     sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    install_signal_handlers()
     parser = build_parser()
     args = parser.parse_args(argv)
     progress = Progress(args.progress)
@@ -85,11 +115,23 @@ def main(argv: list[str] | None = None) -> int:
         # The JSON event keeps the library's wording too: the panel names its own widgets, not flags.
         line = f"{prefix}: error: {in_flags(str(exc), args.command)}"
         return _fail(progress, line, exc.exit_code, parameter_message=str(exc))
+    except Terminated:
+        return _fail(progress, f"{prefix}: terminated; no partial output was left behind", 143)
     except KeyboardInterrupt:
         return _fail(progress, f"{prefix}: interrupted; no partial output was left behind", 130)
     except MemoryError:
         return _fail(progress, f"{prefix}: error: out of memory — use a smaller --batch-size or --image-size", 1)
     except Exception as exc:  # noqa: BLE001 - last resort: one line, full traceback only on request
+        from SegSSLLib.atomic import WRITE_FAILURES
+
+        if isinstance(exc, OSError) and exc.errno in WRITE_FAILURES:
+            where = f" {exc.filename}" if exc.filename else ""
+            return _fail(
+                progress,
+                f"{prefix}: error: cannot write{where}: {WRITE_FAILURES[exc.errno]} — free some space or raise the "
+                "limit, or write elsewhere",
+                1,
+            )
         if _is_cuda_oom(exc):
             return _fail(
                 progress,

@@ -43,6 +43,17 @@ def positive_label(text: str) -> int:
     return value
 
 
+def positive_number(text: str) -> float:
+    """argparse type for a rate or a size that must be a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number: give a value above 0, e.g. 0.001")
+    return value
+
+
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
@@ -101,7 +112,7 @@ def setup_torch(args) -> "torch.device":  # noqa: F821 - torch is imported lazil
 
     from SegSSLLib.device import select_device
 
-    if getattr(args, "threads", None):
+    if getattr(args, "threads", None) is not None:
         if args.threads < 1:
             raise SegSSLError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)

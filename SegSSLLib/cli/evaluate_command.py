@@ -24,7 +24,7 @@ def configure(parser) -> None:
 
 def run(args, progress) -> int:
     from SegSSLLib import strict_json
-    from SegSSLLib.atomic import atomic_output
+    from SegSSLLib.atomic import write_text_atomically
     from SegSSLLib.evaluation import evaluate, format_report
     from SegSSLLib.volumes import read_label_map
 
@@ -36,8 +36,7 @@ def run(args, progress) -> int:
     )
     metrics = evaluate(pred, truth, args.label)
     if args.json:  # first, so the file is complete even if a reader of stdout stops early
-        with atomic_output(args.json) as temporary:
-            temporary.write_text(strict_json.dumps(metrics, indent=2) + "\n")
+        write_text_atomically(args.json, strict_json.dumps(metrics, indent=2) + "\n", "JSON output")
     if progress.mode != "json":
         print(format_report(metrics))
     else:

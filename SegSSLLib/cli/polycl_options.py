@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+from SegSSLLib.cli.common import positive_number
 from SegSSLLib.errors import SegSSLError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -23,12 +24,12 @@ def add_network_options(parser, defaults_note: str = "") -> None:
         help="ct: window in HU (default); percentile: 0.5-99.5 percentiles of each volume (MR)",
     )
     group.add_argument("--window-level", type=float, default=None, help="CT window level in HU (default: 40)")
-    group.add_argument("--window-width", type=float, default=None, help="CT window width in HU (default: 400)")
+    group.add_argument("--window-width", type=positive_number, default=None, help="CT window width in HU (default: 400)")
 
 
 def add_training_options(parser) -> None:
     group = parser.add_argument_group("training run")
-    group.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (default: 0.001)")
+    group.add_argument("--learning-rate", type=positive_number, default=1e-3, help="Adam learning rate (default: 0.001)")
     group.add_argument(
         "--cache-dir", default=None,
         help="where sliced volumes are cached (default: $SEGSSL_CACHE_DIR or the user cache folder)",
@@ -48,6 +49,9 @@ def network_settings(args, base: dict | None = None):
 
     widths = _parse_widths(args.widths) if args.widths else None
     if base is not None:
+        from SegSSLLib.polycl.inference import model_from_config
+
+        model_from_config(getattr(args, "init", "--init"), base)  # a damaged config is one line
         model = ModelConfig.from_dict(base["model"])
         slicing = SlicingSettings.from_dict(base["slicing"])
         fixed_by_init = {

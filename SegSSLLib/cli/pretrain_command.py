@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from SegSSLLib.cli.common import add_device_option, add_random_seed_option
+from SegSSLLib.cli.common import add_device_option, add_random_seed_option, positive_number
 from SegSSLLib.cli.polycl_options import add_network_options, add_training_options, check_before_training, network_settings, train
 
 HELP = "PolyCL contrastive pretraining on unlabelled (or slice-flagged) volumes; multi-GPU with torchrun"
@@ -22,7 +22,7 @@ def configure(parser) -> None:
     parser.add_argument("--label", type=int, default=None, metavar="N", help="label value whose presence flags slices (O, M)")
     parser.add_argument("--epochs", type=int, metavar="N", default=10, help="epochs (default: 10)")
     parser.add_argument("--batch-size", type=int, metavar="N", default=16, help="triplets per step and process (default: 16)")
-    parser.add_argument("--temperature", type=float, default=0.1, help="InfoNCE temperature (default: 0.1)")
+    parser.add_argument("--temperature", type=positive_number, default=0.1, help="InfoNCE temperature (default: 0.1)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out from its last epoch")
     add_network_options(parser)
     add_training_options(parser)

@@ -49,10 +49,11 @@ def configure(parser) -> None:
 
 def run(args, progress) -> int:
     from SegSSLLib.propagation.propagate import PropagateSettings, choose_backend, propagate
-    from SegSSLLib.volumes import check_output_path, read_label_map, read_volume, write_image
+    from SegSSLLib.volumes import check_output_path, read_label_map, read_volume, require_content, write_image
 
-    check_output_path(args.output, (args.input, args.annotation), "--output")
+    check_output_path(args.output, (args.input, args.annotation), "--output", dimension=3)
     image = read_volume(args.input, "input")
+    require_content(image, f"--input {args.input}")
     annotation = read_label_map(args.annotation, reference=image, what="--annotation", reference_name="the input volume")
     settings = PropagateSettings(
         backend=args.backend, sam2_checkpoint=args.sam2_checkpoint, sam2_config=args.sam2_config,

@@ -67,12 +67,16 @@ def refine_with_sam(image, labels, args, progress, device, checkpoint):
 
 def run(args, progress) -> int:
     from SegSSLLib.cli.common import setup_torch
-    from SegSSLLib.volumes import check_output_path, read_image, read_label_map, write_image
+    from SegSSLLib.volumes import (
+        check_output_format, check_output_path, read_image, read_label_map, require_content, write_image,
+    )
 
     check_output_path(args.output, (args.input, args.mask), "--output")
     image = read_image(args.input, "input")
     if image.GetDimension() not in (2, 3):
         raise SegSSLError(f"--input {args.input} is {image.GetDimension()}D; give a 2D image or a 3D volume")
+    check_output_format(args.output, image.GetDimension(), "--output")
+    require_content(image, f"--input {args.input}")
     mask = read_label_map(args.mask, reference=image, what="--mask", reference_name="the input")
     if not mask_has_labels(mask):
         raise SegSSLError(f"--mask {args.mask} is empty (all zero): there is nothing to refine")

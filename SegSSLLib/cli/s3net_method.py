@@ -7,6 +7,7 @@ keeps the whole cluster map (ids 1..n by increasing intensity) so a user can pic
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -138,10 +139,15 @@ def segment(image, seeds, args, progress, device):
     from SegSSLLib.s3net.segment import segment_s3net
     from SegSSLLib.volumes import check_output_path
 
+    if getattr(args, "checkpoint", None):
+        raise SegSSLError(
+            "--checkpoint is a PolyCL model and --method s3net uses none (it learns from the image itself) — "
+            "leave --checkpoint out, or use --method polycl"
+        )
     if args.clusters_output:
-        if Path(args.clusters_output).resolve() == Path(args.output).resolve():
+        if os.path.realpath(args.clusters_output) == os.path.realpath(args.output):
             raise SegSSLError("--clusters-output and --output are the same file; give two different names")
-        check_output_path(args.clusters_output, (args.input,), "--clusters-output")
+        check_output_path(args.clusters_output, (args.input,), "--clusters-output", dimension=image.GetDimension())
     settings = settings_from_args(args, device)
     settings.check()
     result = segment_s3net(image, seeds, settings, progress)

@@ -12,7 +12,6 @@ A method is a module in ``METHODS`` that defines::
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from SegSSLLib.cli import polycl_method, s3net_method
 from SegSSLLib.cli.common import add_device_option, add_random_seed_option
@@ -47,7 +46,7 @@ def run(args, progress) -> int:
     from SegSSLLib.cli.common import check_index_inside, parse_index, set_random_seed, setup_torch
     from SegSSLLib.errors import SegSSLError
     from SegSSLLib.images import label_image
-    from SegSSLLib.volumes import check_output_path, read_image, write_image
+    from SegSSLLib.volumes import check_output_format, check_output_path, read_image, require_content, write_images
 
     method = METHODS[args.method]
     check_output_path(args.output, (args.input,), "--output")
@@ -59,12 +58,14 @@ def run(args, progress) -> int:
         )
     if image.GetDimension() not in (2, 3):
         raise SegSSLError(f"--input {args.input} is {image.GetDimension()}D; give a 2D image or a 3D volume")
+    check_output_format(args.output, image.GetDimension(), "--output")
     components = image.GetNumberOfComponentsPerPixel()
     if image.GetDimension() == 3 and components != 1:  # only 2D colour pictures (dermoscopy) are meant to have several
         raise SegSSLError(
             f"--input {args.input} is a volume with {components} components per voxel (e.g. RGB); "
             f"--method {args.method} needs a single-channel (grey-level) volume — convert it to one channel first"
         )
+    require_content(image, f"--input {args.input}")
     seeds = [parse_index(text, image.GetDimension()) for text in args.seed_points]
     for seed in seeds:
         check_index_inside(seed, image.GetSize())
@@ -76,17 +77,9 @@ def run(args, progress) -> int:
     label_map = label_image(labels, image)
     if args.refine_sam:
         label_map = refine_with_sam(image, label_map, args, progress, device, checkpoint)
-    # Every file is written only now, after all the work, so a failure leaves none of them behind.
-    written = []
-    try:
-        for path, extra in extra_outputs.items():
-            write_image(extra, path)
-            written.append(path)
-        write_image(label_map, args.output)
-    except BaseException:
-        for path in written:
-            Path(path).unlink(missing_ok=True)
-        raise
-    for path in [*written, args.output]:
+    # Every file is written only now, after all the work, and renamed only when all are complete, so a
+    # failure leaves none of them behind and replaces no earlier file.
+    write_images({**extra_outputs, args.output: label_map})
+    for path in [*extra_outputs, args.output]:
         progress.output(path)
     return 0

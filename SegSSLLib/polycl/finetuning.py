@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from SegSSLLib.checkpoints import load_checkpoint, provenance, save_checkpoint
+from SegSSLLib.checkpoints import load_checkpoint, load_weights, provenance, save_checkpoint
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.polycl import distributed
 from SegSSLLib.datasets import load_dataset
@@ -214,9 +214,10 @@ def _score(selection: str, record: dict) -> tuple:
 
 def _initialise(model: SegmentationNet, init: Initialisation) -> None:
     if init.kind == PRETRAIN_KIND:
-        model.load_encoder(init.state_dict)
+        encoder = {k.removeprefix("encoder."): v for k, v in init.state_dict.items() if k.startswith("encoder.")}
+        load_weights(model.encoder, encoder, init.path, " (encoder)")
     else:
-        model.load_state_dict(init.state_dict)
+        load_weights(model, init.state_dict, init.path)
 
 
 def _dice_ce_loss():
@@ -315,7 +316,7 @@ def _restore(out, config, run_identity, epochs, model, optimizer, precision) -> 
     history = list(saved["history"])
     check_epochs_left(out, len(history), epochs)
     state = saved["resume"]
-    model.load_state_dict(state["state_dict"])
+    load_weights(model, state["state_dict"], out)
     optimizer.load_state_dict(state["optimizer"])
     if state.get("grad_scaler"):
         precision.scaler.load_state_dict(state["grad_scaler"])

@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from SegSSLLib.checkpoints import load_checkpoint
+from SegSSLLib.checkpoints import load_checkpoint, load_weights
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.orientation import restore
 from SegSSLLib.polycl.finetuning import SEGMENTATION_KIND
@@ -25,6 +25,25 @@ from SegSSLLib.polycl.model import ModelConfig, SegmentationNet
 from SegSSLLib.polycl.pretraining import PRETRAIN_KIND
 from SegSSLLib.polycl.slice_cache import SlicingSettings
 from SegSSLLib.progress import NO_PROGRESS, Progress
+
+
+def model_from_config(path, config: dict) -> tuple[SegmentationNet, SlicingSettings]:
+    """The network and slicing a PolyCL model file describes; a missing or impossible setting is one line."""
+    try:
+        model_config = ModelConfig.from_dict(config["model"])
+        slicing = SlicingSettings.from_dict(config["slicing"])
+        model = SegmentationNet(model_config)
+    except KeyError as exc:
+        raise SegSSLError(
+            f"{path}: its config has no {exc.args[0]!r} setting — the file is damaged or was edited; "
+            "use the model file SegSSL wrote, or train again"
+        ) from None
+    except (TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise SegSSLError(
+            f"{path}: its config describes no network SegSSL can build ({str(exc).splitlines()[0][:100]}) — "
+            "the file is damaged or was edited; use the model file SegSSL wrote, or train again"
+        ) from None
+    return model, slicing
 
 
 @dataclass
@@ -44,11 +63,16 @@ class PolyCLSegmenter:
                 f"fine-tune it first (finetune with `init` {path}, `data` DIR and `label` N)"
             )
         config = checkpoint["config"]
-        model = SegmentationNet(ModelConfig.from_dict(config["model"]))
-        model.load_state_dict(checkpoint["state_dict"])
+        model, slicing = model_from_config(path, config)
+        label = config.get("label")
+        if isinstance(label, bool) or not isinstance(label, int) or not 1 <= label <= 65535:
+            raise SegSSLError(
+                f"{path}: its label value {label!r} is impossible (a whole number from 1 to 65535; 0 is background) — "
+                "the file is damaged or was edited; use the model file SegSSL wrote, or fine-tune again"
+            )
+        load_weights(model, checkpoint["state_dict"], path)
         model.to(device).eval()
-        slicing = SlicingSettings.from_dict(config["slicing"])
-        return cls(model, slicing, int(config["label"]), str(config.get("label_name", "")), device)
+        return cls(model, slicing, label, str(config.get("label_name", "")), device)
 
     @property
     def default_batch_size(self) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from SegSSLLib.checkpoints import load_checkpoint, provenance, save_checkpoint
+from SegSSLLib.checkpoints import load_checkpoint, load_weights, provenance, save_checkpoint
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.polycl import distributed
 from SegSSLLib.datasets import load_dataset
@@ -187,7 +187,7 @@ def _restore(out, config, run_identity, model, optimizer, precision) -> list[dic
     checkpoint = load_checkpoint(out, kinds=(PRETRAIN_KIND,), purpose="`resume` needs")
     saved = checkpoint["extra"]
     check_same_run(out, checkpoint, config, run_identity)
-    model.load_state_dict(checkpoint["state_dict"])
+    load_weights(model, checkpoint["state_dict"], out)
     optimizer.load_state_dict(saved["optimizer"])
     if saved.get("grad_scaler"):
         precision.scaler.load_state_dict(saved["grad_scaler"])

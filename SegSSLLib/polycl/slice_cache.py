@@ -15,6 +15,7 @@ map ``labels.npy`` (N, S, S) with the label values (nearest-neighbour resampled)
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from SegSSLLib.atomic import WRITE_FAILURES
 from SegSSLLib.datasets import Case, Dataset
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.intensity import IntensityWindow
@@ -138,7 +140,16 @@ def cache_cases(
         for case in cases:
             entry = root / cache_key(case, settings)
             if not (entry / "done").exists():
-                _build_entry(case, settings, entry)
+                try:
+                    _build_entry(case, settings, entry)
+                except OSError as exc:
+                    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, *WRITE_FAILURES):
+                        raise
+                    reason = WRITE_FAILURES.get(exc.errno) or (exc.strerror or str(exc)).lower()
+                    raise SegSSLError(
+                        f"cannot write the slice cache in {root}: {reason} — free some space or give another "
+                        f"--cache-dir (or set {CACHE_ENV})"
+                    ) from None
             cached.append(_open_entry(case.name, entry))
             progress.advance()
     return cached

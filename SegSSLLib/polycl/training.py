@@ -59,7 +59,7 @@ def check_same_run(out, checkpoint: dict, config: dict, run_identity: dict) -> N
     """--resume continues only the run that wrote ``out``: same settings, same data, same process count."""
     saved_run = checkpoint["extra"].get("run", {})
     differing = [k for k in config if checkpoint["config"].get(k) != config[k]]
-    differing += [k for k in run_identity if saved_run.get(k) != run_identity[k]]
+    differing += [k for k in run_identity if saved_run.get(k) != run_identity[k] and k not in differing]
     if differing:
         raise SegSSLError(
             f"`resume`: {out} was trained with other settings ({', '.join(differing)}) — "

@@ -40,6 +40,7 @@ def find_annotation(labels: np.ndarray, axis: int | None = None) -> Annotation:
     occupied = {itk_axis: _occupied_slices(labels, itk_axis) for itk_axis in (0, 1, 2)}
     if axis is None:
         axis = min(_AXIS_PREFERENCE, key=lambda a: (len(occupied[a]), _AXIS_PREFERENCE.index(a)))
+        _refuse_several_axes(labels, axis)
     elif axis not in (0, 1, 2):
         raise SegSSLError(f"`axis` must be 0, 1 or 2 (I, J, K), got {axis}")
     elif len(occupied[axis]) > min(len(slices) for slices in occupied.values()):
@@ -54,10 +55,35 @@ def find_annotation(labels: np.ndarray, axis: int | None = None) -> Annotation:
     return Annotation(axis=axis, slices=tuple(occupied[axis]), labels=values)
 
 
+def _refuse_several_axes(labels: np.ndarray, axis: int) -> None:
+    """Strokes painted on slices of different axes (an axial and a coronal one): no axis fits them all."""
+    from scipy import ndimage
+
+    components, count = ndimage.label(labels != 0)
+    if count < 2 or count > 10000:
+        return
+    flat_along = []  # per stroke: the ITK axes along which it is one slice thick
+    for box in ndimage.find_objects(components):
+        flat_along.append({a for a in (0, 1, 2) if box[array_axis(a)].stop - box[array_axis(a)].start == 1})
+    others = sorted({min(thin) for thin in flat_along if thin and axis not in thin})
+    if others:
+        raise SegSSLError(
+            f"the annotation is painted on slices of more than one axis (axis {axis} and axis {others[0]}) — "
+            "paint every stroke on slices of one axis, or give --axis to say which one to use"
+        )
+
+
+def _short_list(values, shown: int = 8) -> str:
+    values = list(values)
+    if len(values) <= shown:
+        return ", ".join(map(str, values))
+    return ", ".join(map(str, values[: shown - 1])) + f", … ({len(values) - shown} more), {values[-1]}"
+
+
 def describe(annotation: Annotation) -> str:
-    slices = ", ".join(str(k) for k in annotation.slices[:8]) + (" ..." if len(annotation.slices) > 8 else "")
+    slices = _short_list(annotation.slices)
     return (
-        f"{len(annotation.labels)} object(s) {list(annotation.labels)} on {len(annotation.slices)} slice(s) "
+        f"{len(annotation.labels)} object(s) [{_short_list(annotation.labels)}] on {len(annotation.slices)} slice(s) "
         f"[{slices}] along axis {annotation.axis} ({AXIS_NAMES[annotation.axis]})"
     )
 

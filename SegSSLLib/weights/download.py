@@ -19,9 +19,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from SegSSLLib.atomic import WRITE_FAILURES, is_write_failure, write_text_atomically
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.progress import NO_PROGRESS, Progress
-from SegSSLLib.weights.registry import KnownWeights, cached_path
+from SegSSLLib.weights.registry import HOME_VARIABLE, KnownWeights, cached_path
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +36,29 @@ def download_weights(
     """Fetch ``weights`` (from ``url``, e.g. a mirror, or the official address) into the cache; returns the file."""
     progress = progress or NO_PROGRESS
     target = (folder / weights.file_name) if folder else cached_path(weights)
+    if url is not None:
+        check_url(url)
     if target.is_file():
-        return target
+        outcome = "ok" if _read_stamp(target) == _fingerprint(target, weights) else verify_file(target, weights)
+        if outcome in ("ok", "unverified"):
+            return target
+        log.warning("%s in the cache is not the published file (%s); downloading it again", target.name, outcome)
     url = url or weights.url
-    target.parent.mkdir(parents=True, exist_ok=True)
+    prepare_folder(target.parent)
     partial = target.with_name(target.name + ".part")
     try:
         _fetch(url, partial, weights, progress)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+    except OSError as exc:
+        if is_write_failure(exc):
+            raise SegSSLError(
+                f"cannot save {weights.name} in {target.parent}: {WRITE_FAILURES[exc.errno]} — free some space "
+                f"(the download resumes where it stopped) or set {HOME_VARIABLE} to a folder on a larger disk"
+            ) from None
+        if not isinstance(exc, (urllib.error.URLError, TimeoutError)) and exc.filename and Path(exc.filename) == partial:
+            raise SegSSLError(
+                f"cannot write {partial}: {exc.strerror} — check that {target.parent} is writable, or set "
+                f"{HOME_VARIABLE} to another folder"
+            ) from None
         reason = getattr(exc, "reason", None) or exc
         raise SegSSLError(
             f"cannot download {weights.name} from {url} ({str(reason).splitlines()[0]}) — "
@@ -55,6 +71,38 @@ def download_weights(
     log.info("saved %s (%s)", target, "checked: " + weights.verification if weights.verification != "unverified"
              else "no published checksum to check against")
     return target
+
+
+def check_url(url: str) -> None:
+    """Refuse an address urllib cannot fetch, before any folder is created or anything is downloaded."""
+    try:
+        parts = urllib.parse.urlparse(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https", "file") or (parts.scheme != "file" and not parts.netloc) or (
+        parts.scheme == "file" and not parts.path
+    ):
+        raise SegSSLError(
+            f"--url {url!r} is not an address SegSSL can download from — give http://…, https://… or "
+            "file:///path/to/file"
+        )
+
+
+def prepare_folder(folder: Path) -> None:
+    """Create the weights folder, or say in one line why it cannot be used (a file, read-only)."""
+    hint = f"set {HOME_VARIABLE} to a writable folder"
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            raise SegSSLError(f"cannot use weights folder {folder}: {parent} is a file, not a folder — {hint}")
+        if parent.exists():
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SegSSLError(f"cannot create weights folder {folder}: {exc.strerror} — {hint}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SegSSLError(f"cannot write in weights folder {folder}: it is read-only — {hint}")
 
 
 def _fetch(url: str, partial: Path, weights: KnownWeights, progress: Progress) -> None:
@@ -189,6 +237,6 @@ def _write_stamp(path: Path, weights: KnownWeights) -> None:
     if weights.verification == "unverified":
         return
     try:
-        _stamp_path(path).write_text(json.dumps(_fingerprint(path, weights)))
-    except OSError as exc:  # a read-only cache still works; the file is hashed again next time
+        write_text_atomically(_stamp_path(path), json.dumps(_fingerprint(path, weights)), "checksum stamp")
+    except (OSError, SegSSLError) as exc:  # a read-only cache still works; the file is hashed again next time
         log.debug("cannot write %s (%s)", _stamp_path(path), exc)

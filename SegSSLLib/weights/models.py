@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from SegSSLLib.checkpoints import load_tensor_file
+from SegSSLLib.checkpoints import load_tensor_file, nonfinite_weights, weight_mismatch
 from SegSSLLib.errors import SegSSLError
 
 log = logging.getLogger(__name__)
@@ -131,9 +131,16 @@ def load_sam(path: str | Path, device: torch.device | str = "cpu"):
             f"`sam_checkpoint` {path} is {_describe(state)}, not a SAM (segment-anything) checkpoint — "
             "give sam_vit_b_01ec64.pth, sam_vit_l/h or medsam_vit_b.pth (see segssl weights list)"
         )
+    _refuse_nonfinite(state, path, "--sam-checkpoint")
     try:
         architecture = sam_architecture_of(state)
         sam = build_sam(architecture)
+        mismatch = weight_mismatch(sam, state)
+        if mismatch:
+            raise SegSSLError(
+                f"--sam-checkpoint {path} does not fit a SAM model: {mismatch} — is the file complete? "
+                "download it again (segssl weights download NAME)"
+            )
         sam.load_state_dict(state)
     except (KeyError, IndexError, RuntimeError, ValueError) as exc:
         raise SegSSLError(
@@ -142,6 +149,16 @@ def load_sam(path: str | Path, device: torch.device | str = "cpu"):
     log.info("SAM ViT %d-d × %d blocks, %d px input, from %s", architecture.embed_dim, architecture.depth,
              architecture.image_size, path.name)
     return sam.to(device)
+
+
+def _refuse_nonfinite(state: dict, path, option: str) -> None:
+    broken = nonfinite_weights(state)
+    if broken:
+        more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
+        raise SegSSLError(
+            f"{option} {path} holds NaN or infinite weights ({broken[0]}{more}) — the file is damaged; "
+            "download it again (segssl weights download NAME)"
+        )
 
 
 def sam2_config_names() -> list[str]:
@@ -212,6 +229,13 @@ def load_sam2_video_predictor(
     overrides = [f"++model.image_size={int(image_size)}"] if image_size else []
     predictor = build_sam2_video_predictor(config_path, ckpt_path=None, device="cpu", hydra_overrides_extra=overrides)
     if state is not None:
+        _refuse_nonfinite(state, path, "--sam2-checkpoint")
+        mismatch = weight_mismatch(predictor, state)
+        if mismatch:
+            raise SegSSLError(
+                f"--sam2-checkpoint {path} does not match --sam2-config {config}: {mismatch} — pick the config of "
+                "that checkpoint (sam2.1_hiera_t/s/b+/l; MedSAM2 uses sam2.1_hiera_t)"
+            )
         try:
             predictor.load_state_dict(state)
         except RuntimeError as exc:
