@@ -126,7 +126,7 @@ def _check_contents(path: Path, raw: dict) -> None:
         more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
         raise SegSSLError(
             f"{path} holds NaN or infinite weights ({broken[0]}{more}): training diverged or the file is damaged — "
-            "use an earlier model file, or train again (e.g. with a smaller --learning-rate)"
+            "use an earlier model file, or train again (e.g. with a smaller `learning_rate`)"
         )
 
 

@@ -35,7 +35,7 @@ COMMAND_FLAGS = {
 SAME_NAME = {
     "sam_checkpoint", "sam2_checkpoint", "sam2_config", "sam_preprocess", "image_size", "device", "axis",
     "threads", "data", "label", "strategy", "temperature", "epochs", "freeze_epochs", "resume", "out", "init",
-    "cache_dir", "widths", "box_margin", "backend", "workers", "batch_size", "learning_rate", "epoch_samples",
+    "cache_dir", "widths", "box_margin", "backend", "workers", "batch_size", "learning_rate", "epoch_samples", "url",
 }
 
 _NAME = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")

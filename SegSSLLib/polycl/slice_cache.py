@@ -148,7 +148,7 @@ def cache_cases(
                     reason = WRITE_FAILURES.get(exc.errno) or (exc.strerror or str(exc)).lower()
                     raise SegSSLError(
                         f"cannot write the slice cache in {root}: {reason} — free some space or give another "
-                        f"--cache-dir (or set {CACHE_ENV})"
+                        f"`cache_dir` (or set {CACHE_ENV})"
                     ) from None
             cached.append(_open_entry(case.name, entry))
             progress.advance()

@@ -69,7 +69,7 @@ def _refuse_several_axes(labels: np.ndarray, axis: int) -> None:
     if others:
         raise SegSSLError(
             f"the annotation is painted on slices of more than one axis (axis {axis} and axis {others[0]}) — "
-            "paint every stroke on slices of one axis, or give --axis to say which one to use"
+            "paint every stroke on slices of one axis, or give `axis` to say which one to use"
         )
 
 

@@ -84,7 +84,7 @@ def check_url(url: str) -> None:
         parts.scheme == "file" and not parts.path
     ):
         raise SegSSLError(
-            f"--url {url!r} is not an address SegSSL can download from — give http://…, https://… or "
+            f"`url` {url!r} is not an address SegSSL can download from — give http://…, https://… or "
             "file:///path/to/file"
         )
 

@@ -131,14 +131,14 @@ def load_sam(path: str | Path, device: torch.device | str = "cpu"):
             f"`sam_checkpoint` {path} is {_describe(state)}, not a SAM (segment-anything) checkpoint — "
             "give sam_vit_b_01ec64.pth, sam_vit_l/h or medsam_vit_b.pth (see segssl weights list)"
         )
-    _refuse_nonfinite(state, path, "--sam-checkpoint")
+    _refuse_nonfinite(state, path, "`sam_checkpoint`")
     try:
         architecture = sam_architecture_of(state)
         sam = build_sam(architecture)
         mismatch = weight_mismatch(sam, state)
         if mismatch:
             raise SegSSLError(
-                f"--sam-checkpoint {path} does not fit a SAM model: {mismatch} — is the file complete? "
+                f"`sam_checkpoint` {path} does not fit a SAM model: {mismatch} — is the file complete? "
                 "download it again (segssl weights download NAME)"
             )
         sam.load_state_dict(state)
@@ -229,11 +229,11 @@ def load_sam2_video_predictor(
     overrides = [f"++model.image_size={int(image_size)}"] if image_size else []
     predictor = build_sam2_video_predictor(config_path, ckpt_path=None, device="cpu", hydra_overrides_extra=overrides)
     if state is not None:
-        _refuse_nonfinite(state, path, "--sam2-checkpoint")
+        _refuse_nonfinite(state, path, "`sam2_checkpoint`")
         mismatch = weight_mismatch(predictor, state)
         if mismatch:
             raise SegSSLError(
-                f"--sam2-checkpoint {path} does not match --sam2-config {config}: {mismatch} — pick the config of "
+                f"`sam2_checkpoint` {path} does not match `sam2_config` {config}: {mismatch} — pick the config of "
                 "that checkpoint (sam2.1_hiera_t/s/b+/l; MedSAM2 uses sam2.1_hiera_t)"
             )
         try:

@@ -219,6 +219,6 @@ def test_a_full_disk_while_caching_slices_is_one_line(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(slice_cache.np, "save", full)
-    with pytest.raises(SegSSLError, match="slice cache .* disk full .*--cache-dir"):
+    with pytest.raises(SegSSLError, match="slice cache .* disk full .*`cache_dir`"):
         slice_cache.cache_cases(dataset.cases, TINY_SLICING, tmp_path / "cache")
     assert list((tmp_path / "cache").iterdir()) == []
