@@ -122,6 +122,10 @@ def test_the_warning_fires_on_a_collapsed_or_scan_separating_run_and_not_on_a_he
     assert warning and "0.0040 by epoch 2" in warning and "--strategy P" in warning and "\n" not in warning
     warning = diagnostics.verdict(None, _probe(1.0, 0.22))
     assert warning and "tells scans apart" in warning and "more scans" in warning
+    # The paper's S on the real CT (RESULTS.md): within the probe's noise of the random encoder.
+    assert diagnostics.verdict(None, _probe(1.00, 0.27, random_position=0.21)) is not None
+    assert diagnostics.verdict(diagnostics.loss_collapse([{"epoch": 1, "loss": 2.4}, {"epoch": 2, "loss": 0.21},
+                                                          {"epoch": 3, "loss": 0.018}]), None) is not None
     assert diagnostics.verdict(None, _probe(1.0, 0.6)) is None  # separates scans, but learned position too
     assert diagnostics.verdict(None, _probe(0.5, 0.21)) is None  # not scan-separating
     assert diagnostics.verdict(None, None) is None
