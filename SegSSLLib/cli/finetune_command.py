@@ -35,6 +35,18 @@ def configure(parser) -> None:
     parser.add_argument(
         "--freeze-epochs", type=int, default=0, help="train only the decoder for the first N epochs (default: 0)"
     )
+    parser.add_argument(
+        "--unfreeze-epochs", type=int, default=0,
+        help="after --freeze-epochs, unfreeze the encoder block by block (deepest first) over N epochs (default: 0)",
+    )
+    parser.add_argument(
+        "--encoder-lr-factor", type=float, default=1.0,
+        help="the encoder learns at this fraction of --learning-rate, e.g. 0.1 for a pretrained one (default: 1)",
+    )
+    parser.add_argument(
+        "--layer-decay", type=float, default=1.0,
+        help="each encoder block nearer the input learns at this further factor (default: 1)",
+    )
     parser.add_argument("--no-augment", action="store_true", help="no random rotations, scalings and shifts")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out from its last epoch")
     add_network_options(parser, " (only without --init)")
@@ -55,7 +67,8 @@ def run(args, progress) -> int:
         label=args.label, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         seed=args.random_seed, max_cases=args.cases, max_slices=args.slices, validation_fraction=args.val_fraction,
         freeze_epochs=args.freeze_epochs, epoch_samples=args.epoch_samples, augment=not args.no_augment,
-        workers=args.workers,
+        workers=args.workers, unfreeze_epochs=args.unfreeze_epochs, encoder_lr_factor=args.encoder_lr_factor,
+        layer_decay=args.layer_decay,
     )
     summary = train(args, progress, model_config, slicing, finetune, args.data, args.out, options, init=init)
     if summary is not None:

@@ -36,6 +36,7 @@ SAME_NAME = {
     "sam_checkpoint", "sam2_checkpoint", "sam2_config", "sam_preprocess", "image_size", "device", "axis",
     "threads", "data", "label", "strategy", "temperature", "epochs", "freeze_epochs", "resume", "out", "init",
     "cache_dir", "widths", "box_margin", "backend", "workers", "batch_size", "learning_rate", "epoch_samples", "url",
+    "unfreeze_epochs", "encoder_lr_factor", "layer_decay", "spacing",
 }
 
 _NAME = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")

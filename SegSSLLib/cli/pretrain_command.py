@@ -16,8 +16,19 @@ def configure(parser) -> None:
     parser.add_argument("--data", nargs="+", required=True, metavar="DIR", help="MSD folders or folders of volumes")
     parser.add_argument("--out", required=True, metavar="CKPT", help="pretrained encoder file to write (.pt), updated every epoch")
     parser.add_argument(
-        "--strategy", choices=("S", "O", "M"), default="S",
-        help="example selection: S same scan (default), O organ present/absent, M both (O and M need --label)",
+        "--strategy", choices=("S", "O", "M", "P"), default="S",
+        help="example selection: S same scan (default), O organ present/absent, M both (O and M need --label), "
+        "P position in the body across scans",
+    )
+    parser.add_argument(
+        "--no-augment", action="store_true",
+        help="feed slices as cached (the published method) instead of a random view per sample "
+        "(zoom, shift, rotation, contrast, noise)",
+    )
+    parser.add_argument(
+        "--spacing", default="auto", metavar="MM",
+        help="pixel size of the views in mm, the same for every scan: a number, auto (median of the scans; default) "
+        "or none (each scan's field of view fitted into the slice)",
     )
     parser.add_argument("--label", type=int, default=None, metavar="N", help="label value whose presence flags slices (O, M)")
     parser.add_argument("--epochs", type=int, metavar="N", default=10, help="epochs (default: 10)")
@@ -40,9 +51,21 @@ def run(args, progress) -> int:
     options = PretrainOptions(
         strategy=args.strategy, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         temperature=args.temperature, seed=args.random_seed, label=args.label, workers=args.workers,
+        augment=not args.no_augment, spacing=_spacing(args.spacing),
     )
     history = train(args, progress, model_config, slicing, pretrain, args.data, args.out, options)
     if history is not None:
         log.info("wrote %s (epoch %d, loss %.4f)", args.out, history[-1]["epoch"], history[-1]["loss"])
         progress.output(args.out)
     return 0
+
+
+def _spacing(text: str):
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        return float(text)
+    except ValueError:
+        from SegSSLLib.errors import SegSSLError
+
+        raise SegSSLError(f"--spacing {text!r} is not a number of millimetres, auto or none — e.g. --spacing 3") from None

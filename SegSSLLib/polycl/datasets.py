@@ -35,19 +35,33 @@ def _slice_tensor(case: CachedCase, index: int) -> torch.Tensor:
 
 
 class TripletDataset(Dataset):
-    """Item t: (anchor, positive, negative) slices (1, S, S) each, and their three global indices."""
+    """Item t: (anchor, positive, negative) slices (1, S, S) each, and their three global indices.
 
-    def __init__(self, cases: list[CachedCase], triplets: np.ndarray):
+    With ``augmentation`` (``augment.SliceAugmentation``) each of the three slices is a view drawn
+    for this sample alone, from a generator seeded with (seed, epoch, t, role).
+    """
+
+    def __init__(self, cases: list[CachedCase], triplets: np.ndarray, augmentation=None, seed: int = 0, epoch: int = 0):
         self.cases = cases
         self.addresses = slice_addresses(cases)
         self.triplets = triplets
+        self.augmentation = augmentation
+        self.seed, self.epoch = seed, epoch
 
     def __len__(self) -> int:
         return len(self.triplets)
 
     def __getitem__(self, item: int):
+        from SegSSLLib.polycl.augment import view_generator
+
         indices = self.triplets[item]
-        slices = [_slice_tensor(self.cases[c], s) for c, s in self.addresses[indices]]
+        slices = []
+        for role, (c, s) in enumerate(self.addresses[indices]):
+            image = _slice_tensor(self.cases[c], s)
+            if self.augmentation is not None:
+                rng = view_generator(self.seed, self.epoch, int(item), role)
+                image = self.augmentation(image, self.cases[c].pixel_mm, rng)
+            slices.append(image)
         return (*slices, torch.as_tensor(indices))
 
 

@@ -29,6 +29,7 @@ from SegSSLLib.polycl.model import ModelConfig, SegmentationNet
 from SegSSLLib.polycl.pretraining import PRETRAIN_KIND
 from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_datasets, cache_key
 from SegSSLLib.polycl.training import Precision, check_epochs_left, check_same_run, epoch_loader, open_writer, seed_epoch
+from SegSSLLib.polycl.transfer import parameter_groups, set_trainable_blocks, trainable_encoder_blocks
 from SegSSLLib.progress import NO_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,11 @@ class FinetuneOptions:
     epoch_samples: int = 256  # an epoch draws at least this many slices (repeating few labelled ones)
     augment: bool = True
     workers: int = 0
+    # Pretrained layers (``transfer``): their learning-rate factor, the per-block decay towards the
+    # input, and epochs over which encoder blocks are unfrozen one by one after ``freeze_epochs``.
+    encoder_lr_factor: float = 1.0
+    layer_decay: float = 1.0
+    unfreeze_epochs: int = 0
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -57,6 +63,14 @@ class FinetuneOptions:
                 raise SegSSLError(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.freeze_epochs <= self.epochs:
             raise SegSSLError(f"`freeze_epochs` must be between 0 and `epochs` ({self.epochs}), got {self.freeze_epochs}")
+        if self.unfreeze_epochs < 0 or self.freeze_epochs + self.unfreeze_epochs > self.epochs:
+            raise SegSSLError(
+                f"`unfreeze_epochs` must be 0 or more and fit after `freeze_epochs` within `epochs` ({self.epochs}), "
+                f"got {self.unfreeze_epochs}"
+            )
+        for name in ("encoder_lr_factor", "layer_decay"):
+            if not 0 < getattr(self, name) <= 1:
+                raise SegSSLError(f"`{name}` must be in (0, 1], got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -109,11 +123,16 @@ def finetune(
     if selection != "validation Dice":
         log.warning("the saved model is chosen by %s", selection)
 
+    flagged = (init.provenance.get("diagnostics") or {}).get("warning") if init is not None else None
+    if flagged:
+        log.warning("the `init` encoder was flagged when it was pretrained (%s); compare with a run from scratch, "
+                    "or keep it from doing harm with `encoder_lr_factor` and `freeze_epochs`", flagged.split(" — ")[0])
     torch.manual_seed(options.seed)  # the initial weights, identical on every process
     model = SegmentationNet(model_config).to(device)
     if init is not None:
         _initialise(model, init)
-    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
+    groups = parameter_groups(model, options.learning_rate, options.encoder_lr_factor, options.layer_decay)
+    optimizer = torch.optim.Adam(groups, lr=options.learning_rate)
     precision = Precision(device)
     config = _model_config(model_config, slicing, options, described)
     # Settings and data that must match for --resume to continue the same run.
@@ -136,7 +155,8 @@ def finetune(
     dataset = LabelledSliceDataset(cases, epoch_items, options.label, augmentation)
     steps_per_epoch = len(epoch_loader(dataset, options.batch_size, options.seed, 0))
     writer = open_writer(logdir, len(history))
-    trainable = None
+    trainable, trained_blocks = None, None
+    block_count = len(model.encoder.blocks)
 
     def summary() -> dict:
         return {
@@ -155,12 +175,12 @@ def finetune(
             seed_epoch(options.seed, epoch)
             if augmentation is not None:
                 augmentation.set_random_state(seed=int(torch.randint(0, 2**31, ()).item()))
-            frozen = epoch < options.freeze_epochs
-            if trainable is None or epoch == options.freeze_epochs:
+            blocks = trainable_encoder_blocks(epoch, block_count, options.freeze_epochs, options.unfreeze_epochs)
+            if trainable is None or blocks != trained_blocks:
                 # Frozen parameters get no gradient, so Adam neither moves them nor gathers moments
                 # for them; DDP is rebuilt because it fixes the set of trained parameters.
-                model.encoder.requires_grad_(not frozen)
-                trainable = distributed.wrap(model, device)
+                set_trainable_blocks(model, blocks)
+                trainable, trained_blocks = distributed.wrap(model, device), blocks
             trainable.train()
             losses = []
             for batch in epoch_loader(dataset, options.batch_size, options.seed, epoch, workers=options.workers):
@@ -288,6 +308,9 @@ def _save(out, config, best, model, optimizer, precision, run_identity, summary,
         label=options.label,
         epochs=len(summary["history"]),
         freeze_epochs=options.freeze_epochs,
+        unfreeze_epochs=options.unfreeze_epochs,
+        encoder_lr_factor=options.encoder_lr_factor,
+        layer_decay=options.layer_decay,
         max_cases=options.max_cases,
         max_slices=options.max_slices,
         processes=distributed.world_size(),
@@ -328,5 +351,5 @@ def _restore(out, config, run_identity, epochs, model, optimizer, precision) -> 
 def _describe_init(init: Initialisation | None) -> dict:
     if init is None:
         return {"from": "scratch"}
-    keep = ("method", "data", "strategy", "epochs", "created", "final_loss")
+    keep = ("method", "data", "strategy", "epochs", "created", "final_loss", "diagnostics")
     return {"from": str(init.path.resolve()), "kind": init.kind, **{k: init.provenance[k] for k in keep if k in init.provenance}}

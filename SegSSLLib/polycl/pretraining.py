@@ -1,7 +1,10 @@
-"""Contrastive pretraining of the encoder with S / O / M example selection.
+"""Contrastive pretraining of the encoder with S / O / M / P example selection.
 
-One epoch: draw a (anchor, positive, negative) triplet for every slice (``selection``), shuffle,
-and minimise InfoNCE with all other batch items as extra negatives (``losses``). After every epoch
+One epoch: draw a (anchor, positive, negative) triplet for every slice (``selection``, or
+``positional`` for P), give each slice its own random view (``augment``: a common pixel size,
+crop, intensity jitter), shuffle, and minimise InfoNCE with all other batch items as extra
+negatives (``losses``). At the end, ``diagnostics`` checks whether the encoder learned more than
+which scan a slice comes from, warns when it did not, and stores the numbers in the checkpoint. After every epoch
 the checkpoint (weights, optimizer, history) is written atomically, so ``--resume`` continues
 from the last finished epoch and gives the same weights as a run that was never interrupted.
 """
@@ -22,11 +25,14 @@ from SegSSLLib.checkpoints import load_checkpoint, load_weights, provenance, sav
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.polycl import distributed
 from SegSSLLib.datasets import load_dataset
+from SegSSLLib.polycl import diagnostics
+from SegSSLLib.polycl.augment import SliceAugmentation, common_spacing
 from SegSSLLib.polycl.datasets import TripletDataset, require_label_maps, structure_flags
 from SegSSLLib.polycl.losses import info_nce
 from SegSSLLib.polycl.model import ContrastiveNet, ModelConfig
-from SegSSLLib.polycl.selection import SliceRelations, needs_flags, sample_triplets
-from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_datasets, cache_key
+from SegSSLLib.polycl.positional import PositionalRelations, body_positions
+from SegSSLLib.polycl.selection import STRATEGIES, SliceRelations, needs_flags, sample_triplets
+from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_datasets, cache_key, square_pixel_mm
 from SegSSLLib.polycl.training import Precision, check_epochs_left, check_same_run, epoch_loader, open_writer, seed_epoch
 from SegSSLLib.progress import NO_PROGRESS, Progress
 
@@ -45,8 +51,14 @@ class PretrainOptions:
     seed: int = 0
     label: int | None = None  # structure-present flags for O / M
     workers: int = 0
+    augment: bool = True  # a random view per sample (zoom, shift, rotation, intensity); False: slices as cached
+    spacing: float | str | None = "auto"  # views' pixel size in mm: a number, "auto" (median of the scans), None
 
     def __post_init__(self):
+        if self.strategy not in (*STRATEGIES, "P"):
+            raise SegSSLError(f"unknown strategy {self.strategy!r}: use S, O, M or P")
+        if self.spacing not in (None, "auto", "none") and not (isinstance(self.spacing, (int, float)) and self.spacing > 0):
+            raise SegSSLError(f"`spacing` must be a positive number of millimetres, auto or none, got {self.spacing}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise SegSSLError(f"`{name}` must be at least 1, got {getattr(self, name)}")
@@ -69,8 +81,8 @@ def pretrain(
     """Pretrain on every volume of ``folders``, writing ``out`` after each epoch; returns the history."""
     described = [load_dataset(folder) for folder in folders]
     if not needs_flags(options.strategy) and options.label is not None:
-        log.warning("`label` %d is not used by `strategy` %s (it pairs slices by scan only); ignoring it",
-                    options.label, options.strategy)
+        log.warning("`label` %d is not used by `strategy` %s (it pairs slices by %s); ignoring it",
+                    options.label, options.strategy, "position" if options.strategy == "P" else "scan only")
         options = replace(options, label=None)
     with_flags = needs_flags(options.strategy)
     if with_flags:
@@ -84,10 +96,22 @@ def pretrain(
         )
     cases = cache_datasets(described, slicing, cache_dir, progress)
     volume_of_slice = np.concatenate([np.full(case.num_slices, i) for i, case in enumerate(cases)])
-    flags = structure_flags(cases, options.label, described) if with_flags else None
-    relations = SliceRelations(options.strategy, volume_of_slice, flags)
+    positions = np.concatenate([body_positions(case.images) for case in cases])
+    if options.strategy == "P":
+        relations = PositionalRelations(volume_of_slice, positions)
+        draw_triplets = relations.sample
+    else:
+        flags = structure_flags(cases, options.label, described) if with_flags else None
+        relations = SliceRelations(options.strategy, volume_of_slice, flags)
+        def draw_triplets(seed, epoch):
+            return sample_triplets(relations, seed, epoch)
+    augmentation = None
+    if options.augment or options.spacing not in (None, "none"):
+        cases = _with_pixel_sizes(cases, described, slicing)
+        spacing = common_spacing([case.pixel_mm for case in cases], options.spacing)
+        augmentation = SliceAugmentation(spacing_mm=spacing, jitter=options.augment)
     # Which anchors have partners is fixed by the data, so every epoch has this many triplets.
-    triplet_count = len(sample_triplets(relations, options.seed, 0))
+    triplet_count = len(draw_triplets(options.seed, 0))
     steps_per_epoch = math.ceil(math.ceil(triplet_count / distributed.world_size()) / options.batch_size)
 
     config = {
@@ -97,6 +121,8 @@ def pretrain(
         "temperature": options.temperature,
         "label": options.label,
     }
+    if augmentation is not None:  # (absent in files made before views were augmented)
+        config["augmentation"] = augmentation.to_dict()
     # Settings that must match for --resume to continue the same run.
     run_identity = {
         **asdict(options), "epochs": None, "workers": None, "cases": [c.name for c in cases],
@@ -106,6 +132,7 @@ def pretrain(
 
     torch.manual_seed(options.seed)  # the initial weights, identical on every process
     model = ContrastiveNet(model_config).to(device)
+    initial_encoder = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}  # the probe's baseline
     optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate)
     precision = Precision(device)
     history: list[dict] = []
@@ -122,8 +149,9 @@ def pretrain(
     with progress.stage("pretrain", total=(options.epochs - first_epoch) * steps_per_epoch):
         for epoch in range(first_epoch, options.epochs):
             seed_epoch(options.seed, epoch)
-            triplets = sample_triplets(relations, options.seed, epoch)
-            loader = epoch_loader(TripletDataset(cases, triplets), options.batch_size, options.seed, epoch, workers=options.workers)
+            triplets = draw_triplets(options.seed, epoch)
+            dataset = TripletDataset(cases, triplets, augmentation, options.seed, epoch)
+            loader = epoch_loader(dataset, options.batch_size, options.seed, epoch, workers=options.workers)
             trainable.train()
             started, losses, slices_seen = time.perf_counter(), [], 0
             for anchor, positive, negative, indices in loader:
@@ -160,10 +188,53 @@ def pretrain(
             distributed.barrier()
     if writer is not None:
         writer.close()
+    if distributed.is_main():
+        report = check_pretraining(model, initial_encoder, model_config, cases, volume_of_slice, positions, history, device)
+        if report["warning"]:
+            log.warning("%s", report["warning"])
+        _save(out, config, run_identity, model, optimizer, precision, history, options, folders, len(volume_of_slice),
+              report, augmentation)
+    distributed.barrier()
     return history
 
 
-def _save(out, config, run_identity, model, optimizer, precision, history, options, folders, slice_count) -> None:
+def check_pretraining(model, initial_encoder, model_config, cases, volume_of_slice, positions, history, device) -> dict:
+    """{"loss_collapse", "probe", "warning"}: the ``diagnostics`` checks of a finished pretraining."""
+    from SegSSLLib.polycl.datasets import slice_addresses
+    from SegSSLLib.polycl.model import Encoder
+
+    chosen = diagnostics.probe_slices(volume_of_slice, positions)
+    probe = None
+    if len(chosen) >= 4:
+        addresses = slice_addresses(cases)[chosen]
+        images = torch.stack([torch.from_numpy(np.asarray(cases[c].images[s], dtype=np.float32))[None] for c, s in addresses])
+        baseline = Encoder(model_config).to(device)
+        baseline.load_state_dict(initial_encoder)
+        probe = diagnostics.probe_encoder(
+            model.encoder, baseline, images, volume_of_slice[chosen], addresses[:, 1], positions[chosen], device
+        )
+    collapse = diagnostics.loss_collapse(history)
+    return {"loss_collapse": collapse, "probe": probe, "warning": diagnostics.verdict(collapse, probe)}
+
+
+def _with_pixel_sizes(cases, described, slicing):
+    """``cases`` with their square slices' pixel size (read from the volumes for cache entries made before it was stored)."""
+    from dataclasses import replace as replace_case
+
+    from SegSSLLib.volumes import read_volume
+
+    sources = [case for dataset in described for case in dataset.cases]
+    completed = []
+    for cached, source in zip(cases, sources):
+        if cached.pixel_mm is None:
+            image = slicing.orient(read_volume(source.image, f"volume of case {source.name}"))
+            cached = replace_case(cached, pixel_mm=tuple(square_pixel_mm(slicing.stack(image))))
+        completed.append(cached)
+    return completed
+
+
+def _save(out, config, run_identity, model, optimizer, precision, history, options, folders, slice_count,
+          report=None, augmentation=None) -> None:
     info = provenance(
         method="PolyCL contrastive pretraining",
         data=[str(Path(f).resolve()) for f in folders],
@@ -174,6 +245,10 @@ def _save(out, config, run_identity, model, optimizer, precision, history, optio
         processes=distributed.world_size(),
         final_loss=history[-1]["loss"],
     )
+    if report is not None:  # written once more after the last epoch, with the checks
+        info["diagnostics"] = report
+        if augmentation is not None:
+            info["view_spacing_mm"] = augmentation.spacing_mm
     extra = {
         "run": run_identity,
         "history": history,

@@ -82,6 +82,8 @@ class CachedCase:
     images: np.ndarray  # (N, S, S) float16, memory-mapped
     labels: np.ndarray | None  # (N, S, S) label values, memory-mapped; None without a label map
     presence: np.ndarray | None  # (N, L+1) bool, from the original (not resampled) slices
+    # (rows, columns) millimetres per pixel of the square slices; None in entries made before it was stored
+    pixel_mm: tuple[float, float] | None = None
 
     @property
     def num_slices(self) -> int:
@@ -201,7 +203,8 @@ def _build_entry(case: Case, settings: SlicingSettings, entry: Path) -> None:
     try:
         for name, array in arrays.items():
             np.save(temporary / f"{name}.npy", array)
-        (temporary / "done").write_text(json.dumps({"case": case.name, "image": str(case.image)}) + "\n")
+        done = {"case": case.name, "image": str(case.image), "pixel_mm": square_pixel_mm(stack)}
+        (temporary / "done").write_text(json.dumps(done) + "\n")
         try:
             os.replace(temporary, entry)
         except OSError:
@@ -209,6 +212,13 @@ def _build_entry(case: Case, settings: SlicingSettings, entry: Path) -> None:
                 raise
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def square_pixel_mm(stack: SliceStack) -> list[float]:
+    """(rows, columns) millimetres per pixel of ``stack``'s square slices (inside the fitted area)."""
+    (rows, cols), (row_mm, col_mm) = stack.slice_shape, stack.slice_spacing
+    fitted_rows, fitted_cols = stack.fitted_shape
+    return [rows * row_mm / fitted_rows, cols * col_mm / fitted_cols]
 
 
 def _presence(values: np.ndarray, slice_axis: int) -> np.ndarray:
@@ -228,4 +238,8 @@ def _open_entry(name: str, entry: Path) -> CachedCase:
     images = load("images.npy")
     if images is None:
         raise SegSSLError(f"slice cache entry {entry} is incomplete — delete it and run again")
-    return CachedCase(name, images, load("labels.npy"), load("presence.npy"))
+    try:
+        pixel_mm = json.loads((entry / "done").read_text()).get("pixel_mm")
+    except (OSError, ValueError, AttributeError):
+        pixel_mm = None
+    return CachedCase(name, images, load("labels.npy"), load("presence.npy"), tuple(pixel_mm) if pixel_mm else None)

@@ -1,17 +1,30 @@
-"""PolyCL label efficiency: fine-tuning from a contrastively pretrained encoder vs from scratch.
+"""PolyCL label efficiency: scratch vs the paper's pretraining vs SegSSL's pretraining, with the warnings.
 
-Two experiments, each with 5 / 10 / all labelled slices of the liver:
+Two experiments, each with 5 / 10 / all labelled slices of the liver and several fine-tuning seeds:
 
-- phantoms: pretrain on many unlabelled phantoms (strategy S; strategy M with slice-level liver
-  flags), fine-tune on ONE labelled phantom, Dice on held-out phantom volumes (largest component).
-- real CT (``/work/shared/data``): pretrain on ``unlabeled_ct`` + ``abdomen_ct`` (strategy S, no
-  labels, so the test volume's own image is in the pretraining set), fine-tune on the liver of
-  ``abdomen_ct``; one contiguous slab of 40 axial slices (``--test-slab``, the lower half of the
-  liver) never trains or validates and gives the Dice (pooled over the slab, on the original grid).
-  Only the slab's two end slices touch training slices; the liver there must be learned from the
-  other half of the organ.
+- phantoms: pretrain on many unlabelled phantoms, fine-tune on ONE labelled phantom, Dice of the
+  largest component on held-out phantom volumes.
+- real CT (``/work/shared/data``): pretrain on every CT there (``unlabeled_ct``, ``abdomen_ct``,
+  ``lung_tumor_ct``; no labels are used, so the test volume's own image is in the pretraining set),
+  fine-tune on the liver of ``abdomen_ct``; one contiguous slab of 40 axial slices (``--test-slab``,
+  the lower half of the liver) never trains or validates and gives the Dice (pooled over the slab,
+  on the original grid).
 
-    flock /tmp/segssl-bench.lock /work/venv/bin/python Testing/Benchmarks/bench_polycl_label_efficiency.py
+Starts (columns):
+
+- ``scratch``: no pretraining;
+- ``paper S``: strategy S on slices as cached (each scan's field of view fitted into the square, no
+  augmentation) and plain fine-tuning, as in the published method;
+- ``SegSSL P``: strategy P (position in the body across scans) on per-sample views at one common
+  pixel size (``--spacing auto``, random zoom/shift/rotation/intensity), fine-tuned with the encoder
+  at ``--encoder-lr-factor`` of the learning rate, unfrozen deepest block first over
+  ``--unfreeze-epochs``.
+
+Each pretraining run prints its loss, the nearest-neighbour probe and whether it warned; after the
+tables, each pretraining is called harmful when some budget's mean Dice is below scratch by more
+than the larger of the two seed spreads (sd over seeds).
+
+    nice -n 10 /work/main/.venv/bin/python Testing/Benchmarks/bench_polycl_label_efficiency.py --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ from SegSSLLib.polycl.inference import PolyCLSegmenter  # noqa: E402
 from SegSSLLib.polycl.model import ModelConfig  # noqa: E402
 from SegSSLLib.polycl.pretraining import PretrainOptions, pretrain  # noqa: E402
 from SegSSLLib.polycl.slice_cache import SlicingSettings  # noqa: E402
+from SegSSLLib.checkpoints import load_checkpoint  # noqa: E402
 
 CPU = torch.device("cpu")
 LIVER = 1
@@ -48,12 +62,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="/work/shared/data", help="folder with unlabeled_ct/ and abdomen_ct/")
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--pretrain-phantoms", type=int, default=12)
-    parser.add_argument("--test-phantoms", type=int, default=6)
-    parser.add_argument("--pretrain-epochs", type=int, default=8)
-    parser.add_argument("--finetune-epochs", type=int, default=12)
-    parser.add_argument("--epoch-samples", type=int, default=128, help="slices drawn per fine-tuning epoch")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="fine-tuning seeds")
+    parser.add_argument("--widths", default="8,16,32,64,128", help="encoder widths (default: half the reference)")
+    parser.add_argument("--pretrain-phantoms", type=int, default=8)
+    parser.add_argument("--test-phantoms", type=int, default=4)
+    parser.add_argument("--pretrain-epochs", type=int, default=5)
+    parser.add_argument("--finetune-epochs", type=int, default=8)
+    parser.add_argument("--epoch-samples", type=int, default=96, help="slices drawn per fine-tuning epoch")
+    parser.add_argument("--encoder-lr-factor", type=float, default=0.5, help="SegSSL P column's fine-tuning")
+    parser.add_argument("--unfreeze-epochs", type=int, default=2, help="SegSSL P column's fine-tuning")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-phantoms", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
@@ -69,29 +86,47 @@ def main() -> None:
             phantom_experiment(work / "phantoms", args)
         if not args.skip_real:
             real_experiment(work / "real", Path(args.data), args)
-    print(f"\ntotal {time.perf_counter() - started:.0f} s, {args.threads} thread(s), image size {args.image_size}")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s, {args.threads} thread(s), image size {args.image_size}, "
+          f"widths {args.widths}")
+
+
+# Pretraining recipes: the paper's (slices as cached, no views) and SegSSL's (P on per-sample views).
+RECIPES = {
+    "paper S": dict(strategy="S", augment=False, spacing=None),
+    "SegSSL P": dict(strategy="P", augment=True, spacing="auto"),
+}
 
 
 def settings(args):
-    return ModelConfig(image_size=args.image_size), SlicingSettings(IntensityWindow(), image_size=args.image_size)
+    widths = tuple(int(w) for w in args.widths.split(","))
+    return ModelConfig(image_size=args.image_size, widths=widths), SlicingSettings(IntensityWindow(), image_size=args.image_size)
 
 
-def run_pretraining(name, folders, strategy, args, work, label=None) -> Path:
+def run_pretraining(name, folders, args, work) -> dict:
     model, slicing = settings(args)
-    out = work / f"pretrained_{name}.pt"
+    out = work / f"pretrained_{name.replace(' ', '_')}.pt"
     began = time.perf_counter()
-    options = PretrainOptions(strategy=strategy, epochs=args.pretrain_epochs, batch_size=16, label=label)
+    options = PretrainOptions(epochs=args.pretrain_epochs, batch_size=16, **RECIPES[name])
     history = pretrain(folders, out, model, slicing, options, CPU, cache_dir=work / "cache")
-    print(f"  pretrain {name}: {len(history)} epochs, loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}, "
-          f"{history[-1]['slices_per_second']:.0f} slices/s, {time.perf_counter() - began:.0f} s", flush=True)
-    return out
+    report = load_checkpoint(out)["provenance"]["diagnostics"]
+    probe = report["probe"]
+    print(f"  pretrain {name}: {len(history)} epochs, loss " + " ".join(f"{h['loss']:.3f}" for h in history)
+          + f", {time.perf_counter() - began:.0f} s; probe scan {probe['scan_accuracy']:.2f} (random "
+          f"{probe['random_init']['scan_accuracy']:.2f}), position {probe['position_accuracy']:.2f} (random "
+          f"{probe['random_init']['position_accuracy']:.2f}, chance {probe['position_chance']:.2f}); "
+          f"warning: {'YES' if report['warning'] else 'no'}", flush=True)
+    return {"path": out, "warned": report["warning"] is not None}
 
 
-def run_finetuning(folder, init_path, budget, seed, args, work, excluded=None) -> Path:
+def run_finetuning(folder, start, budget, seed, args, work, excluded=None) -> Path:
     model, slicing = settings(args)
-    out = work / f"ft_{init_path.stem if init_path else 'scratch'}_{budget}_{seed}.pt"
+    name, init_path = start
+    out = work / f"ft_{name.replace(' ', '_')}_{budget}_{seed}.pt"
+    careful = name.startswith("SegSSL")
     options = FinetuneOptions(
-        label=LIVER, epochs=args.finetune_epochs, epoch_samples=args.epoch_samples, max_slices=budget, seed=seed, batch_size=8
+        label=LIVER, epochs=args.finetune_epochs, epoch_samples=args.epoch_samples, max_slices=budget, seed=seed,
+        batch_size=8, encoder_lr_factor=args.encoder_lr_factor if careful else 1.0,
+        unfreeze_epochs=args.unfreeze_epochs if careful else 0,
     )
     init = Initialisation.load(init_path) if init_path else None
     finetune(folder, out, options, CPU, model, slicing, init, cache_dir=work / "cache", excluded_items=excluded)
@@ -99,6 +134,7 @@ def run_finetuning(folder, init_path, budget, seed, args, work, excluded=None) -
 
 
 def print_table(title, results, starts):
+    """Mean ± sd over seeds of each seed's Dice (averaged over test volumes first)."""
     print(f"\n{title}")
     header = "| labelled slices | " + " | ".join(starts) + " |"
     print(header)
@@ -111,6 +147,21 @@ def print_table(title, results, starts):
         print(f"| {budget or 'all'} | " + " | ".join(cells) + " |", flush=True)
 
 
+def print_verdicts(results, pretrained):
+    """Harmful: some budget's mean below scratch by more than the larger seed spread. Warned: did it say so."""
+    for name, run in pretrained.items():
+        below = []
+        for budget in BUDGETS:
+            ours, base = results[(name, budget)], results[("scratch", budget)]
+            spread = max(np.std(ours), np.std(base))
+            if np.mean(ours) < np.mean(base) - spread:
+                below.append(f"{budget or 'all'} ({np.mean(ours) - np.mean(base):+.3f}, spread {spread:.3f})")
+        harmful = bool(below)
+        verdict = "agrees" if harmful == run["warned"] else "DISAGREES"
+        print(f"  {name}: harmful {'yes: ' + ', '.join(below) if harmful else 'no'}; warned "
+              f"{'yes' if run['warned'] else 'no'} -> warning {verdict}", flush=True)
+
+
 def phantom_experiment(work: Path, args) -> None:
     print(f"phantoms: pretrain on {args.pretrain_phantoms}, fine-tune on 1, test on {args.test_phantoms}", flush=True)
     size, spacing = (64, 64, 32), (5.25, 5.25, 7.5)
@@ -120,28 +171,31 @@ def phantom_experiment(work: Path, args) -> None:
     labelled = write_msd_dataset(work / "labelled", [("train", *make_ct_phantom(seed=1, size=size, spacing=spacing))], PHANTOM_LABELS)
     tests = [make_ct_phantom(seed=200 + seed, size=size, spacing=spacing) for seed in range(args.test_phantoms)]
 
-    starts = {"scratch": None}
-    starts["PolyCL S"] = run_pretraining("S", [unlabelled], "S", args, work)
-    starts["PolyCL M"] = run_pretraining("M", [unlabelled], "M", args, work, label=LIVER)
+    pretrained = {name: run_pretraining(name, [unlabelled], args, work) for name in RECIPES}
+    starts = {"scratch": None, **{name: run["path"] for name, run in pretrained.items()}}
     results = {}
     for name, init in starts.items():
         for budget in BUDGETS:
             scores = []
             for seed in args.seeds:
-                model = PolyCLSegmenter.from_checkpoint(run_finetuning(labelled, init, budget, seed, args, work), CPU)
+                model = PolyCLSegmenter.from_checkpoint(run_finetuning(labelled, (name, init), budget, seed, args, work), CPU)
+                per_volume = []
                 for image, truth in tests:
                     predicted = model.segment(image) > 0
                     dice, _ = dice_and_hd95(predicted, sitk.GetArrayViewFromImage(truth) == LIVER, (1, 1, 1))
-                    scores.append(dice)
+                    per_volume.append(dice)
+                scores.append(float(np.mean(per_volume)))
             results[(name, budget)] = scores
-            print(f"  {name:9s} {budget or 'all':>4} slices: Dice {np.mean(scores):.3f}", flush=True)
-    print_table(f"Phantom liver Dice on {args.test_phantoms} held-out phantoms (mean ± sd over phantoms and seeds)",
-                results, list(starts))
+            print(f"  {name:9s} {budget or 'all':>4} slices: Dice " + " ".join(f"{v:.3f}" for v in scores), flush=True)
+    print_table(f"Phantom liver Dice on {args.test_phantoms} held-out phantoms (mean over phantoms; mean ± sd over "
+                f"{len(args.seeds)} fine-tuning seeds)", results, list(starts))
+    print_verdicts(results, pretrained)
 
 
 def real_experiment(work: Path, data: Path, args) -> None:
-    abdomen, unlabelled = data / "abdomen_ct", data / "unlabeled_ct"
-    print(f"\nreal CT: pretrain on {unlabelled.name} + {abdomen.name}, fine-tune on the liver of {abdomen.name}", flush=True)
+    abdomen = data / "abdomen_ct"
+    every_ct = [data / "unlabeled_ct", abdomen, data / "lung_tumor_ct"]
+    print(f"\nreal CT: pretrain on {' + '.join(f.name for f in every_ct)}, fine-tune on the liver of {abdomen.name}", flush=True)
     [case] = load_dataset(abdomen).cases
     image = sitk.ReadImage(str(case.image))
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label))) == LIVER
@@ -154,19 +208,23 @@ def real_experiment(work: Path, data: Path, args) -> None:
     print(f"  {slices} axial slices, {int(truth.any(axis=(1, 2)).sum())} with liver; {len(test_slices)} held out "
           f"({int(truth[test_slices].any(axis=(1, 2)).sum())} with liver)", flush=True)
 
-    starts = {"scratch": None, "PolyCL S": run_pretraining("real_S", [unlabelled, abdomen], "S", args, work)}
+    pretrained = {name: run_pretraining(name, every_ct, args, work) for name in RECIPES}
+    starts = {"scratch": None, **{name: run["path"] for name, run in pretrained.items()}}
     results = {}
     for name, init in starts.items():
         for budget in BUDGETS:
             scores = []
             for seed in args.seeds:
-                model = PolyCLSegmenter.from_checkpoint(run_finetuning(abdomen, init, budget, seed, args, work, excluded), CPU)
+                path = run_finetuning(abdomen, (name, init), budget, seed, args, work, excluded)
+                model = PolyCLSegmenter.from_checkpoint(path, CPU)
                 predicted = model.probabilities(image).numpy() > 0.5
                 dice, _ = dice_and_hd95(predicted[test_slices], truth[test_slices], (1, 1, 1))
                 scores.append(dice)
             results[(name, budget)] = scores
-            print(f"  {name:9s} {budget or 'all':>4} slices: Dice {np.mean(scores):.3f}", flush=True)
-    print_table(f"abdomen_ct liver Dice on held-out slices {args.test_slab[0]}-{args.test_slab[1] - 1}", results, list(starts))
+            print(f"  {name:9s} {budget or 'all':>4} slices: Dice " + " ".join(f"{v:.3f}" for v in scores), flush=True)
+    print_table(f"abdomen_ct liver Dice on held-out slices {args.test_slab[0]}-{args.test_slab[1] - 1} "
+                f"(mean ± sd over {len(args.seeds)} fine-tuning seeds)", results, list(starts))
+    print_verdicts(results, pretrained)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,16 @@ def test_organ_strategy_on_unlabelled_volumes(data, tmp_path):
     assert not (tmp_path / "out.pt").exists()
 
 
+def test_pretrain_spacing_that_is_not_a_number(data, tmp_path):
+    plain, msd, cache = data
+    result = run_segssl(
+        "pretrain", "--data", plain, "--strategy", "P", "--spacing", "3mm", "--out", tmp_path / "out.pt",
+        "--cache-dir", cache, *TINY_CLI,
+    )
+    assert_one_line_error(result, "--spacing '3mm' is not a number", "--spacing 3")
+    assert not (tmp_path / "out.pt").exists()
+
+
 @pytest.mark.parametrize("kind", ["s3net", "sam", "text"])
 def test_segment_with_a_checkpoint_of_the_wrong_kind(kind, tiny_phantom, tmp_path):
     image_path, _ = tiny_phantom
