@@ -198,7 +198,7 @@ def test_fine_tuning_trains_the_encoder_slower_and_unfreezes_it_gradually(tmp_pa
     groups = saved["extra"]["resume"]["optimizer"]["param_groups"]
     assert [g["lr"] for g in groups] == pytest.approx([1e-4, 1e-4, 1e-4, 1e-3])
     assert saved["provenance"]["unfreeze_epochs"] == 2 and saved["provenance"]["encoder_lr_factor"] == 0.1
-    with pytest.raises(SegSSLError, match="--unfreeze-epochs"):
+    with pytest.raises(SegSSLError, match="`unfreeze_epochs`"):
         FinetuneOptions(label=1, epochs=3, freeze_epochs=2, unfreeze_epochs=2)
     with pytest.raises(SegSSLError, match="`encoder_lr_factor`"):
         FinetuneOptions(label=1, encoder_lr_factor=0)
