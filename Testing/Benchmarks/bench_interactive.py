@@ -17,7 +17,11 @@ The worker runs with ``--absent-slices 0`` so that it tracks exactly the slices 
 random weights an early stop would make it look faster than it is). ``--worker-cache-mb`` sets the
 feature cache bound (default 2048 MiB; pass several values to compare).
 
-    nice -n 10 /work/main/.venv/bin/python Testing/Benchmarks/bench_interactive.py --image-size 512
+    OMP_NUM_THREADS=1 nice -n 10 /work/main/.venv/bin/python Testing/Benchmarks/bench_interactive.py --image-size 512
+
+On a shared machine compare the CPU seconds (user + system of each process, all threads), which the
+other jobs disturb far less than wall time; one torch thread per process (``OMP_NUM_THREADS=1``)
+keeps idle threads from spinning when the cores are oversubscribed.
 """
 
 from __future__ import annotations
@@ -99,7 +103,7 @@ def run_cli(volume: Path, annotation: Path, output: Path, checkpoint: Path, imag
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode:
         raise SystemExit(f"segssl propagate failed: {child.stderr.read()}")
-    return {"seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024}
+    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
 class WorkerProcess:
@@ -125,6 +129,12 @@ class WorkerProcess:
                 return event, time.perf_counter() - started
         raise SystemExit(f"the worker ended during {op}")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the worker so far (all its threads): a measure the machine's other
+        jobs disturb far less than wall time."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_mib(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -142,23 +152,26 @@ def run_worker(volume: Path, case: dict, folder: Path, image_size: int, cache_mb
     _, seconds = worker.request("open", input=str(volume), backend="sam2", sam2_checkpoint=str(case["checkpoint"]),
                                 sam2_config="sam2.1_hiera_t", image_size=image_size)
     result["start_and_open"] = time.perf_counter() - worker.started
+    result["start_and_open_cpu"] = worker.cpu_seconds()
     cold, warm = case["prompts"]
     event, seconds = worker.request("annotate", object=2, **case["prompts"][cold])
     result["prompt_cold"], result["prompt_cold_model"] = seconds, event["model_seconds"]
     worker.request("undo")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), worker.cpu_seconds()
     worker.request("annotate", annotation=str(drawings["first"]))
     event, result["first_propagate"] = worker.request("propagate")
+    result["first_propagate_cpu"] = worker.cpu_seconds() - cpu
     result["first_computed"] = event["computed_slices"]
     worker.request("save", output=str(folder / f"worker_first_{cache_mb}.nii.gz"))
     result["first_round_trip"] = time.perf_counter() - started
     result["first_from_start"] = time.perf_counter() - worker.started
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), worker.cpu_seconds()
     worker.request("annotate", annotation=str(drawings["correction"]))
     event, result["correction_propagate"] = worker.request("propagate")
     result["correction_computed"] = event["computed_slices"]
     worker.request("save", output=str(folder / f"worker_both_{cache_mb}.nii.gz"))
     result["correction_round_trip"] = time.perf_counter() - started
+    result["correction_round_trip_cpu"] = worker.cpu_seconds() - cpu
     result["cache_after_correction"] = event["feature_cache"]
     event, seconds = worker.request("annotate", object=2, **case["prompts"][warm])
     result["prompt_warm"], result["prompt_warm_model"] = seconds, event["model_seconds"]
@@ -204,6 +217,10 @@ def main() -> None:
                   f"{w['prompt_cold']:>8.2f} / {w['prompt_warm']:<8.2f} | "
                   f"{w['peak_rss_mib']:>11.0f} / {both['peak_rss_mib']:<10.0f} "
                   f"{w['cache_after_correction']['peak_bytes'] / 2**20:>9.0f}")
+            print(f"{'':>9} CPU seconds: correction cli {both['cpu_seconds']:.1f} / worker "
+                  f"{w['correction_round_trip_cpu']:.1f} = {both['cpu_seconds'] / w['correction_round_trip_cpu']:.1f}x; "
+                  f"first propagation cli {first['cpu_seconds'] if first else float('nan'):.1f} / worker "
+                  f"{w['first_propagate_cpu']:.1f}; worker start + open {w['start_and_open_cpu']:.1f}")
 
 
 if __name__ == "__main__":
