@@ -9,6 +9,10 @@ from SegSSLLib.errors import SegSSLError
 log = logging.getLogger(__name__)
 
 ACCEPTS_2D = False
+SEGMENTS_DATASETS = True
+
+# The model of the last --checkpoint loaded in this process: a data-set run loads it once.
+_LOADED: dict[tuple[str, str, float], object] = {}
 
 
 def add_arguments(group) -> None:
@@ -24,13 +28,32 @@ def add_arguments(group) -> None:
     )
 
 
-def segment(image, seeds, args, progress, device):
+def prepare(args, device) -> None:
+    """Check the options and load the model (kept for every later ``segment`` call of this process)."""
+    if args.polycl_batch_size is not None and args.polycl_batch_size < 1:
+        raise SegSSLError(f"--polycl-batch-size must be at least 1, got {args.polycl_batch_size}")
+    _segmenter(args, device)
+
+
+def _segmenter(args, device):
+    from pathlib import Path
+
     from SegSSLLib.polycl.inference import PolyCLSegmenter
 
     if not args.checkpoint:
         raise SegSSLError("--method polycl needs --checkpoint MODEL (a model file made by `segssl finetune`)")
+    path = Path(args.checkpoint)
+    key = (str(path.resolve()), str(device), path.stat().st_mtime if path.exists() else 0.0)
+    if key not in _LOADED:
+        _LOADED.clear()
+        segmenter = PolyCLSegmenter.from_checkpoint(args.checkpoint, device)
+        log.info("PolyCL: %s (label %d)", segmenter.label_name, segmenter.label)
+        _LOADED[key] = segmenter
+    return _LOADED[key]
+
+
+def segment(image, seeds, args, progress, device):
     if seeds:
         log.warning("--seed points are not used by --method polycl; the model segments the whole volume")
-    segmenter = PolyCLSegmenter.from_checkpoint(args.checkpoint, device)
-    log.info("PolyCL: %s (label %d)", segmenter.label_name, segmenter.label)
+    segmenter = _segmenter(args, device)
     return segmenter.segment(image, args.polycl_batch_size, not args.polycl_all_components, progress)

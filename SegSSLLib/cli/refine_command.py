@@ -47,6 +47,9 @@ def prepare_refinement(args, progress):
     return resolve_checkpoint(args.sam_checkpoint, "sam", "--sam-checkpoint", progress=progress)
 
 
+_LOADED: dict = {}  # the last SAM predictor loaded in this process
+
+
 def refine_with_sam(image, labels, args, progress, device, checkpoint):
     """``labels`` ((k, j, i) or 2D array) refined by the SAM model in ``checkpoint``."""
     from segment_anything import SamPredictor
@@ -56,7 +59,11 @@ def refine_with_sam(image, labels, args, progress, device, checkpoint):
     from SegSSLLib.refinement.sam_refine import RefineSettings, refine_labels
 
     medsam = sam_preprocessing(args.sam_preprocess, checkpoint) == "medsam"
-    predictor = (MedSamPredictor if medsam else SamPredictor)(load_sam(checkpoint, device))
+    key = (str(checkpoint), str(device), medsam)
+    if key not in _LOADED:  # a data-set run refines every case with one loaded model
+        _LOADED.clear()
+        _LOADED[key] = (MedSamPredictor if medsam else SamPredictor)(load_sam(checkpoint, device))
+    predictor = _LOADED[key]
     settings = RefineSettings(margin=args.box_margin, mask_prompt=args.sam_mask_prompt, axis=args.refine_axis)
     return refine_labels(predictor, image, labels, settings, progress)
 

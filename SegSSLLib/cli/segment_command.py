@@ -8,6 +8,11 @@ A method is a module listed in ``METHODS`` that defines::
         or (labels, {path: SimpleITK image}) for extra files, written only with the label map at the end
 
 ``seeds`` are zero-based index tuples (I,J,K or X,Y), already checked to be inside the image.
+
+A method that can segment a folder of volumes without per-volume seeds also defines::
+
+    SEGMENTS_DATASETS = True
+    def prepare(args, device) -> None             # check options and load the model once, before any case
 """
 
 from __future__ import annotations
@@ -31,8 +36,15 @@ def _method_module(name: str):
 
 
 def configure(parser) -> None:
-    parser.add_argument("--input", required=True, help="volume (NIfTI, NRRD, MHA, DICOM folder) or 2D image")
-    parser.add_argument("--output", required=True, help="label map to write, on the input's grid")
+    parser.add_argument(
+        "--input", required=True,
+        help="volume (NIfTI, NRRD, MHA, DICOM folder) or 2D image; or a folder of volumes or an MSD data set, "
+        "segmented case by case into the --output folder (cases with a complete output there are skipped)",
+    )
+    parser.add_argument(
+        "--output", required=True,
+        help="label map to write, on the input's grid; a folder when --input is one (each case keeps its input's name)",
+    )
     parser.add_argument("--method", required=True, choices=sorted(METHODS))
     parser.add_argument(
         "--seed",
@@ -52,13 +64,30 @@ def configure(parser) -> None:
 
 
 def run(args, progress) -> int:
-    from SegSSLLib.cli.common import check_index_inside, parse_index, set_random_seed, setup_torch
-    from SegSSLLib.errors import SegSSLError
-    from SegSSLLib.volumes import check_output_path, label_array_to_image, read_image, write_image
+    from SegSSLLib.cli.common import parse_index, set_random_seed, setup_torch
+    from SegSSLLib.dataset_runs import is_dataset_folder
+    from SegSSLLib.volumes import check_output_path, read_image
 
+    if is_dataset_folder(args.input):
+        return _run_dataset(args, progress)
     method = _method_module(args.method)
     check_output_path(args.output, (args.input,), "--output")
     image = read_image(args.input, "input")
+    _check_image(image, args)
+    seeds = [parse_index(text, image.GetDimension()) for text in args.seed_points]
+    _check_seeds(seeds, image)
+    checkpoint = prepare_refinement(args, progress) if args.refine_sam else None
+    device = setup_torch(args)
+    set_random_seed(args.random_seed)
+    labels, extra_outputs = _segment_image(image, seeds, args, progress, device, checkpoint, method)
+    _write_outputs(image, labels, extra_outputs, args.output, progress)
+    return 0
+
+
+def _check_image(image, args) -> None:
+    from SegSSLLib.errors import SegSSLError
+
+    method = _method_module(args.method)
     if image.GetDimension() == 2 and not method.ACCEPTS_2D:
         raise SegSSLError(
             f"--input {args.input} is a 2D image but --method {args.method} segments 3D volumes — "
@@ -72,16 +101,27 @@ def run(args, progress) -> int:
             f"--input {args.input} is a volume with {components} components per voxel (e.g. RGB); "
             f"--method {args.method} needs a single-channel (grey-level) volume — convert it to one channel first"
         )
-    seeds = [parse_index(text, image.GetDimension()) for text in args.seed_points]
+
+
+def _check_seeds(seeds, image) -> None:
+    from SegSSLLib.cli.common import check_index_inside
+
     for seed in seeds:
         check_index_inside(seed, image.GetSize())
-    checkpoint = prepare_refinement(args, progress) if args.refine_sam else None
-    device = setup_torch(args)
-    set_random_seed(args.random_seed)
+
+
+def _segment_image(image, seeds, args, progress, device, checkpoint, method):
+    """(labels (k, j, i), {path: extra image}) of one image, refined by SAM when asked."""
     labels = method.segment(image, seeds, args, progress, device)
     labels, extra_outputs = labels if isinstance(labels, tuple) else (labels, {})
     if args.refine_sam:
         labels = refine_with_sam(image, labels, args, progress, device, checkpoint)
+    return labels, extra_outputs
+
+
+def _write_outputs(image, labels, extra_outputs, output, progress) -> None:
+    from SegSSLLib.volumes import label_array_to_image, write_image
+
     reference = image if image.GetNumberOfComponentsPerPixel() == 1 else _grey_reference(image)
     # Every file is written only now, after all the work, so a failure leaves none of them behind.
     written = []
@@ -89,14 +129,54 @@ def run(args, progress) -> int:
         for path, extra in extra_outputs.items():
             write_image(extra, path)
             written.append(path)
-        write_image(label_array_to_image(labels, reference), args.output)
+        write_image(label_array_to_image(labels, reference), output)
     except BaseException:
         for path in written:
             Path(path).unlink(missing_ok=True)
         raise
-    for path in [*written, args.output]:
+    for path in [*written, output]:
         progress.output(path)
-    return 0
+
+
+def _run_dataset(args, progress) -> int:
+    """``--input`` is a folder or an MSD data set: every case into ``--output DIR``, one model load."""
+    from SegSSLLib.cli.common import set_random_seed, setup_torch
+    from SegSSLLib.cli.dataset_mode import CaseFiles, finish, rank_progress
+    from SegSSLLib.dataset_runs import (
+        case_processes, dataset_images, image_size, output_complete, output_suffix, prepare_output_folder, run_cases,
+    )
+    from SegSSLLib.errors import SegSSLError
+    from SegSSLLib.volumes import read_image
+
+    method = _method_module(args.method)
+    if not getattr(method, "SEGMENTS_DATASETS", False):
+        raise SegSSLError(
+            f"--input {args.input} is a folder of volumes, but --method {args.method} needs --seed points on each "
+            "volume — segment the volumes one at a time, or use --method polycl for a whole folder"
+        )
+    if args.seed_points:
+        raise SegSSLError("--seed points belong to one volume; leave them out when --input is a folder")
+    images = dataset_images(args.input)
+    output_folder = prepare_output_folder(args.output, list(images.values()))
+    cases = [CaseFiles(name, (path,), output_folder / f"{name}{output_suffix(path)}") for name, path in images.items()]
+    checkpoint = prepare_refinement(args, progress) if args.refine_sam else None
+    device = setup_torch(args)
+    with case_processes():
+        progress = rank_progress(progress)
+        method.prepare(args, device)  # the model is loaded once here; a bad checkpoint fails before any case
+
+        def segment_case(case: CaseFiles) -> None:
+            image = read_image(case.inputs[0], "input")
+            _check_image(image, args)
+            set_random_seed(args.random_seed)  # each case as if segmented alone, whichever process takes it
+            labels, extra_outputs = _segment_image(image, [], args, progress, device, checkpoint, method)
+            _write_outputs(image, labels, extra_outputs, case.output, progress)
+
+        summary = run_cases(
+            cases, segment_case, progress, stage="segment cases",
+            is_complete=lambda case: output_complete(case.output, image_size(case.inputs[0])),
+        )
+    return finish(summary, progress)
 
 
 def _grey_reference(image):
