@@ -374,8 +374,10 @@ class RunSummary:
         return [r for r in self.results if r.status == "failed"]
 
     def line(self, done_word: str = "written") -> str:
-        done = self.count("done")
-        text = f"{len(self.results)} cases: {done} {done_word}, {self.count('skipped')} skipped (complete output found), "
+        done, skipped = self.count("done"), self.count("skipped")
+        text = f"{len(self.results)} cases: {done} {done_word}, "
+        if skipped:
+            text += f"{skipped} skipped (complete output found), "
         text += f"{len(self.failed)} failed"
         if self.failed:
             names = ", ".join(r.name for r in self.failed[:5]) + (", ..." if len(self.failed) > 5 else "")

@@ -73,7 +73,7 @@ def run(args, progress) -> int:
     method = _method_module(args.method)
     check_output_path(args.output, (args.input,), "--output")
     image = read_image(args.input, "input")
-    _check_image(image, args)
+    _check_image(image, args, args.input)
     seeds = [parse_index(text, image.GetDimension()) for text in args.seed_points]
     _check_seeds(seeds, image)
     checkpoint = prepare_refinement(args, progress) if args.refine_sam else None
@@ -84,21 +84,21 @@ def run(args, progress) -> int:
     return 0
 
 
-def _check_image(image, args) -> None:
+def _check_image(image, args, path) -> None:
     from SegSSLLib.errors import SegSSLError
 
     method = _method_module(args.method)
     if image.GetDimension() == 2 and not method.ACCEPTS_2D:
         raise SegSSLError(
-            f"--input {args.input} is a 2D image but --method {args.method} segments 3D volumes — "
+            f"--input {path} is a 2D image but --method {args.method} segments 3D volumes — "
             "give a volume, or use --method s3net for 2D images"
         )
     if image.GetDimension() not in (2, 3):
-        raise SegSSLError(f"--input {args.input} is {image.GetDimension()}D; give a 2D image or a 3D volume")
+        raise SegSSLError(f"--input {path} is {image.GetDimension()}D; give a 2D image or a 3D volume")
     components = image.GetNumberOfComponentsPerPixel()
     if image.GetDimension() == 3 and components != 1:  # only 2D colour pictures (dermoscopy) are meant to have several
         raise SegSSLError(
-            f"--input {args.input} is a volume with {components} components per voxel (e.g. RGB); "
+            f"--input {path} is a volume with {components} components per voxel (e.g. RGB); "
             f"--method {args.method} needs a single-channel (grey-level) volume — convert it to one channel first"
         )
 
@@ -167,7 +167,7 @@ def _run_dataset(args, progress) -> int:
 
         def segment_case(case: CaseFiles) -> None:
             image = read_image(case.inputs[0], "input")
-            _check_image(image, args)
+            _check_image(image, args, case.inputs[0])
             set_random_seed(args.random_seed)  # each case as if segmented alone, whichever process takes it
             labels, extra_outputs = _segment_image(image, [], args, progress, device, checkpoint, method)
             _write_outputs(image, labels, extra_outputs, case.output, progress)

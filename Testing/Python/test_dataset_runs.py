@@ -75,7 +75,7 @@ def test_folder_segment_writes_every_case_with_its_name_and_geometry(volumes, mo
     assert sorted(e["path"] for e in events if e["event"] == "output") == sorted(str(out / n) for n in ("a.nii.gz", "b.nrrd", "c.mha"))
     (summary,) = [e for e in events if e["event"] == "summary"]
     assert (summary["cases"], summary["done"], summary["skipped"], summary["failed"]) == (3, 3, 0, 0)
-    assert "3 cases: 3 written, 0 skipped" in result.stdout  # the summary line, as a log event
+    assert "3 cases: 3 written, 0 failed" in result.stdout  # the summary line, as a log event
     # The same labels as the single-volume command gives.
     single = tmp_path / "single.nii.gz"
     done = run_segssl("segment", "--method", "polycl", "--checkpoint", model, "--input", volumes / "a.nii.gz",
@@ -117,7 +117,7 @@ def test_a_failing_case_does_not_stop_the_others_and_the_exit_code_says_so(model
     )
     assert result.returncode == 4, result.stderr
     assert "case_2: failed — cannot read input" in result.stderr
-    assert "3 cases: 2 written, 0 skipped (complete output found), 1 failed (case_2)" in result.stderr
+    assert "3 cases: 2 written, 1 failed (case_2)" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["case_1.nii.gz", "case_3.nii.gz"]  # no partial files either
     # Scoring against the MSD folder itself: the failed case is listed as missing, the others are scored.
     report = tmp_path / "scores.json"
