@@ -63,7 +63,7 @@ def save_checkpoint(
 def load_checkpoint(path: str | os.PathLike, kinds: tuple[str, ...] | None = None, purpose: str = "") -> dict:
     """Load a SegSSL checkpoint safely (``weights_only=True``) and check it is of an expected kind.
 
-    ``purpose`` completes error messages, e.g. "--method polycl needs".
+    ``purpose`` completes error messages, e.g. "`checkpoint` needs" (parameter names in backticks).
     """
     path = Path(path)
     raw = load_tensor_file(path, "checkpoint")

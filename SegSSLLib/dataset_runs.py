@@ -72,7 +72,7 @@ def case_name(path: str | os.PathLike) -> str:
     return path.name[: len(path.name) - len(suffix)] if suffix and not path.is_dir() else path.name
 
 
-def dataset_images(folder: str | os.PathLike, what: str = "--input") -> dict[str, Path]:
+def dataset_images(folder: str | os.PathLike, what: str = "`image` folder") -> dict[str, Path]:
     """Case name -> image file of an MSD folder (its training cases) or a plain folder of volumes."""
     from SegSSLLib.datasets import load_dataset
 
@@ -131,11 +131,11 @@ def output_suffix(input_path: str | os.PathLike) -> str:
     return suffix if suffix.lower() in WRITABLE_SUFFIXES else DEFAULT_OUTPUT_SUFFIX
 
 
-def prepare_output_folder(folder: str | os.PathLike, inputs: Sequence[Path], what: str = "--output") -> Path:
+def prepare_output_folder(folder: str | os.PathLike, inputs: Sequence[Path], what: str = "output folder") -> Path:
     """Create the output folder if needed; refuse one where an output would replace an input."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise SegSSLError(f"{what} {folder} is a file; with a folder as --input, give a folder for the outputs")
+        raise SegSSLError(f"{what} {folder} is a file; the input is a folder of cases, so give a folder for the outputs")
     if not folder.exists():
         if not folder.parent.exists():
             raise SegSSLError(f"cannot create {what} {folder}: folder {folder.parent} does not exist — create it first")
@@ -441,17 +441,17 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, SegSSLError):
         return str(exc)
     if isinstance(exc, MemoryError):
-        return "out of memory — this case is too large for the memory left; try a smaller --polycl-batch-size"
+        return "out of memory — this case is too large for the memory left; try a smaller `batch_size`"
     try:
         import torch
 
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             torch.cuda.empty_cache()  # so the next case starts with the memory this one held
-            return "out of GPU memory — use a smaller --polycl-batch-size, or --device cpu"
+            return "out of GPU memory — use a smaller `batch_size`, or `device` cpu"
     except ImportError:  # pragma: no cover
         pass
     first_line = str(exc).splitlines()[0] if str(exc) else ""
-    return f"internal error: {type(exc).__name__}: {first_line} (rerun with --log-level DEBUG for the traceback)"
+    return f"internal error: {type(exc).__name__}: {first_line} (its traceback is logged at DEBUG level)"
 
 
 def is_main_process() -> bool:

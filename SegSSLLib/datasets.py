@@ -44,7 +44,7 @@ def load_dataset(folder: str | os.PathLike) -> Dataset:
     if not root.exists():
         raise SegSSLError(f"data folder not found: {root} — check the path")
     if not root.is_dir():
-        raise SegSSLError(f"--data {root} is a file; give a folder (MSD layout or a folder of volumes)")
+        raise SegSSLError(f"`data` {root} is a file; give a folder (MSD layout or a folder of volumes)")
     if (root / "dataset.json").exists():
         return _load_msd(root)
     return _load_plain(root)

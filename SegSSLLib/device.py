@@ -25,15 +25,15 @@ def select_device(name: str = "auto") -> torch.device:
         if not torch.cuda.is_available():
             build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
             raise SegSSLError(
-                f"--device {name} was asked for but PyTorch ({torch.__version__}, {build}) sees no CUDA GPU — "
-                "use --device cpu (or auto), or install a CUDA build of torch that matches your driver"
+                f"`device` {name} was asked for but PyTorch ({torch.__version__}, {build}) sees no CUDA GPU — "
+                "use `device` cpu (or auto), or install a CUDA build of torch that matches your driver"
             )
         index = int(name.split(":", 1)[1]) if ":" in name else local_rank % torch.cuda.device_count()
         if index >= torch.cuda.device_count():
-            raise SegSSLError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+            raise SegSSLError(f"`device` {name}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
         return torch.device("cuda", index)
     if name == "mps":
         if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise SegSSLError("--device mps was asked for but Apple MPS is not available — use --device cpu")
+            raise SegSSLError("`device` mps was asked for but Apple MPS is not available — use `device` cpu")
         return torch.device("mps")
     raise SegSSLError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")

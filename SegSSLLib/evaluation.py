@@ -50,7 +50,7 @@ def evaluate_label_maps(pred: sitk.Image, truth: sitk.Image, labels: list[int] |
         labels = sorted(int(v) for v in present if v != 0)
         if not labels:
             raise SegSSLError(
-                "both label maps are empty (all zero) — give --label N to score a value anyway"
+                "both label maps are empty (all zero) — give `label` N to score a value anyway"
             )
     spacing_kji = tuple(reversed(truth.GetSpacing()))
     results = {}
@@ -70,6 +70,15 @@ def format_report(metrics: dict, names: dict[int, str] | None = None) -> str:
         lines.append(f"{value:>6}  {name:<14} {result['dice']:7.4f} {hd95:>10}")
     lines.append(f"{'mean':>6}  {'':<14} {metrics['mean_dice']:7.4f}")
     return "\n".join(lines)
+
+
+def evaluate(prediction: sitk.Image, reference: sitk.Image, labels: list[int] | None = None) -> dict:
+    """Dice and HD95 (mm) of ``prediction`` against ``reference`` (label maps on one grid), per label value.
+
+    ``labels``: the values to score; default every non-zero value in either map. Returns
+    ``{"labels": {"1": {"dice": ..., "hd95_mm": ...}, ...}, "mean_dice": ...}`` (``format_report`` prints it).
+    """
+    return evaluate_label_maps(prediction, reference, labels)
 
 
 # --- whole data sets ---------------------------------------------------------------------------

@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 
 from SegSSLLib.intensity import IntensityWindow, guess_window, to_uint8
-from SegSSLLib.slicing import SliceStack, array_axis
+from SegSSLLib.axes import array_axis
+from SegSSLLib.slicing import SliceStack
 
 
 def windowed_array(image: sitk.Image, window: IntensityWindow | None = None) -> np.ndarray:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from SegSSLLib.atomic import partial_files
+from SegSSLLib.formatting import short
 
 # Added by this module when the process has ended and its leftovers are cleaned up:
 # {"event": "exit", "returncode": N, "cancelled": bool}. Always the last event of a run.
@@ -102,12 +103,8 @@ class RunStatus:
 def _describe_progress(event: dict) -> str:
     done, total = event.get("done"), event.get("total")
     text = f"{event.get('stage') or 'working'}: {done}/{total}" if total else f"{event.get('stage') or 'working'}: {done}"
-    info = ", ".join(f"{k} {_short(v)}" for k, v in event.items() if k not in _PROGRESS_KEYS)
+    info = ", ".join(f"{k} {short(v)}" for k, v in event.items() if k not in _PROGRESS_KEYS)
     return f"{text} ({info})" if info else text
-
-
-def _short(value):
-    return f"{value:.4g}" if isinstance(value, float) else value
 
 
 class SegSSLProcess:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from SegSSLLib import strict_json
+from SegSSLLib.formatting import short
 
 PROGRESS_MODES = ("bar", "json", "none")
 
@@ -92,7 +93,7 @@ class Progress:
         if current.bar is not None:
             current.bar.update(steps)
             if info:
-                current.bar.set_postfix({k: _short(v) for k, v in info.items()}, refresh=False)
+                current.bar.set_postfix({k: short(v) for k, v in info.items()}, refresh=False)
         fraction = min(1.0, current.done / current.total) if current.total else None
         self.emit(
             "progress", stage=current.name, done=current.done, total=current.total or None,
@@ -120,12 +121,9 @@ class Progress:
     def done(self) -> None:
         self.emit("done", seconds=round(time.monotonic() - self._started, 3))
 
-    def error(self, message: str) -> None:
-        self.emit("error", message=message)
-
-
-def _short(value):
-    return f"{value:.4g}" if isinstance(value, float) else value
+    def error(self, message: str, **fields) -> None:
+        """``fields``: e.g. ``parameter_message``, the library's own words (parameter names, no flags)."""
+        self.emit("error", message=message, **fields)
 
 
 class JsonLogHandler(logging.Handler):

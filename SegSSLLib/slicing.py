@@ -14,14 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-AXIS_NAMES = {0: "I (sagittal for an axial scan)", 1: "J (coronal)", 2: "K (axial)"}
+from SegSSLLib.axes import array_axis
 
-
-def array_axis(itk_axis: int) -> int:
-    """Position of ITK axis ``itk_axis`` in a (k, j, i) array."""
-    if itk_axis not in (0, 1, 2):
-        raise ValueError(f"slice axis must be 0, 1 or 2 (I, J, K), got {itk_axis}")
-    return 2 - itk_axis
 
 
 @dataclass(frozen=True)

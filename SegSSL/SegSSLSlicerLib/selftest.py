@@ -21,11 +21,6 @@ from SegSSLSlicerLib import nodes, runs
 
 PHANTOM_SIZE, PHANTOM_SPACING = (48, 48, 24), (6.0, 6.0, 10.0)  # small, so CPU runs stay short
 RUN_TIMEOUT_SECONDS = 900  # a run that hangs fails the check instead of blocking the self-test
-# A SAM small enough to build and run in seconds on a CPU; only its shapes matter, not its answers.
-TINY_SAM = dict(
-    embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,), image_size=128, window_size=4,
-    prompt_dim=32, mask_in_chans=8, decoder_mlp_dim=64, iou_head_hidden_dim=32,
-)
 LIVER = LABEL_VALUES["liver"]
 
 
@@ -128,10 +123,10 @@ def write_tiny_sam_checkpoint(path) -> Path:
     """A randomly initialised tiny SAM state dict (no download)."""
     import torch
 
-    from SegSSLLib.weights.models import SamArchitecture, build_sam
+    from SegSSLLib.weights.models import TINY_SAM, build_sam
 
     torch.manual_seed(0)
-    torch.save(build_sam(SamArchitecture(**TINY_SAM)).state_dict(), path)
+    torch.save(build_sam(TINY_SAM).state_dict(), path)
     return Path(path)
 
 

@@ -1,31 +1,43 @@
-"""The ``segssl`` command: one sub-command per module, imported only when it runs.
+"""The ``segssl`` command: one sub-command per module, each a thin layer over the library's API.
 
 Each command module defines ``HELP`` (one line), ``configure(parser)`` and ``run(args, progress)``;
 heavy imports (torch models, sam2) stay inside ``run`` so ``segssl --help`` and ``evaluate`` start fast.
+``cli/`` is the only code that knows flags: library errors name parameters (`sam2_checkpoint`) and
+``flags.in_flags`` words them as flags.
 """
 
 from __future__ import annotations
 
-import importlib
 import io
 import logging
 import os
 import sys
 
+from SegSSLLib.cli import (
+    demo_command,
+    evaluate_command,
+    finetune_command,
+    pretrain_command,
+    propagate_command,
+    refine_command,
+    segment_command,
+    weights_command,
+)
 from SegSSLLib.cli.common import OneLineArgumentParser, add_common_options, configure_logging
+from SegSSLLib.cli.flags import in_flags
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.progress import Progress
 
 # name -> module; the order is the order of ``segssl --help``.
 COMMANDS = {
-    "pretrain": "SegSSLLib.cli.pretrain_command",
-    "finetune": "SegSSLLib.cli.finetune_command",
-    "segment": "SegSSLLib.cli.segment_command",
-    "propagate": "SegSSLLib.cli.propagate_command",
-    "refine": "SegSSLLib.cli.refine_command",
-    "evaluate": "SegSSLLib.cli.evaluate_command",
-    "weights": "SegSSLLib.cli.weights_command",
-    "demo": "SegSSLLib.cli.demo_command",
+    "pretrain": pretrain_command,
+    "finetune": finetune_command,
+    "segment": segment_command,
+    "propagate": propagate_command,
+    "refine": refine_command,
+    "evaluate": evaluate_command,
+    "weights": weights_command,
+    "demo": demo_command,
 }
 
 log = logging.getLogger("segssl")
@@ -40,8 +52,7 @@ def build_parser() -> OneLineArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"segssl {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
+    for name, module in COMMANDS.items():
         sub = subparsers.add_parser(name, help=module.HELP.replace("%", "%%"), description=module.HELP)
         module.configure(sub)
         add_common_options(sub)
@@ -58,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     progress = Progress(args.progress)
-    configure_logging(args.log_level, progress)
+    configure_logging(args.log_level, progress, args.command)
     prefix = f"segssl {args.command}"
     try:
         code = args._module.run(args, progress)
@@ -69,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         _discard_stdout()
         return 141  # what a shell reports for a process ended by SIGPIPE
     except SegSSLError as exc:
-        return _fail(progress, f"{prefix}: error: {exc}", exc.exit_code)
+        # The JSON event keeps the library's wording too: the panel names its own widgets, not flags.
+        line = f"{prefix}: error: {in_flags(str(exc), args.command)}"
+        return _fail(progress, line, exc.exit_code, parameter_message=str(exc))
     except KeyboardInterrupt:
         return _fail(progress, f"{prefix}: interrupted; no partial output was left behind", 130)
     except MemoryError:
@@ -101,9 +114,9 @@ def _discard_stdout() -> None:
         pass
 
 
-def _fail(progress: Progress, line: str, code: int) -> int:
+def _fail(progress: Progress, line: str, code: int, **fields) -> int:
     print(line, file=sys.stderr, flush=True)
-    progress.error(line)
+    progress.error(line, **fields)
     return code
 
 

@@ -7,7 +7,9 @@ import logging
 import random
 import sys
 
+from SegSSLLib.cli.flags import FlagWording
 from SegSSLLib.errors import SegSSLError
+from SegSSLLib.images import check_index_inside  # noqa: F401 - the seed check the library does too
 from SegSSLLib.progress import PROGRESS_MODES, JsonLogHandler, Progress
 
 
@@ -67,7 +69,7 @@ def add_random_seed_option(parser: argparse.ArgumentParser, flag: str = "--seed"
     parser.set_defaults(seed_given=False)
 
 
-def configure_logging(level: str, progress: Progress) -> None:
+def configure_logging(level: str, progress: Progress, command: str | None = None) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -76,6 +78,7 @@ def configure_logging(level: str, progress: Progress) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("segssl: %(message)s"))
+    handler.addFilter(FlagWording(command))
     root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("PIL", "matplotlib", "urllib3", "hydra"):
@@ -116,13 +119,3 @@ def parse_index(text: str, dimension: int, what: str = "seed") -> tuple[int, ...
         form = "I,J,K" if dimension == 3 else "X,Y"
         raise SegSSLError(f"{what} {text!r} is not {dimension} whole numbers {form} (zero-based voxel indices)")
     return values
-
-
-def check_index_inside(index: tuple[int, ...], size: tuple[int, ...], what: str = "seed") -> None:
-    if any(not 0 <= v < n for v, n in zip(index, size)):
-        form = "I,J,K" if len(size) == 3 else "X,Y"
-        limits = ",".join(str(n - 1) for n in size)
-        raise SegSSLError(
-            f"{what} {','.join(map(str, index))} is outside the image (size {'×'.join(map(str, size))}): "
-            f"give zero-based {form} indices between 0 and {limits}"
-        )

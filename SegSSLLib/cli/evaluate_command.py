@@ -39,7 +39,7 @@ def run(args, progress) -> int:
     from SegSSLLib.atomic import atomic_output
     from SegSSLLib.dataset_runs import is_dataset_folder
     from SegSSLLib.errors import SegSSLError
-    from SegSSLLib.evaluation import evaluate_label_maps, format_report
+    from SegSSLLib.evaluation import evaluate, format_report
     from SegSSLLib.volumes import read_label_map
 
     if is_dataset_folder(args.pred) or is_dataset_folder(args.truth):
@@ -52,7 +52,7 @@ def run(args, progress) -> int:
     pred = read_label_map(
         args.pred, reference=truth, what="predicted label map", reference_name="the reference label map"
     )
-    metrics = evaluate_label_maps(pred, truth, args.label)
+    metrics = evaluate(pred, truth, args.label)
     if args.json:  # first, so the file is complete even if a reader of stdout stops early
         with atomic_output(args.json) as temporary:
             temporary.write_text(strict_json.dumps(metrics, indent=2) + "\n")

@@ -5,16 +5,7 @@ from __future__ import annotations
 import logging
 
 from SegSSLLib.cli.common import add_device_option, add_random_seed_option
-from SegSSLLib.cli.polycl_options import (
-    CHECKPOINT_SUFFIXES,
-    add_network_options,
-    add_training_options,
-    check_resume,
-    check_workers,
-    is_secondary_process,
-    network_settings,
-    start_training,
-)
+from SegSSLLib.cli.polycl_options import add_network_options, add_training_options, check_before_training, network_settings, train
 
 HELP = "fine-tune the PolyCL U-Net on labelled slices (from --init CKPT, or from scratch); multi-GPU with torchrun"
 
@@ -53,16 +44,10 @@ def configure(parser) -> None:
 
 
 def run(args, progress) -> int:
-    from SegSSLLib.datasets import load_dataset
-    from SegSSLLib.volumes import check_output_path
+    check_before_training(args, [args.data], (args.init, args.data))
 
-    check_output_path(args.out, (args.init, args.data), "--out", suffixes=CHECKPOINT_SUFFIXES)
-    check_workers(args.workers)
-    check_resume(args)
-    load_dataset(args.data)  # fail on a wrong folder before the slow imports
-
-    from SegSSLLib.polycl import distributed
-    from SegSSLLib.polycl.finetuning import FinetuneOptions, Initialisation, finetune
+    from SegSSLLib.polycl.finetuning import FinetuneOptions, Initialisation
+    from SegSSLLib.polycl.workflows import finetune
 
     init = Initialisation.load(args.init) if args.init else None
     model_config, slicing = network_settings(args, init.config if init else None)
@@ -72,13 +57,8 @@ def run(args, progress) -> int:
         freeze_epochs=args.freeze_epochs, epoch_samples=args.epoch_samples, augment=not args.no_augment,
         workers=args.workers,
     )
-    device, progress = start_training(args, progress)
-    with distributed.process_group(device):
-        summary = finetune(
-            args.data, args.out, options, device, model_config, slicing, init, progress,
-            cache_dir=args.cache_dir, logdir=args.logdir, resume=args.resume,
-        )
-    if not is_secondary_process():
+    summary = train(args, progress, model_config, slicing, finetune, args.data, args.out, options, init=init)
+    if summary is not None:
         dice = summary["best_validation_dice"]
         log.info(
             "wrote %s: %d training slices, best epoch %d, validation Dice %s", args.out, summary["training_slices"],

@@ -12,7 +12,7 @@ ACCEPTS_2D = False
 SEGMENTS_DATASETS = True
 
 # The model of the last --checkpoint loaded in this process: a data-set run loads it once.
-_LOADED: dict[tuple[str, str, float], object] = {}
+_LOADED: dict = {}
 
 
 def add_arguments(group) -> None:
@@ -38,7 +38,7 @@ def prepare(args, device) -> None:
 def _segmenter(args, device):
     from pathlib import Path
 
-    from SegSSLLib.polycl.inference import PolyCLSegmenter
+    from SegSSLLib.polycl.segment import load_polycl_segmenter
 
     if not args.checkpoint:
         raise SegSSLError("--method polycl needs --checkpoint MODEL (a model file made by `segssl finetune`)")
@@ -46,14 +46,18 @@ def _segmenter(args, device):
     key = (str(path.resolve()), str(device), path.stat().st_mtime if path.exists() else 0.0)
     if key not in _LOADED:
         _LOADED.clear()
-        segmenter = PolyCLSegmenter.from_checkpoint(args.checkpoint, device)
-        log.info("PolyCL: %s (label %d)", segmenter.label_name, segmenter.label)
-        _LOADED[key] = segmenter
+        _LOADED[key] = load_polycl_segmenter(args.checkpoint, device)
     return _LOADED[key]
 
 
 def segment(image, seeds, args, progress, device):
+    import SimpleITK as sitk
+
+    from SegSSLLib.polycl.segment import PolyCLSettings, segment_polycl
+
+    segmenter = _segmenter(args, device)
     if seeds:
         log.warning("--seed points are not used by --method polycl; the model segments the whole volume")
-    segmenter = _segmenter(args, device)
-    return segmenter.segment(image, args.polycl_batch_size, not args.polycl_all_components, progress)
+    settings = PolyCLSettings(args.polycl_batch_size, not args.polycl_all_components, device)
+    result = segment_polycl(image, args.checkpoint, settings, progress, segmenter=segmenter)
+    return sitk.GetArrayFromImage(result.label_map)

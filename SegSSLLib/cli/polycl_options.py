@@ -94,8 +94,36 @@ def check_resume(args) -> None:
     from SegSSLLib.checkpoints import load_checkpoint
     from SegSSLLib.polycl.training import check_epochs_left
 
-    history = load_checkpoint(args.out, purpose="--resume needs").get("extra", {}).get("history", [])
+    history = load_checkpoint(args.out, purpose="`resume` needs").get("extra", {}).get("history", [])
     check_epochs_left(args.out, len(history), args.epochs)
+
+
+def check_before_training(args, data: list, inputs: tuple) -> None:
+    """What ``pretrain`` and ``finetune`` check before the slow imports: outputs, workers, --resume, data folders."""
+    from SegSSLLib.datasets import load_dataset
+    from SegSSLLib.volumes import check_output_path
+
+    check_output_path(args.out, inputs, "--out", suffixes=CHECKPOINT_SUFFIXES)
+    check_workers(args.workers)
+    check_resume(args)
+    for folder in data:
+        load_dataset(folder)
+
+
+def train(args, progress, model_config, slicing, workflow, *arguments, **keywords):
+    """Device, seeds and torchrun ranks for a training command, then ``workflow(..., settings, progress)``.
+
+    Returns the workflow's result, or None in torchrun processes other than rank 0 (they report nothing).
+    """
+    from SegSSLLib.polycl.workflows import TrainingSettings
+
+    device, progress = start_training(args, progress)
+    settings = TrainingSettings(
+        model=model_config, slicing=slicing, device=device, cache_dir=args.cache_dir, logdir=args.logdir,
+        resume=args.resume,
+    )
+    result = workflow(*arguments, settings, progress=progress, **keywords)
+    return None if is_secondary_process() else result
 
 
 def is_secondary_process() -> bool:

@@ -5,16 +5,7 @@ from __future__ import annotations
 import logging
 
 from SegSSLLib.cli.common import add_device_option, add_random_seed_option
-from SegSSLLib.cli.polycl_options import (
-    CHECKPOINT_SUFFIXES,
-    add_network_options,
-    add_training_options,
-    check_resume,
-    check_workers,
-    is_secondary_process,
-    network_settings,
-    start_training,
-)
+from SegSSLLib.cli.polycl_options import add_network_options, add_training_options, check_before_training, network_settings, train
 
 HELP = "PolyCL contrastive pretraining on unlabelled (or slice-flagged) volumes; multi-GPU with torchrun"
 
@@ -40,30 +31,18 @@ def configure(parser) -> None:
 
 
 def run(args, progress) -> int:
-    from SegSSLLib.datasets import load_dataset
-    from SegSSLLib.volumes import check_output_path
+    check_before_training(args, args.data, tuple(args.data))
 
-    check_output_path(args.out, tuple(args.data), "--out", suffixes=CHECKPOINT_SUFFIXES)
-    check_workers(args.workers)
-    check_resume(args)
-    for folder in args.data:  # fail on a wrong folder before the slow imports
-        load_dataset(folder)
-
-    from SegSSLLib.polycl import distributed
-    from SegSSLLib.polycl.pretraining import PretrainOptions, pretrain
+    from SegSSLLib.polycl.pretraining import PretrainOptions
+    from SegSSLLib.polycl.workflows import pretrain
 
     model_config, slicing = network_settings(args)
     options = PretrainOptions(
         strategy=args.strategy, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
         temperature=args.temperature, seed=args.random_seed, label=args.label, workers=args.workers,
     )
-    device, progress = start_training(args, progress)
-    with distributed.process_group(device):
-        history = pretrain(
-            args.data, args.out, model_config, slicing, options, device, progress,
-            cache_dir=args.cache_dir, logdir=args.logdir, resume=args.resume,
-        )
-    if not is_secondary_process():
+    history = train(args, progress, model_config, slicing, pretrain, args.data, args.out, options)
+    if history is not None:
         log.info("wrote %s (epoch %d, loss %.4f)", args.out, history[-1]["epoch"], history[-1]["loss"])
         progress.output(args.out)
     return 0

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 from SegSSLLib.cli.common import add_device_option
-from SegSSLLib.errors import SegSSLError
+from SegSSLLib.propagation.propagate import BACKENDS
 
 HELP = "propagate a one-slice annotation through the volume (SAM 2, or weight-free registration)"
-
-log = logging.getLogger(__name__)
 
 
 def configure(parser) -> None:
@@ -29,7 +25,7 @@ def configure(parser) -> None:
     )
     parser.add_argument(
         "--backend",
-        choices=("auto", "sam2", "registration"),
+        choices=("auto", *BACKENDS),
         default="auto",
         help="sam2, registration (no weights, no GPU), or auto: sam2 when a SAM 2 checkpoint is given "
         "or configured, else registration (default)",
@@ -61,135 +57,88 @@ def configure(parser) -> None:
 
 
 def run(args, progress) -> int:
-    from SegSSLLib.cli.common import setup_torch
     from SegSSLLib.dataset_runs import is_dataset_folder
-    from SegSSLLib.volumes import check_output_path
+    from SegSSLLib.propagation.propagate import propagate
+    from SegSSLLib.volumes import check_output_path, read_label_map, read_volume, write_image
 
     if is_dataset_folder(args.input):
         return _run_dataset(args, progress)
     check_output_path(args.output, (args.input, args.annotation), "--output")
-    image, drawn, annotation = _read_case(args.input, args.annotation, args.axis)
-    backend = _choose_backend(args)
-    device = setup_torch(args)
-    # Everything that can be wrong is checked (and the model loaded) before the first message is logged,
-    # so that a mistake is reported as one line.
-    predictor = _sam2_predictor(args, device, progress) if backend == "sam2" else None
-    _log_backend(args, predictor, device)
-    _propagate_case(image, drawn, annotation, args, predictor, progress, args.output)
+    image = read_volume(args.input, "input")
+    annotation = read_label_map(args.annotation, reference=image, what="--annotation", reference_name="the input volume")
+    result = propagate(image, annotation, _settings(args), progress)
+    write_image(result.label_map, args.output)
+    progress.output(args.output)
     return 0
 
 
-def _read_case(input_path, annotation_path, axis):
-    import SimpleITK as sitk
+def _settings(args):
+    from SegSSLLib.propagation.propagate import PropagateSettings, choose_backend
 
-    from SegSSLLib.propagation.annotation import find_annotation
-    from SegSSLLib.volumes import read_label_map, read_volume
-
-    image = read_volume(input_path, "input")
-    drawn = sitk.GetArrayFromImage(
-        read_label_map(annotation_path, reference=image, what="--annotation", reference_name="the input volume")
+    settings = PropagateSettings(
+        backend=args.backend, sam2_checkpoint=args.sam2_checkpoint, sam2_config=args.sam2_config,
+        image_size=args.image_size, offload_state=args.offload_state, axis=args.axis,
     )
-    return image, drawn, find_annotation(drawn, axis)
+    if choose_backend(settings) == "sam2":  # the registration backend needs no torch: do not import it
+        from dataclasses import replace
 
+        from SegSSLLib.cli.common import setup_torch
 
-def _log_backend(args, predictor, device) -> None:
-    if predictor is not None:
-        log.info("backend: SAM 2 at %d px on %s", predictor.image_size, device)
-        if device.type == "cpu" and predictor.image_size >= 1024:
-            log.warning("SAM 2 at %d px on a CPU takes seconds per slice — --image-size 512 (MedSAM2's size) "
-                        "or 256 is much faster", predictor.image_size)
-    else:
-        log.info("backend: registration%s", "" if args.backend == "registration" else " (no SAM 2 checkpoint configured)")
-
-
-def _propagate_case(image, drawn, annotation, args, predictor, progress, output, case: str = "") -> None:
-    from SegSSLLib.propagation.annotation import crowding_warning, describe
-    from SegSSLLib.volumes import label_array_to_image, write_image
-
-    prefix = f"{case}: " if case else ""
-    log.log(logging.DEBUG if case else logging.INFO, "%sannotation: %s", prefix, describe(annotation))
-    if crowding_warning(annotation):
-        log.warning("%s%s", prefix, crowding_warning(annotation))
-    if predictor is not None:
-        from SegSSLLib.propagation.sam2 import propagate_with_sam2
-
-        labels = propagate_with_sam2(predictor, image, drawn, annotation, progress, args.offload_state).labels
-    else:
-        from SegSSLLib.propagation.registration import propagate_by_registration
-
-        labels = propagate_by_registration(image, drawn, annotation, progress=progress)
-    write_image(label_array_to_image(labels, image), output)
-    progress.output(output)
+        settings = replace(settings, backend="sam2" if args.backend == "sam2" else "auto", device=setup_torch(args))
+    return settings
 
 
 def _run_dataset(args, progress) -> int:
     """``--input`` is a folder or an MSD data set and ``--annotation`` a folder of label maps named like its cases."""
-    from pathlib import Path
+    import logging
 
-    from SegSSLLib.cli.common import setup_torch
     from SegSSLLib.cli.dataset_mode import CaseFiles, finish, rank_progress
     from SegSSLLib.dataset_runs import (
         case_processes, dataset_images, dataset_label_maps, image_size, is_dataset_folder, output_complete,
         output_suffix, pair_by_name, prepare_output_folder, run_cases,
     )
+    from SegSSLLib.errors import SegSSLError
+    from SegSSLLib.propagation.propagate import make_propagator, propagate
+    from SegSSLLib.volumes import read_label_map, read_volume, write_image
 
+    log = logging.getLogger("segssl")
+    images = dataset_images(args.input, "--input")
     if not is_dataset_folder(args.annotation):
         raise SegSSLError(
             f"--input {args.input} is a folder of volumes, so --annotation must be a folder of label maps named like "
-            f"its cases (e.g. {next(iter(dataset_images(args.input)))}.nii.gz); {args.annotation} is not one"
+            f"its cases (e.g. {next(iter(images))}.nii.gz); {args.annotation} is not one"
         )
-    images = dataset_images(args.input)
     pairing = pair_by_name(images, dataset_label_maps(args.annotation, "--annotation"))
     if not pairing.pairs:
         raise SegSSLError(
             f"no annotation in {args.annotation} has the name of a case of {args.input} (cases: "
             f"{', '.join(list(images)[:3])}, ...) — name each annotation after its volume"
         )
-    if pairing.only_first:
-        log.warning("%d case(s) have no annotation and are left out: %s", len(pairing.only_first),
-                    ", ".join(pairing.only_first[:10]) + (", ..." if len(pairing.only_first) > 10 else ""))
-    if pairing.only_second:
-        log.warning("%d annotation(s) match no case of --input and are ignored: %s", len(pairing.only_second),
-                    ", ".join(pairing.only_second[:10]) + (", ..." if len(pairing.only_second) > 10 else ""))
-    output_folder = prepare_output_folder(args.output, [p for pair in pairing.pairs.values() for p in pair])
+    for names, text in ((pairing.only_first, "case(s) have no annotation and are left out"),
+                        (pairing.only_second, "annotation(s) match no case of --input and are ignored")):
+        if names:
+            log.warning("%d %s: %s", len(names), text, ", ".join(names[:10]) + (", ..." if len(names) > 10 else ""))
+    output_folder = prepare_output_folder(args.output, [p for pair in pairing.pairs.values() for p in pair], "--output")
     cases = [
         CaseFiles(name, (image, drawn), output_folder / f"{name}{output_suffix(image)}")
         for name, (image, drawn) in pairing.pairs.items()
     ]
-    backend = _choose_backend(args)
-    device = setup_torch(args)
+    settings = _settings(args)
     with case_processes():
         progress = rank_progress(progress)
-        predictor = _sam2_predictor(args, device, progress) if backend == "sam2" else None  # loaded once
-        _log_backend(args, predictor, device)
+        propagator = make_propagator(settings, progress)  # SAM 2 is loaded once, here
 
         def propagate_case(case: CaseFiles) -> None:
-            image, drawn, annotation = _read_case(*case.inputs, args.axis)
-            _propagate_case(image, drawn, annotation, args, predictor, progress, case.output, case.name)
+            image = read_volume(case.inputs[0], "input")
+            annotation = read_label_map(
+                case.inputs[1], reference=image, what="annotation", reference_name="its input volume"
+            )
+            result = propagate(image, annotation, settings, progress, propagator=propagator)
+            write_image(result.label_map, case.output)
+            progress.output(case.output)
 
         summary = run_cases(
             cases, propagate_case, progress, stage="propagate cases",
             is_complete=lambda case: output_complete(case.output, image_size(case.inputs[0])),
         )
     return finish(summary, progress)
-
-
-def _choose_backend(args) -> str:
-    if args.backend != "auto":
-        return args.backend
-    from SegSSLLib.weights.registry import configured_checkpoint
-
-    return "sam2" if args.sam2_checkpoint or configured_checkpoint("sam2") else "registration"
-
-
-def _sam2_predictor(args, device, progress):
-    from SegSSLLib.weights.models import load_sam2_video_predictor, resolve_sam2_config
-    from SegSSLLib.weights.registry import registry_entry_for_file, resolve_checkpoint
-
-    if args.sam2_config:
-        resolve_sam2_config(args.sam2_config)  # a wrong name fails before anything is downloaded or loaded
-    checkpoint = resolve_checkpoint(args.sam2_checkpoint, "sam2", "--sam2-checkpoint", progress=progress)
-    known = registry_entry_for_file(checkpoint)
-    config = args.sam2_config or (known.sam2_config if known else None) or "sam2.1_hiera_t"
-    image_size = args.image_size or (known.image_size if known else None)
-    return load_sam2_video_predictor(checkpoint, config, device, image_size)

@@ -38,54 +38,59 @@ def configure(parser) -> None:
     add_device_option(parser)
 
 
+def _settings(args):
+    from SegSSLLib.refinement.sam_refine import RefineSettings
+
+    return RefineSettings(
+        margin=args.box_margin, mask_prompt=args.sam_mask_prompt, axis=args.refine_axis,
+        sam_checkpoint=args.sam_checkpoint, sam_preprocess=args.sam_preprocess,
+    )
+
+
 def prepare_refinement(args, progress):
     """Check the options and find the checkpoint before any long work starts."""
-    from SegSSLLib.weights.registry import resolve_checkpoint
+    from SegSSLLib.weights.resolve import resolve_checkpoint
 
-    if args.box_margin < 0:
-        raise SegSSLError(f"--box-margin must be 0 or more pixels, got {args.box_margin}")
-    return resolve_checkpoint(args.sam_checkpoint, "sam", "--sam-checkpoint", progress=progress)
+    _settings(args).check()
+    return resolve_checkpoint(args.sam_checkpoint, "sam", progress=progress)
 
 
 _LOADED: dict = {}  # the last SAM predictor loaded in this process
 
 
 def refine_with_sam(image, labels, args, progress, device, checkpoint):
-    """``labels`` ((k, j, i) or 2D array) refined by the SAM model in ``checkpoint``."""
-    from segment_anything import SamPredictor
+    """The label map ``labels`` ((k, j, i) or 2D array) refined by the SAM model in ``checkpoint``."""
+    from dataclasses import replace
 
-    from SegSSLLib.refinement.medsam import MedSamPredictor, sam_preprocessing
-    from SegSSLLib.weights.models import load_sam
-    from SegSSLLib.refinement.sam_refine import RefineSettings, refine_labels
+    from SegSSLLib.refinement.sam_refine import load_refinement_predictor, refine
 
-    medsam = sam_preprocessing(args.sam_preprocess, checkpoint) == "medsam"
-    key = (str(checkpoint), str(device), medsam)
+    settings = replace(_settings(args), sam_checkpoint=checkpoint, device=device)
+    key = (str(checkpoint), str(device), args.sam_preprocess)
     if key not in _LOADED:  # a data-set run refines every case with one loaded model
         _LOADED.clear()
-        _LOADED[key] = (MedSamPredictor if medsam else SamPredictor)(load_sam(checkpoint, device))
-    predictor = _LOADED[key]
-    settings = RefineSettings(margin=args.box_margin, mask_prompt=args.sam_mask_prompt, axis=args.refine_axis)
-    return refine_labels(predictor, image, labels, settings, progress)
+        _LOADED[key] = load_refinement_predictor(settings, progress)
+    return refine(image, labels, settings, progress, predictor=_LOADED[key]).label_map
 
 
 def run(args, progress) -> int:
-    import SimpleITK as sitk
-
     from SegSSLLib.cli.common import setup_torch
-    from SegSSLLib.volumes import check_output_path, label_array_to_image, read_image, read_label_map, write_image
+    from SegSSLLib.volumes import check_output_path, read_image, read_label_map, write_image
 
     check_output_path(args.output, (args.input, args.mask), "--output")
     image = read_image(args.input, "input")
     if image.GetDimension() not in (2, 3):
         raise SegSSLError(f"--input {args.input} is {image.GetDimension()}D; give a 2D image or a 3D volume")
     mask = read_label_map(args.mask, reference=image, what="--mask", reference_name="the input")
-    labels = sitk.GetArrayFromImage(mask)
-    if not labels.any():
+    if not mask_has_labels(mask):
         raise SegSSLError(f"--mask {args.mask} is empty (all zero): there is nothing to refine")
     checkpoint = prepare_refinement(args, progress)
     device = setup_torch(args)
-    refined = refine_with_sam(image, labels, args, progress, device, checkpoint)
-    reference = image if image.GetNumberOfComponentsPerPixel() == 1 else sitk.VectorIndexSelectionCast(image, 0)
-    write_image(label_array_to_image(refined, reference), args.output)
+    write_image(refine_with_sam(image, mask, args, progress, device, checkpoint), args.output)
     progress.output(args.output)
     return 0
+
+
+def mask_has_labels(mask) -> bool:
+    import SimpleITK as sitk
+
+    return bool(sitk.GetArrayViewFromImage(mask).any())

@@ -7,13 +7,10 @@ keeps the whole cluster map (ids 1..n by increasing intensity) so a user can pic
 
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import Path
 
 from SegSSLLib.errors import SegSSLError
-
-log = logging.getLogger(__name__)
 
 ACCEPTS_2D = True
 
@@ -123,78 +120,30 @@ def _numbers(text: str, count: int, option: str, form: str) -> list[float]:
     return values
 
 
-def segment(image, seeds, args, progress, device):
-    import numpy as np
+def settings_from_args(args, device):
+    """The ``S3NetSettings`` the command-line options ask for."""
+    from SegSSLLib.s3net.segment import S3NetSettings
 
-    from SegSSLLib.cli.segment_command import _grey_reference
-    from SegSSLLib.s3net.clustering import cluster_image
-    from SegSSLLib.s3net.selection import select_central_component, select_from_seeds
-    from SegSSLLib.slicing import array_axis
-    from SegSSLLib.volumes import check_output_path, label_array_to_image
+    return S3NetSettings(
+        config=config_from_args(args), slice_axis=args.s3net_slice_axis, max_size=args.s3net_max_size,
+        window=window_from_args(args.s3net_window), fill_holes=args.s3net_fill_holes,
+        bridge_radius=args.s3net_bridge_radius, label=args.s3net_label, random_seed=args.random_seed, device=device,
+        log_dir=args.s3net_log_dir,
+    )
+
+
+def segment(image, seeds, args, progress, device):
+    import SimpleITK as sitk
+
+    from SegSSLLib.s3net.segment import segment_s3net
+    from SegSSLLib.volumes import check_output_path
 
     if args.clusters_output:
         if Path(args.clusters_output).resolve() == Path(args.output).resolve():
             raise SegSSLError("--clusters-output and --output are the same file; give two different names")
         check_output_path(args.clusters_output, (args.input,), "--clusters-output")
-    if args.s3net_max_size < 16:
-        raise SegSSLError(f"--s3net-max-size must be at least 16 pixels, got {args.s3net_max_size}")
-    if args.s3net_bridge_radius < 0:
-        raise SegSSLError(f"--s3net-bridge-radius must be 0 or more, got {args.s3net_bridge_radius}")
-    if not 1 <= args.s3net_label <= 65535:
-        raise SegSSLError(f"--s3net-label must be between 1 and 65535, got {args.s3net_label}")
-    if image.GetDimension() == 3 and not seeds:
-        raise SegSSLError("--method s3net on a volume needs at least one --seed I,J,K inside the structure")
-    config = config_from_args(args)
-    window = window_from_args(args.s3net_window)
-    writer = _tensorboard_writer(args.s3net_log_dir)
-    try:
-        result = cluster_image(
-            image, config, device, progress, seed=args.random_seed, slice_axis=args.s3net_slice_axis,
-            max_size=args.s3net_max_size, window=window, writer=writer,
-        )
-    finally:
-        if writer is not None:
-            writer.close()
-    steps = len(result.training.history)
-    log.info(
-        "S3-Net: %d clusters after %d training steps%s",
-        int(result.clusters.max()), steps, "" if result.training.stopped_early else " (step budget used up)",
-    )
-    if seeds:
-        slice_axis = array_axis(args.s3net_slice_axis) if image.GetDimension() == 3 else 0
-        selection = select_from_seeds(
-            result.clusters, seeds, args.s3net_fill_holes, slice_axis, bridge_radius=args.s3net_bridge_radius
-        )
-    else:
-        selection = select_central_component(result.clusters)
-        log.info("no seed given: took the central component that does not touch the border (cluster %s)", selection.clusters)
-    rejected = " ".join(",".join(map(str, seed)) for seed in selection.rejected_seeds)
-    if seeds and not selection.mask.any():
-        raise SegSSLError(
-            f"every seed ({rejected}) lies on background (a region spanning most of the image, e.g. air or the "
-            "skin around a lesion), so nothing was segmented — give a --seed inside the structure"
-        )
-    if not selection.mask.any():
-        raise SegSSLError(
-            "no central structure was found (every sizeable region touches the image border) — "
-            "give a --seed X,Y inside the structure"
-        )
-    if rejected:
-        log.warning(
-            "seed(s) %s lie on background (a region spanning most of the image); they were left out — "
-            "click inside the structure you want", rejected,
-        )
-    labels = selection.mask.astype(np.uint16 if args.s3net_label > 255 else np.uint8) * args.s3net_label
-    extra_outputs = {}
-    if args.clusters_output:
-        reference = image if image.GetNumberOfComponentsPerPixel() == 1 else _grey_reference(image)
-        extra_outputs[args.clusters_output] = label_array_to_image(result.clusters, reference)
-    return labels, extra_outputs
-
-
-def _tensorboard_writer(log_dir):
-    if not log_dir:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=log_dir)
+    settings = settings_from_args(args, device)
+    settings.check()
+    result = segment_s3net(image, seeds, settings, progress)
+    extra_outputs = {args.clusters_output: result.clusters} if args.clusters_output else {}
+    return sitk.GetArrayFromImage(result.label_map), extra_outputs

@@ -17,22 +17,15 @@ A method that can segment a folder of volumes without per-volume seeds also defi
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
+from SegSSLLib.cli import polycl_method, s3net_method
 from SegSSLLib.cli.common import add_device_option, add_random_seed_option
 from SegSSLLib.cli.refine_command import add_refine_options, prepare_refinement, refine_with_sam
 
 HELP = "segment a volume (or a 2D image) with PolyCL or S3-Net"
 
-METHODS: dict[str, str] = {
-    "polycl": "SegSSLLib.cli.polycl_method",
-    "s3net": "SegSSLLib.cli.s3net_method",
-}
-
-
-def _method_module(name: str):
-    return importlib.import_module(METHODS[name])
+METHODS = {"polycl": polycl_method, "s3net": s3net_method}
 
 
 def configure(parser) -> None:
@@ -59,7 +52,7 @@ def configure(parser) -> None:
     add_device_option(parser)
     add_random_seed_option(parser, "--random-seed")
     for name in sorted(METHODS):
-        _method_module(name).add_arguments(parser.add_argument_group(f"{name} options"))
+        METHODS[name].add_arguments(parser.add_argument_group(f"{name} options"))
     add_refine_options(parser.add_argument_group("SAM refinement"), switch=True)
 
 
@@ -70,7 +63,7 @@ def run(args, progress) -> int:
 
     if is_dataset_folder(args.input):
         return _run_dataset(args, progress)
-    method = _method_module(args.method)
+    method = METHODS[args.method]
     check_output_path(args.output, (args.input,), "--output")
     image = read_image(args.input, "input")
     _check_image(image, args, args.input)
@@ -79,15 +72,15 @@ def run(args, progress) -> int:
     checkpoint = prepare_refinement(args, progress) if args.refine_sam else None
     device = setup_torch(args)
     set_random_seed(args.random_seed)
-    labels, extra_outputs = _segment_image(image, seeds, args, progress, device, checkpoint, method)
-    _write_outputs(image, labels, extra_outputs, args.output, progress)
+    label_map, extra_outputs = _segment_image(image, seeds, args, progress, device, checkpoint, method)
+    _write_outputs(label_map, extra_outputs, args.output, progress)
     return 0
 
 
 def _check_image(image, args, path) -> None:
     from SegSSLLib.errors import SegSSLError
 
-    method = _method_module(args.method)
+    method = METHODS[args.method]
     if image.GetDimension() == 2 and not method.ACCEPTS_2D:
         raise SegSSLError(
             f"--input {path} is a 2D image but --method {args.method} segments 3D volumes — "
@@ -111,25 +104,27 @@ def _check_seeds(seeds, image) -> None:
 
 
 def _segment_image(image, seeds, args, progress, device, checkpoint, method):
-    """(labels (k, j, i), {path: extra image}) of one image, refined by SAM when asked."""
+    """(label map on the image's grid, {path: extra image}) of one image, refined by SAM when asked."""
+    from SegSSLLib.images import label_image
+
     labels = method.segment(image, seeds, args, progress, device)
     labels, extra_outputs = labels if isinstance(labels, tuple) else (labels, {})
+    label_map = label_image(labels, image)
     if args.refine_sam:
-        labels = refine_with_sam(image, labels, args, progress, device, checkpoint)
-    return labels, extra_outputs
+        label_map = refine_with_sam(image, label_map, args, progress, device, checkpoint)
+    return label_map, extra_outputs
 
 
-def _write_outputs(image, labels, extra_outputs, output, progress) -> None:
-    from SegSSLLib.volumes import label_array_to_image, write_image
+def _write_outputs(label_map, extra_outputs, output, progress) -> None:
+    from SegSSLLib.volumes import write_image
 
-    reference = image if image.GetNumberOfComponentsPerPixel() == 1 else _grey_reference(image)
     # Every file is written only now, after all the work, so a failure leaves none of them behind.
     written = []
     try:
         for path, extra in extra_outputs.items():
             write_image(extra, path)
             written.append(path)
-        write_image(label_array_to_image(labels, reference), output)
+        write_image(label_map, output)
     except BaseException:
         for path in written:
             Path(path).unlink(missing_ok=True)
@@ -148,7 +143,7 @@ def _run_dataset(args, progress) -> int:
     from SegSSLLib.errors import SegSSLError
     from SegSSLLib.volumes import read_image
 
-    method = _method_module(args.method)
+    method = METHODS[args.method]
     if not getattr(method, "SEGMENTS_DATASETS", False):
         raise SegSSLError(
             f"--input {args.input} is a folder of volumes, but --method {args.method} needs --seed points on each "
@@ -156,8 +151,8 @@ def _run_dataset(args, progress) -> int:
         )
     if args.seed_points:
         raise SegSSLError("--seed points belong to one volume; leave them out when --input is a folder")
-    images = dataset_images(args.input)
-    output_folder = prepare_output_folder(args.output, list(images.values()))
+    images = dataset_images(args.input, "--input")
+    output_folder = prepare_output_folder(args.output, list(images.values()), "--output")
     cases = [CaseFiles(name, (path,), output_folder / f"{name}{output_suffix(path)}") for name, path in images.items()]
     checkpoint = prepare_refinement(args, progress) if args.refine_sam else None
     device = setup_torch(args)
@@ -169,18 +164,11 @@ def _run_dataset(args, progress) -> int:
             image = read_image(case.inputs[0], "input")
             _check_image(image, args, case.inputs[0])
             set_random_seed(args.random_seed)  # each case as if segmented alone, whichever process takes it
-            labels, extra_outputs = _segment_image(image, [], args, progress, device, checkpoint, method)
-            _write_outputs(image, labels, extra_outputs, case.output, progress)
+            label_map, extra_outputs = _segment_image(image, [], args, progress, device, checkpoint, method)
+            _write_outputs(label_map, extra_outputs, case.output, progress)
 
         summary = run_cases(
             cases, segment_case, progress, stage="segment cases",
             is_complete=lambda case: output_complete(case.output, image_size(case.inputs[0])),
         )
     return finish(summary, progress)
-
-
-def _grey_reference(image):
-    """A single-component image with the geometry of a multi-component (RGB) one."""
-    import SimpleITK as sitk
-
-    return sitk.VectorIndexSelectionCast(image, 0)

@@ -74,7 +74,7 @@ class LabelledSliceDataset(Dataset):
 def require_label_maps(folders: list[DataFolder], label: int, needed_for: str) -> None:
     """Fail before any slicing if a case has no label map or ``label`` is not a structure value."""
     if label < 1:
-        raise SegSSLError(f"--label must be a positive label value (0 is background), got {label}")
+        raise SegSSLError(f"`label` must be a positive label value (0 is background), got {label}")
     unlabelled = [(folder.root, case.name) for folder in folders for case in folder.cases if case.label is None]
     if unlabelled:
         root, name = unlabelled[0]
@@ -93,7 +93,7 @@ def structure_flags(cases: list[CachedCase], label: int, folders: list[DataFolde
         listing = ", ".join(f"{v} {names.get(v, '')}".strip() for v in found) or "none"
         raise SegSSLError(
             f"label {label} does not occur in any label map of the data (values found: {listing}) — "
-            "choose one of those with --label"
+            "choose one of those with `label`"
         )
     missing = [case.name for case, flags in zip(cases, per_case) if not flags.any()]
     if missing:
@@ -121,8 +121,8 @@ def split_labelled_slices(
     take no part (held-out test slices).
     """
     if not 0 <= validation_fraction < 1:
-        raise SegSSLError(f"--val-fraction must be in [0, 1), got {validation_fraction}")
-    for name, value in (("--cases", max_cases), ("--slices", max_slices)):
+        raise SegSSLError(f"`validation_fraction` must be in [0, 1), got {validation_fraction}")
+    for name, value in (("`max_cases`", max_cases), ("`max_slices`", max_slices)):
         if value is not None and value < 1:
             raise SegSSLError(f"{name} must be at least 1, got {value}")
     addresses = slice_addresses(cases)
@@ -146,15 +146,15 @@ def split_labelled_slices(
         remaining = len(cases) - validation_count
         if max_cases is not None and max_cases > remaining:
             raise SegSSLError(
-                f"--cases {max_cases} asks for more training cases than the data leave after validation "
-                f"({remaining} of {len(cases)}) — lower --cases or --val-fraction"
+                f"`max_cases` {max_cases} asks for more training cases than the data leave after validation "
+                f"({remaining} of {len(cases)}) — lower `max_cases` or `validation_fraction`"
             )
         training_cases = order[validation_count:][:max_cases]
         is_train = np.isin(addresses[:, 0], training_cases)
         is_validation = np.isin(addresses[:, 0], order[:validation_count])
     else:
         if max_cases is not None and max_cases > 1:
-            raise SegSSLError(f"--cases {max_cases} asks for more cases than the data hold (1)")
+            raise SegSSLError(f"`max_cases` {max_cases} asks for more cases than the data hold (1)")
         # Blocks are formed over the slices that take part, so held-out slices cannot empty validation.
         is_validation = np.zeros(len(addresses), bool)
         is_validation[kept] = _validation_slices(cases[0].flags(label)[kept], validation_fraction)
@@ -197,7 +197,7 @@ def _evenly_spaced_with_structure(cases, train: np.ndarray, label: int, count: i
     flags = {i: case.flags(label) for i, case in enumerate(cases)}
     with_structure = train[[bool(flags[c][s]) for c, s in train]]
     if len(with_structure) == 0:
-        raise SegSSLError(f"no training slice shows label {label}, so --slices cannot choose any — check --label")
+        raise SegSSLError(f"no training slice shows label {label}, so `max_slices` cannot choose any — check `label`")
     if count >= len(with_structure):
         return with_structure
     picks = np.unique(np.round(np.linspace(0, len(with_structure) - 1, count)).astype(int))

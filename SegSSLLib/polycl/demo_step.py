@@ -7,15 +7,16 @@ import SimpleITK as sitk
 import torch
 
 from SegSSLLib.datasets import write_msd_dataset
-from SegSSLLib.demo import DemoContext, Section
+from SegSSLLib.demo_context import DemoContext, Section
 from SegSSLLib.intensity import IntensityWindow
 from SegSSLLib.phantoms import LABEL_VALUES, PHANTOM_LABELS, make_ct_phantom
-from SegSSLLib.polycl.finetuning import FinetuneOptions, Initialisation, finetune
-from SegSSLLib.polycl.inference import PolyCLSegmenter
+from SegSSLLib.polycl.finetuning import FinetuneOptions
 from SegSSLLib.polycl.model import ModelConfig
-from SegSSLLib.polycl.pretraining import PretrainOptions, pretrain
+from SegSSLLib.polycl.pretraining import PretrainOptions
+from SegSSLLib.polycl.segment import PolyCLSettings, segment_polycl
+from SegSSLLib.polycl.workflows import TrainingSettings, finetune, pretrain
 from SegSSLLib.polycl.slice_cache import SlicingSettings
-from SegSSLLib.volumes import label_array_to_image, write_image
+from SegSSLLib.volumes import write_image
 
 LIVER = LABEL_VALUES["liver"]
 
@@ -51,19 +52,16 @@ def _run(context: DemoContext) -> None:
     cache = folder / "slice_cache"
     pretrained, fine_tuned = folder / "pretrained.pt", folder / "polycl_liver.pt"
     pretrain_options = PretrainOptions(strategy="S", epochs=2 if quick else 4, batch_size=16, seed=0)
-    history = pretrain([unlabelled], pretrained, model_config, slicing, pretrain_options, device, context.progress, cache)
+    settings = TrainingSettings(model=model_config, slicing=slicing, device=device, cache_dir=cache)
+    history = pretrain([unlabelled], pretrained, pretrain_options, settings, context.progress)
     finetune_options = FinetuneOptions(
         label=LIVER, epochs=5 if quick else 8, epoch_samples=64 if quick else 96, batch_size=8, seed=0
     )
-    summary = finetune(
-        labelled, fine_tuned, finetune_options, device, model_config, slicing, Initialisation.load(pretrained),
-        context.progress, cache,
-    )
+    summary = finetune(labelled, fine_tuned, finetune_options, settings, init=pretrained, progress=context.progress)
 
     image = sitk.ReadImage(str(context.files["phantom_ct"]))
     truth = sitk.ReadImage(str(context.files["phantom_labels"]))
-    segmenter = PolyCLSegmenter.from_checkpoint(fine_tuned, device)
-    prediction = label_array_to_image(segmenter.segment(image, progress=context.progress), image)
+    prediction = segment_polycl(image, fine_tuned, PolyCLSettings(device=device), context.progress).label_map
     write_image(prediction, context.path("polycl_liver.nii.gz"))
     context.files["polycl_model"] = fine_tuned
     metrics, table, picture = context.evaluate_and_picture("PolyCL liver", prediction, truth, [LIVER], image, "polycl_liver")

@@ -54,9 +54,9 @@ class FinetuneOptions:
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise SegSSLError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise SegSSLError(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.freeze_epochs <= self.epochs:
-            raise SegSSLError(f"--freeze-epochs must be between 0 and --epochs ({self.epochs}), got {self.freeze_epochs}")
+            raise SegSSLError(f"`freeze_epochs` must be between 0 and `epochs` ({self.epochs}), got {self.freeze_epochs}")
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class Initialisation:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Initialisation":
-        checkpoint = load_checkpoint(path, kinds=(PRETRAIN_KIND, SEGMENTATION_KIND), purpose="--init needs")
+        checkpoint = load_checkpoint(path, kinds=(PRETRAIN_KIND, SEGMENTATION_KIND), purpose="`init` needs")
         return cls(Path(path), checkpoint["kind"], checkpoint["config"], checkpoint["state_dict"], checkpoint["provenance"])
 
 
@@ -103,7 +103,7 @@ def finetune(
         exclude=excluded_items,
     )
     if len(train) == 0:
-        raise SegSSLError("no slices are left for training — lower --val-fraction or add cases")
+        raise SegSSLError("no slices are left for training — lower `validation_fraction` or add cases")
     log.info("fine-tuning on %d slices (%d validate), label %d", len(train), len(validation), options.label)
     selection = _selection_rule(cases, validation, options.label)
     if selection != "validation Dice":
@@ -128,7 +128,7 @@ def finetune(
         best, history = _restore(out, config, run_identity, options.epochs, model, optimizer, precision)
         log.info("resuming %s after epoch %d of %d", out, len(history), options.epochs)
     elif resume:
-        log.info("--resume: %s does not exist yet, starting from epoch 1", out)
+        log.info("`resume`: %s does not exist yet, starting from epoch 1", out)
 
     loss_function = _dice_ce_loss()
     augmentation = _augmentation(slicing.image_size) if options.augment else None
@@ -307,10 +307,10 @@ def _save(out, config, best, model, optimizer, precision, run_identity, summary,
 
 
 def _restore(out, config, run_identity, epochs, model, optimizer, precision) -> tuple[dict, list[dict]]:
-    checkpoint = load_checkpoint(out, kinds=(SEGMENTATION_KIND,), purpose="--resume needs")
+    checkpoint = load_checkpoint(out, kinds=(SEGMENTATION_KIND,), purpose="`resume` needs")
     saved = checkpoint["extra"]
     if "resume" not in saved:
-        raise SegSSLError(f"--resume: {out} holds no training state (made by an older SegSSL) — write to a new --out")
+        raise SegSSLError(f"`resume`: {out} holds no training state (made by an older SegSSL) — write to a new `out`")
     check_same_run(out, checkpoint, config, run_identity)
     history = list(saved["history"])
     check_epochs_left(out, len(history), epochs)

@@ -37,11 +37,11 @@ class PolyCLSegmenter:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: torch.device) -> "PolyCLSegmenter":
-        checkpoint = load_checkpoint(path, kinds=(SEGMENTATION_KIND, PRETRAIN_KIND), purpose="--method polycl needs")
+        checkpoint = load_checkpoint(path, kinds=(SEGMENTATION_KIND, PRETRAIN_KIND), purpose="`checkpoint` needs")
         if checkpoint["kind"] == PRETRAIN_KIND:
             raise SegSSLError(
                 f"{path} is a pretrained PolyCL encoder without a segmentation decoder — "
-                f"fine-tune it first: segssl finetune --init {path} --data DIR --label N --out MODEL"
+                f"fine-tune it first (finetune with `init` {path}, `data` DIR and `label` N)"
             )
         config = checkpoint["config"]
         model = SegmentationNet(ModelConfig.from_dict(config["model"]))
@@ -62,7 +62,7 @@ class PolyCLSegmenter:
         """Foreground probability (k, j, i) float32 on the input's grid; ``batch_size`` slices per pass."""
         batch_size = self.default_batch_size if batch_size is None else batch_size
         if batch_size < 1:
-            raise SegSSLError(f"the inference batch size must be at least 1, got {batch_size}")
+            raise SegSSLError(f"`batch_size` must be at least 1 slice per pass, got {batch_size}")
         oriented = self.slicing.orient(image)
         stack = self.slicing.stack(oriented)
         slices = stack.to_slices(self.slicing.window.apply(sitk.GetArrayViewFromImage(oriented)))

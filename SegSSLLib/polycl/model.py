@@ -38,11 +38,11 @@ class ModelConfig:
         if self.architecture != ARCHITECTURE:
             raise SegSSLError(f"unknown PolyCL architecture {self.architecture!r}; this SegSSL builds {ARCHITECTURE!r}")
         if len(self.widths) < 2 or any(w < 1 for w in self.widths):
-            raise SegSSLError(f"--widths needs at least two positive numbers, got {','.join(map(str, self.widths))}")
+            raise SegSSLError(f"`widths` needs at least two positive numbers, got {','.join(map(str, self.widths))}")
         factor = 2 ** (len(self.widths) - 1)
         if self.image_size < factor or self.image_size % factor:
             raise SegSSLError(
-                f"--image-size {self.image_size} must be a multiple of {factor} "
+                f"`image_size` {self.image_size} must be a multiple of {factor} "
                 f"(the network halves the slice {len(self.widths) - 1} times) — e.g. {max(factor, 256 // factor * factor)}"
             )
         if not 0 <= self.dropout < 1:

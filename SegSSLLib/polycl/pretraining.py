@@ -49,9 +49,9 @@ class PretrainOptions:
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise SegSSLError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise SegSSLError(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if self.temperature <= 0:
-            raise SegSSLError(f"--temperature must be positive, got {self.temperature}")
+            raise SegSSLError(f"`temperature` must be positive, got {self.temperature}")
 
 
 def pretrain(
@@ -69,18 +69,18 @@ def pretrain(
     """Pretrain on every volume of ``folders``, writing ``out`` after each epoch; returns the history."""
     described = [load_dataset(folder) for folder in folders]
     if not needs_flags(options.strategy) and options.label is not None:
-        log.warning("--label %d is not used by --strategy %s (it pairs slices by scan only); ignoring it",
+        log.warning("`label` %d is not used by `strategy` %s (it pairs slices by scan only); ignoring it",
                     options.label, options.strategy)
         options = replace(options, label=None)
     with_flags = needs_flags(options.strategy)
     if with_flags:
         if options.label is None:
-            raise SegSSLError(f"--strategy {options.strategy} needs --label N: the structure whose presence pairs slices")
-        require_label_maps(described, options.label, f"--strategy {options.strategy} with --label")
+            raise SegSSLError(f"`strategy` {options.strategy} needs `label` N: the structure whose presence pairs slices")
+        require_label_maps(described, options.label, f"`strategy` {options.strategy} with `label`")
     if sum(len(d.cases) for d in described) < 2 and options.strategy != "O":
         raise SegSSLError(
-            f"--strategy {options.strategy} takes negatives from other volumes, but the data hold one volume — "
-            "add volumes (several --data folders are fine)"
+            f"`strategy` {options.strategy} takes negatives from other volumes, but the data hold one volume — "
+            "add volumes (several `data` folders are fine)"
         )
     cases = cache_datasets(described, slicing, cache_dir, progress)
     volume_of_slice = np.concatenate([np.full(case.num_slices, i) for i, case in enumerate(cases)])
@@ -114,7 +114,7 @@ def pretrain(
         check_epochs_left(out, len(history), options.epochs)
         log.info("resuming %s after epoch %d of %d", out, len(history), options.epochs)
     elif resume:
-        log.info("--resume: %s does not exist yet, starting from epoch 1", out)
+        log.info("`resume`: %s does not exist yet, starting from epoch 1", out)
     trainable = distributed.wrap(model, device)
 
     writer = open_writer(logdir, len(history) * steps_per_epoch)
@@ -184,7 +184,7 @@ def _save(out, config, run_identity, model, optimizer, precision, history, optio
 
 
 def _restore(out, config, run_identity, model, optimizer, precision) -> list[dict]:
-    checkpoint = load_checkpoint(out, kinds=(PRETRAIN_KIND,), purpose="--resume needs")
+    checkpoint = load_checkpoint(out, kinds=(PRETRAIN_KIND,), purpose="`resume` needs")
     saved = checkpoint["extra"]
     check_same_run(out, checkpoint, config, run_identity)
     model.load_state_dict(checkpoint["state_dict"])

@@ -41,8 +41,8 @@ class SliceRelations:
             raise SegSSLError(f"unknown strategy {self.strategy!r}: use S, O or M")
         if needs_flags(self.strategy) and self.flag is None:
             raise SegSSLError(
-                f"--strategy {self.strategy} needs slice-level structure-present flags from label maps, "
-                "but the data have none — give labelled data (an MSD folder) with --label N, or use --strategy S"
+                f"`strategy` {self.strategy} needs slice-level structure-present flags from label maps, "
+                "but the data have none — give labelled data (an MSD folder) with `label` N, or use `strategy` S"
             )
 
     def negative_mask(self, anchors: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -87,8 +87,8 @@ def sample_triplets(relations: SliceRelations, seed: int, epoch: int) -> np.ndar
         rows.append(np.stack([anchors, anchors[draw], negatives[negative_draw]], axis=1))
     if not rows:
         raise SegSSLError(
-            f"--strategy {relations.strategy} finds no anchor with both a positive and a negative in these data "
-            f"({_describe(relations)}) — add volumes, or use another --strategy"
+            f"`strategy` {relations.strategy} finds no anchor with both a positive and a negative in these data "
+            f"({_describe(relations)}) — add volumes, or use another `strategy`"
         )
     triplets = np.concatenate(rows)
     return triplets[np.argsort(triplets[:, 0], kind="stable")]

@@ -32,7 +32,8 @@ from SegSSLLib.intensity import IntensityWindow
 from SegSSLLib.orientation import STANDARD_ORIENTATION, reorient
 from SegSSLLib.polycl import distributed
 from SegSSLLib.progress import NO_PROGRESS, Progress
-from SegSSLLib.slicing import SliceStack, array_axis
+from SegSSLLib.axes import array_axis
+from SegSSLLib.slicing import SliceStack
 from SegSSLLib.volumes import read_label_map, read_volume
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def cache_cases(
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise SegSSLError(f"cannot create the slice cache folder {root} ({exc.strerror}) — give a writable --cache-dir") from None
+        raise SegSSLError(f"cannot create the slice cache folder {root} ({exc.strerror}) — give a writable `cache_dir`") from None
     cached = []
     with progress.stage("slicing volumes", total=len(cases)):
         for case in cases:

@@ -50,8 +50,8 @@ def check_epochs_left(out, done: int, epochs: int) -> None:
     """--resume trains up to --epochs: a file that already holds more epochs cannot be continued."""
     if done > epochs:
         raise SegSSLError(
-            f"--resume: {out} already holds {done} epochs, more than --epochs {epochs} — "
-            f"give --epochs {done} or more to train further"
+            f"`resume`: {out} already holds {done} epochs, more than `epochs` {epochs} — "
+            f"give `epochs` {done} or more to train further"
         )
 
 
@@ -62,8 +62,8 @@ def check_same_run(out, checkpoint: dict, config: dict, run_identity: dict) -> N
     differing += [k for k in run_identity if saved_run.get(k) != run_identity[k]]
     if differing:
         raise SegSSLError(
-            f"--resume: {out} was trained with other settings ({', '.join(differing)}) — "
-            "use the same options and data, or write to a new --out"
+            f"`resume`: {out} was trained with other settings ({', '.join(differing)}) — "
+            "use the same options and data, or write to a new `out`"
         )
 
 

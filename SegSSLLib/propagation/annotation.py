@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from SegSSLLib.errors import SegSSLError
-from SegSSLLib.slicing import AXIS_NAMES, array_axis
+from SegSSLLib.axes import AXIS_NAMES, array_axis
 
 # Preference when several axes fit equally well (e.g. one painted voxel): axial, coronal, sagittal.
 _AXIS_PREFERENCE = (2, 1, 0)
@@ -41,13 +41,13 @@ def find_annotation(labels: np.ndarray, axis: int | None = None) -> Annotation:
     if axis is None:
         axis = min(_AXIS_PREFERENCE, key=lambda a: (len(occupied[a]), _AXIS_PREFERENCE.index(a)))
     elif axis not in (0, 1, 2):
-        raise SegSSLError(f"--axis must be 0, 1 or 2 (I, J, K), got {axis}")
+        raise SegSSLError(f"`axis` must be 0, 1 or 2 (I, J, K), got {axis}")
     elif len(occupied[axis]) > min(len(slices) for slices in occupied.values()):
         # Painted across the slices of that axis, not on them: the axis does not match the drawing.
         best = min(_AXIS_PREFERENCE, key=lambda a: (len(occupied[a]), _AXIS_PREFERENCE.index(a)))
         raise SegSSLError(
-            f"the annotation does not lie on slices of --axis {axis}: it covers {len(occupied[axis])} slices "
-            f"along axis {axis} but {len(occupied[best])} along axis {best} — pass --axis {best}, or paint on "
+            f"the annotation does not lie on slices of `axis` {axis}: it covers {len(occupied[axis])} slices "
+            f"along axis {axis} but {len(occupied[best])} along axis {best} — pass `axis` {best}, or paint on "
             f"one slice of axis {axis}"
         )
     values = tuple(int(v) for v in np.unique(labels) if v != 0)

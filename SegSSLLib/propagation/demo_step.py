@@ -8,7 +8,7 @@ import os
 import numpy as np
 import SimpleITK as sitk
 
-from SegSSLLib.demo import DemoContext, Section
+from SegSSLLib.demo_context import DemoContext, Section
 from SegSSLLib.phantoms import LABEL_VALUES, PHANTOM_LABELS
 from SegSSLLib.volumes import label_array_to_image, write_image
 
@@ -20,8 +20,8 @@ DEMO_IMAGE_SIZE = 256  # SAM 2 input size in the demo: a CPU handles a few frame
 
 def propagation_step(context: DemoContext) -> None:
     """Paint the organs that are clear on one axial slice, propagate them through the volume, score."""
-    from SegSSLLib.propagation.annotation import find_annotation
-    from SegSSLLib.weights.registry import configured_checkpoint
+    from SegSSLLib.propagation.propagate import PropagateSettings, propagate
+    from SegSSLLib.weights.resolve import configured_checkpoint
 
     image = sitk.ReadImage(str(context.files["phantom_ct"]))
     truth = sitk.ReadImage(str(context.files["phantom_labels"]))
@@ -31,17 +31,18 @@ def propagation_step(context: DemoContext) -> None:
     drawn = np.zeros_like(organs)
     drawn[k] = np.where(np.isin(organs[k], painted), organs[k], 0)
     write_image(label_array_to_image(drawn, image), context.path("propagation_annotation.nii.gz"))
-    annotation = find_annotation(drawn)
 
     checkpoint = configured_checkpoint("sam2") if os.environ.get("SEGSSL_DEMO_SAM2", "1") != "0" else None
     if checkpoint is not None:
-        labels, backend = _sam2(context, image, drawn, annotation, checkpoint), f"SAM 2 ({checkpoint.name})"
+        settings = PropagateSettings(
+            backend="sam2", sam2_checkpoint=checkpoint, image_size=64 if context.quick else DEMO_IMAGE_SIZE,
+            device=context.device,
+        )
+        backend = f"SAM 2 ({checkpoint.name})"
     else:
-        from SegSSLLib.propagation.registration import propagate_by_registration
-
-        labels = propagate_by_registration(image, drawn, annotation, progress=context.progress)
+        settings = PropagateSettings(backend="registration")
         backend = "registration fallback (no SAM 2 checkpoint configured)"
-    prediction = label_array_to_image(labels, image)
+    prediction = propagate(image, drawn, settings, context.progress).label_map
     write_image(prediction, context.path("propagation.nii.gz"))
     metrics, table, picture = context.evaluate_and_picture(
         "propagation", prediction, truth, painted, image, "propagation"
@@ -71,16 +72,3 @@ def _best_slice(organs: np.ndarray) -> tuple[int, list[int]]:
     clear = shares >= 0.5
     k = int(max(range(organs.shape[0]), key=lambda s: (clear[:, s].sum(), shares[:, s].sum())))
     return k, [v for v, ok in zip(values, clear[:, k]) if ok]
-
-
-def _sam2(context: DemoContext, image, drawn, annotation, checkpoint):
-    from SegSSLLib.device import select_device
-    from SegSSLLib.weights.models import load_sam2_video_predictor
-    from SegSSLLib.propagation.sam2 import propagate_with_sam2
-    from SegSSLLib.weights.registry import registry_entry_for_file
-
-    known = registry_entry_for_file(checkpoint)
-    config = known.sam2_config if known and known.sam2_config else "sam2.1_hiera_t"
-    size = 64 if context.quick else DEMO_IMAGE_SIZE
-    predictor = load_sam2_video_predictor(checkpoint, config, select_device(context.device), size)
-    return propagate_with_sam2(predictor, image, drawn, annotation, context.progress).labels

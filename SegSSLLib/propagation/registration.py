@@ -4,7 +4,7 @@ From each annotated slice we walk outwards in both directions. At each step the 
 registered to the next one (SimpleITK: a B-spline transform on mean squares, multi-resolution, on a
 crop around the current masks) and the previous labels are warped across. Each label is then fitted
 to its structure's tissue and stopped where the structure ends, by the rules in
-``propagation_rules`` (learned on the painted slice only). No weights and no GPU are needed; it is the
+``rules`` (learned on the painted slice only). No weights and no GPU are needed; it is the
 baseline SAM 2 must beat.
 """
 
@@ -19,8 +19,9 @@ from scipy import ndimage
 
 from SegSSLLib.progress import NO_PROGRESS, Progress
 from SegSSLLib.propagation.annotation import Annotation, restore_drawn
+from SegSSLLib.propagation.base import PropagationResult
 from SegSSLLib.propagation.rules import RuleSettings, TaperWatch, TissueModel, fit_to_structure
-from SegSSLLib.slicing import array_axis
+from SegSSLLib.axes import array_axis
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,22 @@ def propagate_by_registration(
     result = np.moveaxis(result, 0, position)
     restore_drawn(result, labels, annotation)  # each object stays exactly as painted where it was painted
     return result
+
+
+@dataclass(frozen=True)
+class RegistrationPropagator:
+    """The registration backend: no weights, no GPU, no torch."""
+
+    settings: RegistrationSettings = RegistrationSettings()
+    name = "registration"
+
+    def describe(self) -> str:
+        return "registration"
+
+    def propagate(
+        self, image: sitk.Image, labels: np.ndarray, annotation: Annotation, progress: Progress = NO_PROGRESS
+    ) -> PropagationResult:
+        return PropagationResult(propagate_by_registration(image, labels, annotation, self.settings, progress))
 
 
 def _propagate_group(smoothed, drawn, sources, spacing, models, settings, progress) -> np.ndarray:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
@@ -25,18 +25,11 @@ import torch.nn.functional as F
 
 from SegSSLLib.progress import NO_PROGRESS, Progress
 from SegSSLLib.propagation.annotation import Annotation, restore_drawn
+from SegSSLLib.propagation.base import PropagationResult
 from SegSSLLib.frames import Sam2Frames, frame_stack
-from SegSSLLib.slicing import array_axis
+from SegSSLLib.axes import array_axis
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PropagationResult:
-    labels: np.ndarray  # (k, j, i), on the input grid
-    forward_frames: list[int] = field(default_factory=list)  # frames visited going up the axis
-    reverse_frames: list[int] = field(default_factory=list)  # frames visited going down
-    prompts: list[tuple[int, int]] = field(default_factory=list)  # (frame, object) given to add_new_mask
 
 
 def in_memory_state(predictor, frames: Sam2Frames, offload_state_to_cpu: bool = False) -> dict:
@@ -149,3 +142,20 @@ def _quiet_sam2():
         yield
     finally:
         video_predictor.tqdm = original
+
+
+@dataclass
+class Sam2Propagator:
+    """The SAM 2 backend: a video predictor (``weights.models.load_sam2_video_predictor``) and its memory setting."""
+
+    predictor: object
+    offload_state: bool = False
+    name = "SAM 2"
+
+    def describe(self) -> str:
+        return f"SAM 2 at {self.predictor.image_size} px on {self.predictor.device}"
+
+    def propagate(
+        self, image: sitk.Image, labels: np.ndarray, annotation: Annotation, progress: Progress = NO_PROGRESS
+    ) -> PropagationResult:
+        return propagate_with_sam2(self.predictor, image, labels, annotation, progress, self.offload_state)

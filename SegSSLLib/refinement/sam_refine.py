@@ -10,7 +10,8 @@ SAM returns nothing keeps its coarse shape, so refinement never deletes a struct
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -18,9 +19,12 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from SegSSLLib.progress import NO_PROGRESS, Progress
+from SegSSLLib.axes import array_axis
+from SegSSLLib.errors import SegSSLError
 from SegSSLLib.frames import rgb_slice, slice_of, windowed_array
-from SegSSLLib.slicing import array_axis
+from SegSSLLib.images import label_array, label_image, require_image
+from SegSSLLib.progress import NO_PROGRESS, Progress
+from SegSSLLib.refinement.medsam import PREPROCESSING
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,58 @@ class RefineSettings:
     margin: int = 5  # pixels added on every side of a component's box
     mask_prompt: bool = False  # also give SAM the coarse component as a mask prompt
     axis: int = 2  # ITK axis of the slices (2 = axial for an axial scan)
+    sam_checkpoint: str | Path | None = None  # file or registry name; None: $SEGSSL_SAM_CHECKPOINT or the cache
+    sam_preprocess: str = "auto"  # "sam", "medsam", or "auto": MedSAM's for the registry's MedSAM file
+    device: object = "auto"  # "auto", "cpu", "cuda", "cuda:N", "mps" or a torch.device
+
+    def check(self) -> None:
+        if self.margin < 0:
+            raise SegSSLError(f"`margin` must be 0 or more pixels, got {self.margin}")
+        if self.axis not in (0, 1, 2):
+            raise SegSSLError(f"`axis` must be 0, 1 or 2 (I, J, K), got {self.axis}")
+        if self.sam_preprocess not in ("auto", *PREPROCESSING):
+            raise SegSSLError(f"`sam_preprocess` must be auto, sam or medsam, got {self.sam_preprocess!r}")
+
+
+@dataclass
+class RefineResult:
+    label_map: sitk.Image  # on the input's grid
+    kept_coarse: int = 0  # components SAM returned nothing for: they kept their coarse shape
+    warnings: list[str] = field(default_factory=list)
+
+
+def refine(
+    image: sitk.Image, mask, settings: RefineSettings = RefineSettings(), progress: Progress = NO_PROGRESS,
+    predictor=None,
+) -> RefineResult:
+    """A coarse label map sharpened by SAM: a box per connected component, slice by slice.
+
+    ``image``: a volume, or a 2D grey or RGB picture. ``mask``: a label map on its grid (SimpleITK image)
+    or a (k, j, i) array. ``predictor``: a SAM predictor already loaded (``load_sam_predictor``); by
+    default the one for ``settings.sam_checkpoint`` is loaded.
+    """
+    require_image(image, "image")
+    labels = label_array(mask, image, "mask")
+    settings.check()
+    if predictor is None:
+        predictor = load_refinement_predictor(settings, progress)
+    refined, kept = _refine_array(predictor, image, labels, settings, progress)
+    result = RefineResult(label_image(refined, image), kept)
+    if kept:
+        result.warnings.append(_kept_warning(kept))
+        log.warning(result.warnings[-1])
+    return result
+
+
+def load_refinement_predictor(settings: RefineSettings, progress: Progress = NO_PROGRESS):
+    """The SAM predictor ``settings`` ask for (checkpoint resolved, downloaded on first use)."""
+    from SegSSLLib.device import select_device
+    from SegSSLLib.weights.models import load_sam_predictor
+    from SegSSLLib.weights.resolve import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(settings.sam_checkpoint, "sam", progress=progress)
+    device = select_device(settings.device) if isinstance(settings.device, str) else settings.device
+    return load_sam_predictor(checkpoint, device, settings.sam_preprocess)
 
 
 @dataclass(frozen=True)
@@ -106,6 +162,14 @@ def refine_labels(
     progress: Progress = NO_PROGRESS,
 ) -> np.ndarray:
     """Refine a coarse label array of ``image`` ((k, j, i) volume, or a 2D grey or RGB picture)."""
+    refined, kept = _refine_array(predictor, image, labels, settings, progress)
+    if kept:
+        log.warning(_kept_warning(kept))
+    return refined
+
+
+def _refine_array(predictor, image: sitk.Image, labels: np.ndarray, settings: RefineSettings, progress: Progress):
+    """(refined labels, components that kept their coarse shape)."""
     labels = np.asarray(labels)
     normalised = windowed_array(image) if image.GetNumberOfComponentsPerPixel() == 1 else None
     if image.GetDimension() == 2:
@@ -113,8 +177,7 @@ def refine_labels(
         with progress.stage("refine (SAM)", total=1):
             refined, kept = refine_slice(predictor, rgb.astype(np.uint8), labels, settings)
             progress.advance()
-        _report(kept)
-        return refined
+        return refined, kept
     refined = np.zeros_like(labels)
     position = array_axis(settings.axis)
     busy = [int(k) for k in np.flatnonzero(np.any(labels != 0, axis=tuple(a for a in range(3) if a != position)))]
@@ -126,10 +189,8 @@ def refine_labels(
             slice_of(refined, settings.axis, k)[...] = result
             total_kept += kept
             progress.advance()
-    _report(total_kept)
-    return refined
+    return refined, total_kept
 
 
-def _report(kept: int) -> None:
-    if kept:
-        log.warning("SAM returned an empty mask for %d component(s); their coarse shape was kept", kept)
+def _kept_warning(kept: int) -> str:
+    return f"SAM returned an empty mask for {kept} component(s); their coarse shape was kept"

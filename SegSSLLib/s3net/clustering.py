@@ -22,7 +22,8 @@ from SegSSLLib.intensity import IntensityWindow, guess_window
 from SegSSLLib.progress import NO_PROGRESS, Progress
 from SegSSLLib.s3net.config import S3NetConfig
 from SegSSLLib.s3net.training import TrainingResult, predict_clusters, train_s3net
-from SegSSLLib.slicing import SliceStack, array_axis
+from SegSSLLib.axes import array_axis
+from SegSSLLib.slicing import SliceStack
 
 
 @dataclass
@@ -61,7 +62,7 @@ def normalised_channels(image: sitk.Image, window: IntensityWindow | None = None
     if normalised.min() == normalised.max():
         raise SegSSLError(
             f"every value of the input falls outside the intensity window ({_describe(window)}) — "
-            "give another window with --s3net-window"
+            "give another window with `window`"
         )
     return normalised, window
 

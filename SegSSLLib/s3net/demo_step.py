@@ -13,11 +13,10 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from SegSSLLib.demo import DemoContext, Section
+from SegSSLLib.demo_context import DemoContext, Section
 from SegSSLLib.phantoms import LABEL_VALUES
-from SegSSLLib.s3net.clustering import cluster_image
 from SegSSLLib.s3net.config import S3NetConfig
-from SegSSLLib.s3net.selection import select_central_component, select_from_seeds
+from SegSSLLib.s3net.segment import S3NetResult, S3NetSettings, segment_s3net
 from SegSSLLib.volumes import label_array_to_image, write_image
 
 # Centre of the liver in the phantom's normalised coordinates (x, y, z in [-1, 1]), as in phantoms.py.
@@ -66,14 +65,13 @@ def _liver(context: DemoContext) -> None:
     image = sitk.ReadImage(str(context.files["phantom_ct"]))
     truth = sitk.ReadImage(str(context.files["phantom_labels"]))
     seed = phantom_voxel(LIVER_CENTRE, image.GetSize())
-    result = cluster_image(image, _config(context), context.device, context.progress)
-    write_image(label_array_to_image(result.clusters, image), context.path("s3net_clusters.nii.gz"))
-    mask = select_from_seeds(result.clusters, [seed]).mask
+    result = segment_s3net(image, [seed], S3NetSettings(_config(context), device=context.device), context.progress)
+    write_image(result.clusters, context.path("s3net_clusters.nii.gz"))
     _score_and_report(
-        context, "S3-Net: liver from one seed click (no labels)", "s3net_liver.nii.gz", mask, LABEL_VALUES["liver"],
-        truth, image,
-        f"An S3-Net trained for {len(result.training.history)} steps on the phantom CT itself gave "
-        f"{int(result.clusters.max())} clusters; the seed {','.join(map(str, seed))} (I,J,K, where the phantom "
+        context, "S3-Net: liver from one seed click (no labels)", "s3net_liver.nii.gz", _mask(result),
+        LABEL_VALUES["liver"], truth, image,
+        f"An S3-Net trained for {result.training_steps} steps on the phantom CT itself gave "
+        f"{result.cluster_count} clusters; the seed {','.join(map(str, seed))} (I,J,K, where the phantom "
         "puts the liver) picked the connected region of its cluster. The label map is used only for scoring.",
     )
 
@@ -84,14 +82,18 @@ def _lesion(context: DemoContext) -> None:
     lesion = LABEL_VALUES["lesion"]  # scored under the phantoms' name for a lesion
     truth = label_array_to_image((sitk.GetArrayFromImage(mask) > 0).astype(np.uint8) * lesion, mask)
     max_size = 128 if context.quick else 256
-    result = cluster_image(photo, _config(context), context.device, context.progress, max_size=max_size)
+    settings = S3NetSettings(_config(context), max_size=max_size, device=context.device)
+    result = segment_s3net(photo, [], settings, context.progress)
     _score_and_report(
-        context, "S3-Net: skin lesion with no click", "s3net_lesion.png", select_central_component(result.clusters).mask,
-        lesion, truth, photo,
-        f"An S3-Net trained on the RGB photograph ({len(result.training.history)} steps, "
-        f"{int(result.clusters.max())} clusters); with no seed the central component that does not touch "
+        context, "S3-Net: skin lesion with no click", "s3net_lesion.png", _mask(result), lesion, truth, photo,
+        f"An S3-Net trained on the RGB photograph ({result.training_steps} steps, "
+        f"{result.cluster_count} clusters); with no seed the central component that does not touch "
         "the border was taken (docs/s3net.md).",
     )
+
+
+def _mask(result: S3NetResult) -> np.ndarray:
+    return sitk.GetArrayFromImage(result.label_map) > 0
 
 
 def _score_and_report(context: DemoContext, title, file_name, mask, value, truth, image, text) -> None:

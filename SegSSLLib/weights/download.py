@@ -47,7 +47,7 @@ def download_weights(
         raise SegSSLError(
             f"cannot download {weights.name} from {url} ({str(reason).splitlines()[0]}) — "
             f"offline or blocked? download that file by hand and save it as {target}, "
-            "or pass the file with --sam-checkpoint / --sam2-checkpoint"
+            "or pass the file with `sam_checkpoint` / `sam2_checkpoint`"
         ) from None
     _verify(partial, weights, url, target)
     os.replace(partial, target)

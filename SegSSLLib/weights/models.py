@@ -43,6 +43,14 @@ class SamArchitecture:
     iou_head_hidden_dim: int = 256
 
 
+# A SAM small enough to build and run in seconds on a CPU (tests, the panel's self-test): random
+# weights, only its shapes matter.
+TINY_SAM = SamArchitecture(
+    embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,), image_size=128, window_size=4,
+    prompt_dim=32, mask_in_chans=8, decoder_mlp_dim=64, iou_head_hidden_dim=32,
+)
+
+
 def build_sam(architecture: SamArchitecture = SamArchitecture()):
     """A segment-anything ``Sam`` with the given shapes (random weights until a state dict is loaded)."""
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
@@ -120,7 +128,7 @@ def load_sam(path: str | Path, device: torch.device | str = "cpu"):
     state = raw.get("model", raw) if isinstance(raw, dict) else None
     if not isinstance(state, dict) or _SAM_PREFIX not in state:
         raise SegSSLError(
-            f"--sam-checkpoint {path} is {_describe(state)}, not a SAM (segment-anything) checkpoint — "
+            f"`sam_checkpoint` {path} is {_describe(state)}, not a SAM (segment-anything) checkpoint — "
             "give sam_vit_b_01ec64.pth, sam_vit_l/h or medsam_vit_b.pth (see segssl weights list)"
         )
     try:
@@ -129,7 +137,7 @@ def load_sam(path: str | Path, device: torch.device | str = "cpu"):
         sam.load_state_dict(state)
     except (KeyError, IndexError, RuntimeError, ValueError) as exc:
         raise SegSSLError(
-            f"--sam-checkpoint {path} does not fit a SAM model ({str(exc).splitlines()[0][:160]}) — is the file complete?"
+            f"`sam_checkpoint` {path} does not fit a SAM model ({str(exc).splitlines()[0][:160]}) — is the file complete?"
         ) from None
     log.info("SAM ViT %d-d × %d blocks, %d px input, from %s", architecture.embed_dim, architecture.depth,
              architecture.image_size, path.name)
@@ -153,20 +161,52 @@ def resolve_sam2_config(name: str) -> str:
     matches = sorted(folder.glob(f"sam2*/{stem}.yaml"))
     if not matches:
         raise SegSSLError(
-            f"--sam2-config {name!r} is not a config sam2 knows — use one of {', '.join(sam2_config_names())} "
+            f"`sam2_config` {name!r} is not a config sam2 knows — use one of {', '.join(sam2_config_names())} "
             "(MedSAM2 checkpoints use sam2.1_hiera_t)"
         )
     return str(matches[0].relative_to(folder.parent))
 
 
+def load_sam_predictor(checkpoint: str | Path, device: torch.device | str = "cpu", preprocess: str = "auto"):
+    """A SAM box predictor for ``checkpoint``: segment-anything's, or MedSAM's for a MedSAM checkpoint.
+
+    ``preprocess``: "sam", "medsam", or "auto" (MedSAM's for the registry's MedSAM file, else SAM's).
+    """
+    from segment_anything import SamPredictor
+
+    from SegSSLLib.refinement.medsam import MedSamPredictor, sam_preprocessing
+
+    medsam = sam_preprocessing(preprocess, checkpoint) == "medsam"
+    return (MedSamPredictor if medsam else SamPredictor)(load_sam(checkpoint, device))
+
+
+DEFAULT_SAM2_CONFIG = "sam2.1_hiera_t"
+
+
+def sam2_settings_for(checkpoint: str | Path | None, config: str | None = None, image_size: int | None = None):
+    """(config, image size) for a SAM 2 checkpoint: the given ones, else the registry's for its file name."""
+    from SegSSLLib.weights.registry import registry_entry_for_file
+
+    known = registry_entry_for_file(Path(checkpoint)) if checkpoint is not None else None
+    config = config or (known.sam2_config if known else None) or DEFAULT_SAM2_CONFIG
+    return config, image_size or (known.image_size if known else None)
+
+
 def load_sam2_video_predictor(
-    path: str | Path | None, config: str, device: torch.device | str = "cpu", image_size: int | None = None
+    checkpoint: str | Path | None, config: str | None = None, device: torch.device | str = "cpu",
+    image_size: int | None = None,
 ):
-    """A SAM 2 video predictor from a checkpoint (``None``: random weights, for tests and benchmarks)."""
+    """A SAM 2 video predictor from a checkpoint (``None``: random weights, for tests and benchmarks).
+
+    ``config`` and ``image_size`` default to the registry's for the checkpoint's file name (the
+    ``sam2.1_hiera_t`` config at its own 1024 px for a file the registry does not know).
+    """
     from sam2.build_sam import build_sam2_video_predictor
 
+    path = checkpoint
+    config, image_size = sam2_settings_for(checkpoint, config, image_size)
     if image_size is not None and (image_size < 64 or image_size % 32):
-        raise SegSSLError(f"--image-size {image_size} must be a multiple of 32, at least 64 (1024 is SAM 2's own)")
+        raise SegSSLError(f"`image_size` {image_size} must be a multiple of 32, at least 64 (1024 is SAM 2's own)")
     config_path = resolve_sam2_config(config)
     state = _sam2_state(Path(path)) if path is not None else None
     overrides = [f"++model.image_size={int(image_size)}"] if image_size else []
@@ -176,7 +216,7 @@ def load_sam2_video_predictor(
             predictor.load_state_dict(state)
         except RuntimeError as exc:
             raise SegSSLError(
-                f"--sam2-checkpoint {path} does not match --sam2-config {config} "
+                f"`sam2_checkpoint` {path} does not match `sam2_config` {config} "
                 f"({str(exc).splitlines()[0][:120]}...) — pick the config of that checkpoint "
                 "(sam2.1_hiera_t/s/b+/l; MedSAM2 uses sam2.1_hiera_t)"
             ) from None
@@ -190,7 +230,7 @@ def _sam2_state(path: Path) -> dict:
     state = raw.get("model") if isinstance(raw, dict) else None
     if not isinstance(state, dict) or not any(str(k).startswith(_SAM2_PREFIX) for k in state):
         raise SegSSLError(
-            f"--sam2-checkpoint {path} is {_describe(raw.get('model', raw) if isinstance(raw, dict) else raw)}, "
+            f"`sam2_checkpoint` {path} is {_describe(raw.get('model', raw) if isinstance(raw, dict) else raw)}, "
             "not a SAM 2 checkpoint — give sam2.1_hiera_*.pt or MedSAM2_latest.pt (see segssl weights list)"
         )
     return state

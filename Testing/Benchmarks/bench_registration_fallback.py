@@ -138,10 +138,18 @@ def _msd_case(folder: Path) -> tuple[sitk.Image, np.ndarray]:
 
 def _module_at_revision(revision: str):
     """``registration_propagation`` as it was at ``revision`` (it imports today's foundation modules)."""
-    path = "SegSSLLib/propagation/registration.py"
-    source = subprocess.run(
-        ["git", "show", f"{revision}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
+    # Before the re-layout of issue 10 the module was sam/registration_propagation.py, importing from sam/.
+    moved = {"SegSSLLib.sam.annotation": "SegSSLLib.propagation.annotation",
+             "SegSSLLib.sam.propagation_rules": "SegSSLLib.propagation.rules"}
+    for path in ("SegSSLLib/propagation/registration.py", "SegSSLLib/sam/registration_propagation.py"):
+        shown = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=ROOT, capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    else:
+        raise SystemExit(f"no registration propagation module at {revision}")
+    source = shown.stdout
+    for old, new in moved.items():
+        source = source.replace(old, new)
     name = f"registration_propagation_at_{revision}"
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
     sys.modules[name] = module  # dataclasses look their module up here

@@ -6,18 +6,14 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-TINY_SAM = dict(
-    embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,), image_size=128, window_size=4,
-    prompt_dim=32, mask_in_chans=8, decoder_mlp_dim=64, iou_head_hidden_dim=32,
-)
+from SegSSLLib.weights.models import TINY_SAM, build_sam
+
 SAM2_TEST_SIZE = 64  # SAM 2 input size in tests: hiera-t runs ~10 frames/s on a CPU at this size
 
 
 def tiny_sam():
-    from SegSSLLib.weights.models import SamArchitecture, build_sam
-
     torch.manual_seed(0)
-    return build_sam(SamArchitecture(**TINY_SAM))
+    return build_sam(TINY_SAM)
 
 
 def save_tiny_sam(path) -> None:

@@ -125,7 +125,7 @@ def test_device_cuda_without_a_gpu_is_a_clear_error():
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    with pytest.raises(SegSSLError, match="sees no CUDA GPU .* --device cpu"):
+    with pytest.raises(SegSSLError, match="sees no CUDA GPU .* `device` cpu"):
         select_device("cuda")
     assert select_device("cpu").type == "cpu"
     with pytest.raises(SegSSLError, match="unknown device"):

@@ -98,7 +98,7 @@ def test_segment_with_a_checkpoint_of_the_wrong_kind(kind, tiny_phantom, tmp_pat
     before = tree_digest(image_path, wrong)
     output = tmp_path / "seg.nii.gz"
     result = run_segssl("segment", "--method", "polycl", "--checkpoint", wrong, "--input", image_path, "--output", output)
-    assert_one_line_error(result, expected, "--method polycl needs" if kind != "text" else "")
+    assert_one_line_error(result, expected, "--checkpoint needs" if kind != "text" else "")
     assert not output.exists()
     _assert_untouched(before, image_path, wrong)
 

@@ -145,7 +145,7 @@ def test_validation_cases_show_the_structure_while_training_keeps_it(seed):
 def test_more_cases_than_remain_after_validation_is_an_error():
     cases = [_case_with_structure_on([2], 8, name) for name in "abc"]
     assert len(set(split_labelled_slices(cases, 1, validation_fraction=0.2, max_cases=2)[0][:, 0])) == 2
-    with pytest.raises(SegSSLError, match="--cases 3 asks for more training cases .*2 of 3"):
+    with pytest.raises(SegSSLError, match="`max_cases` 3 asks for more training cases .*2 of 3"):
         split_labelled_slices(cases, 1, validation_fraction=0.2, max_cases=3)
 
 
@@ -176,6 +176,6 @@ def test_structure_flags_name_the_missing_label_and_the_values_found(two_cases, 
 def test_unlabelled_cases_cannot_give_flags(tmp_path):
     image, _ = make_ct_phantom(seed=1, size=(32, 32, 12), spacing=(10.0, 10.0, 20.0))
     folder = write_msd_dataset(tmp_path / "unlabelled", [("a", image, None)], PHANTOM_LABELS)
-    with pytest.raises(SegSSLError, match="--strategy O needs label maps.*a in"):
+    with pytest.raises(SegSSLError, match="`strategy` O needs label maps.*a in"):
         require_label_maps([load_dataset(folder)], 1, "--strategy O")
 

@@ -7,7 +7,9 @@ from SegSSLLib.progress import Progress
 
 
 def test_quick_demo_step_segments_the_liver_of_an_unseen_phantom(tmp_path):
-    steps = ["SegSSLLib.demo:phantom_step", "SegSSLLib.polycl.demo_step:polycl_step"]
+    from SegSSLLib.demo import phantom_step
+    from SegSSLLib.polycl.demo_step import polycl_step
+    steps = [phantom_step, polycl_step]
     report = run_demo(tmp_path, Progress("none"), device="cpu", quick=True, steps=steps)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     [section] = [title for title in metrics if title.startswith("PolyCL")]

@@ -51,7 +51,7 @@ def test_a_pretraining_file_is_refused_with_the_fix(tmp_path):
     path = tmp_path / "pre.pt"
     save_checkpoint(path, "polycl-pretrain", {"model": TINY_MODEL.to_dict(), "slicing": TINY_SLICING.to_dict()},
                     ContrastiveNet(TINY_MODEL).state_dict())
-    with pytest.raises(SegSSLError, match="fine-tune it first: segssl finetune --init"):
+    with pytest.raises(SegSSLError, match="fine-tune it first \\(finetune with `init` "):
         PolyCLSegmenter.from_checkpoint(path, CPU)
 
 

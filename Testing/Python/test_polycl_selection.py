@@ -63,7 +63,7 @@ def test_positives_are_spread_over_the_whole_volume():
 
 @pytest.mark.parametrize("strategy", ["O", "M"])
 def test_flag_strategies_without_labels_are_a_clear_error(strategy):
-    with pytest.raises(SegSSLError, match=f"--strategy {strategy} needs slice-level"):
+    with pytest.raises(SegSSLError, match=f"`strategy` {strategy} needs slice-level"):
         SliceRelations(strategy, np.zeros(10, int), None)
 
 

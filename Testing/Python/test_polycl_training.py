@@ -59,7 +59,7 @@ def test_resume_refuses_fewer_epochs_another_process_count_and_changed_volumes(v
 
     plain, msd, cache = volumes
     _pretrain(volumes, tmp_path / "run.pt", epochs=2)
-    with pytest.raises(SegSSLError, match="already holds 2 epochs, more than --epochs 1"):
+    with pytest.raises(SegSSLError, match="already holds 2 epochs, more than `epochs` 1"):
         _pretrain(volumes, tmp_path / "run.pt", epochs=1, resume=True)
     with monkeypatch.context() as patch:
         patch.setattr(distributed, "world_size", lambda: 2)  # as under torchrun --nproc_per_node=2
@@ -144,7 +144,7 @@ def test_fine_tuning_resumed_after_an_interruption_equals_an_uninterrupted_run(v
     assert len(resumed["history"]) == 3 and resumed["best_epoch"] == straight["best_epoch"]
     with pytest.raises(SegSSLError, match="other settings .*learning_rate"):
         _finetune(volumes, tmp_path / "resumed.pt", epochs=4, freeze_epochs=1, resume=True, learning_rate=0.01)
-    with pytest.raises(SegSSLError, match="already holds 3 epochs, more than --epochs 2"):
+    with pytest.raises(SegSSLError, match="already holds 3 epochs, more than `epochs` 2"):
         _finetune(volumes, tmp_path / "resumed.pt", epochs=2, freeze_epochs=1, resume=True)
 
 

@@ -7,7 +7,8 @@ import SimpleITK as sitk
 
 from PIL import Image
 
-from SegSSLLib.demo import DemoContext, run_demo
+from SegSSLLib.demo import run_demo
+from SegSSLLib.demo_context import DemoContext
 from SegSSLLib.phantoms import make_ct_phantom
 from SegSSLLib.progress import Progress
 from SegSSLLib.s3net.demo_step import LIVER_CENTRE, phantom_voxel
@@ -37,7 +38,9 @@ def test_evaluate_and_picture_draws_a_2d_rgb_photograph(tmp_path):
 
 
 def test_demo_step_scores_both_structures_and_writes_pictures(tmp_path):
-    steps = ["SegSSLLib.demo:phantom_step", "SegSSLLib.s3net.demo_step:liver_step", "SegSSLLib.s3net.demo_step:lesion_step"]
+    from SegSSLLib.demo import phantom_step
+    from SegSSLLib.s3net.demo_step import liver_step, lesion_step
+    steps = [phantom_step, liver_step, lesion_step]
     report = run_demo(tmp_path, Progress("none"), device="cpu", quick=True, steps=steps)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     liver = metrics["S3-Net: liver from one seed click (no labels)"]["labels"]["1"]

@@ -255,7 +255,9 @@ def test_demo_step_uses_a_configured_sam2_checkpoint(sam2_file, tmp_path, monkey
     from SegSSLLib.progress import NO_PROGRESS
 
     monkeypatch.setenv("SEGSSL_SAM2_CHECKPOINT", str(sam2_file))
-    steps = ["SegSSLLib.demo:phantom_step", "SegSSLLib.propagation.demo_step:propagation_step"]
+    from SegSSLLib.demo import phantom_step
+    from SegSSLLib.propagation.demo_step import propagation_step
+    steps = [phantom_step, propagation_step]
     report = run_demo(tmp_path / "demo", NO_PROGRESS, device="cpu", quick=True, steps=steps)
     assert f"SAM 2 ({sam2_file.name})" in report.read_text()
     drawn = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "demo" / "propagation_annotation.nii.gz")))

@@ -34,7 +34,7 @@ class RecordingPredictor(SamPredictor):
 
 
 def test_architecture_is_read_back_from_the_state_dict():
-    assert sam_architecture_of(tiny_sam().state_dict()) == SamArchitecture(**TINY_SAM)
+    assert sam_architecture_of(tiny_sam().state_dict()) == TINY_SAM
     vit_b = build_sam()  # the real ViT-B shapes (random weights)
     assert sam_architecture_of(vit_b.state_dict()) == SamArchitecture()
 
@@ -60,7 +60,7 @@ def test_boxes_reach_sam_scaled_to_its_input_size():
     labels[6:12, 30:45] = 1
     rgb = np.random.default_rng(0).integers(0, 255, (30, 60, 3), dtype=np.uint8)
     refine_slice(predictor, rgb, labels, RefineSettings(margin=0))
-    scale = TINY_SAM["image_size"] / 60  # longest side -> SAM's input size
+    scale = TINY_SAM.image_size / 60  # longest side -> SAM's input size
     expected = torch.tensor([[30, 6, 44, 11]], dtype=torch.float32) * scale
     assert torch.allclose(predictor.boxes[0], expected)
 
@@ -165,12 +165,10 @@ def segment(image, seeds, args, progress, device):
 
 
 def test_segment_refine_sam_refines_the_methods_result(tiny_phantom, sam_file, tmp_path, monkeypatch):
-    from SegSSLLib import cli
     from SegSSLLib.cli import main, segment_command
 
-    # `segment` and its methods are registered by the method branches; register them for this test only.
-    monkeypatch.setitem(cli.COMMANDS, "segment", "SegSSLLib.cli.segment_command")
-    monkeypatch.setitem(segment_command.METHODS, "coarse", __name__)
+    # A method of this test only: its "segmentation" is the phantom's labels, dilated.
+    monkeypatch.setitem(segment_command.METHODS, "coarse", sys.modules[__name__])
     image_path, labels_path = tiny_phantom
     plain, refined = tmp_path / "plain.nii.gz", tmp_path / "refined.nii.gz"
     common = ["segment", "--input", str(image_path), "--method", "coarse", "--coarse-labels", str(labels_path),

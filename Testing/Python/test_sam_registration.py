@@ -28,7 +28,7 @@ def test_annotation_axis_slices_and_labels():
     corrections[2, 3:7, 3:7] = 1
     corrections[7, 3:7, 3:7] = 1
     assert find_annotation(corrections).slices == (2, 7)
-    with pytest.raises(SegSSLError, match="does not lie on slices of --axis 1.*pass --axis 2"):
+    with pytest.raises(SegSSLError, match="does not lie on slices of `axis` 1.*pass `axis` 2"):
         find_annotation(corrections, axis=1)  # painted on axial slices, not coronal ones
     line = np.zeros_like(labels)
     line[4, 6, 2:12] = 1  # one row: on one slice of both K and J; painted in a coronal view
@@ -148,7 +148,9 @@ def test_demo_step_propagates_and_scores(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SEGSSL_HOME", str(tmp_path / "home"))  # no SAM 2 weights: the registration fallback
     monkeypatch.delenv("SEGSSL_SAM2_CHECKPOINT", raising=False)
-    steps = ["SegSSLLib.demo:phantom_step", "SegSSLLib.propagation.demo_step:propagation_step"]
+    from SegSSLLib.demo import phantom_step
+    from SegSSLLib.propagation.demo_step import propagation_step
+    steps = [phantom_step, propagation_step]
     report = run_demo(tmp_path / "demo", NO_PROGRESS, device="cpu", quick=True, steps=steps)
     text = report.read_text()
     assert "## One-slice propagation" in text and "registration fallback" in text

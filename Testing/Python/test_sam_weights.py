@@ -17,7 +17,8 @@ from SegSSLLib.errors import SegSSLError
 from SegSSLLib.weights import download
 from SegSSLLib.weights import registry
 from SegSSLLib.weights.download import download_weights
-from SegSSLLib.weights.registry import REGISTRY, KnownWeights, resolve_checkpoint
+from SegSSLLib.weights.registry import REGISTRY, KnownWeights
+from SegSSLLib.weights.resolve import resolve_checkpoint
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB of known bytes
 
@@ -132,15 +133,15 @@ def _registered_sam2_cache_path(tmp_path, monkeypatch) -> Path:
 def test_checkpoint_option_accepts_files_and_cached_names(tmp_path, monkeypatch):
     cached = _registered_sam2_cache_path(tmp_path, monkeypatch)
     cached.write_bytes(PAYLOAD)
-    assert resolve_checkpoint("test_sam2", "sam2", "--sam2-checkpoint") == cached
-    assert resolve_checkpoint(None, "sam2", "--sam2-checkpoint") == cached  # configured by the cache
+    assert resolve_checkpoint("test_sam2", "sam2") == cached
+    assert resolve_checkpoint(None, "sam2") == cached  # configured by the cache
     mine = tmp_path / "mine.pt"
     mine.write_bytes(b"y")
-    assert resolve_checkpoint(str(mine), "sam2", "--sam2-checkpoint") == mine
+    assert resolve_checkpoint(str(mine), "sam2") == mine
     with pytest.raises(SegSSLError, match="no such file"):
-        resolve_checkpoint(str(tmp_path / "missing.pt"), "sam2", "--sam2-checkpoint")
-    with pytest.raises(SegSSLError, match="sam_vit_b"):
-        resolve_checkpoint(None, "sam", "--sam-checkpoint")
+        resolve_checkpoint(str(tmp_path / "missing.pt"), "sam2")
+    with pytest.raises(SegSSLError, match="^`sam_checkpoint` is needed: .*sam_vit_b"):  # the parameter, not a flag
+        resolve_checkpoint(None, "sam")
 
 
 def test_a_cached_file_is_checked_on_first_use_then_trusted_by_its_stamp(tmp_path, monkeypatch):
@@ -148,7 +149,7 @@ def test_a_cached_file_is_checked_on_first_use_then_trusted_by_its_stamp(tmp_pat
     cached.write_bytes(PAYLOAD[:-1] + b"\x00")  # copied in by hand, same size, one byte wrong
     for value in ("test_sam2", None, str(cached)):  # by name, found in the cache, by its path in the cache
         with pytest.raises(SegSSLError) as error:
-            resolve_checkpoint(value, "sam2", "--sam2-checkpoint")
+            resolve_checkpoint(value, "sam2")
         message = str(error.value)
         assert "\n" not in message and str(cached) in message and "segssl weights download test_sam2" in message
     assert not cached.with_name(cached.name + ".verified").exists()
@@ -156,14 +157,14 @@ def test_a_cached_file_is_checked_on_first_use_then_trusted_by_its_stamp(tmp_pat
     hashed = []
     real_digest = download.file_digest
     monkeypatch.setattr(download, "file_digest", lambda *a: hashed.append(a) or real_digest(*a))
-    assert resolve_checkpoint("test_sam2", "sam2", "--sam2-checkpoint") == cached
-    assert resolve_checkpoint("test_sam2", "sam2", "--sam2-checkpoint") == cached
+    assert resolve_checkpoint("test_sam2", "sam2") == cached
+    assert resolve_checkpoint("test_sam2", "sam2") == cached
     assert len(hashed) == 1  # the stamp spares the second use
     stamp = json.loads(cached.with_name(cached.name + ".verified").read_text())
     assert stamp["size"] == len(PAYLOAD) and stamp["path"] == str(cached.resolve())
     cached.write_bytes(PAYLOAD[:-1] + b"\x00")  # changed after it was checked: checked again
     with pytest.raises(SegSSLError, match="not the published test_sam2"):
-        resolve_checkpoint("test_sam2", "sam2", "--sam2-checkpoint")
+        resolve_checkpoint("test_sam2", "sam2")
 
 
 def test_a_download_is_stamped_so_its_first_use_does_not_hash_again(server, tmp_path, monkeypatch):
@@ -172,7 +173,7 @@ def test_a_download_is_stamped_so_its_first_use_does_not_hash_again(server, tmp_
     monkeypatch.setitem(registry.REGISTRY, entry.name, entry)
     target = download_weights(entry)
     monkeypatch.setattr(download, "file_digest", lambda *a: pytest.fail("hashed again"))
-    assert resolve_checkpoint("test_sam2", "sam2", "--sam2-checkpoint") == target
+    assert resolve_checkpoint("test_sam2", "sam2") == target
 
 
 def test_weights_cli_list_path_and_checksum_mismatch(tmp_path, monkeypatch):

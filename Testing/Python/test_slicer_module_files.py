@@ -76,6 +76,7 @@ def test_cmake_lists_package_every_python_file_and_resource():
     text = (MODULE / "CMakeLists.txt").read_text()
     module_scripts = {s.replace("${MODULE_NAME}", "SegSSL") for s in cmake_list(text, "MODULE_PYTHON_SCRIPTS")}
     library_scripts = set(cmake_list(text, "SEGSSLLIB_PYTHON_SCRIPTS"))
+    library_resources = set(cmake_list(text, "SEGSSLLIB_PYTHON_RESOURCES"))
     resources = {s.replace("${MODULE_NAME}", "SegSSL") for s in cmake_list(text, "MODULE_PYTHON_RESOURCES")}
 
     on_disk_module = {p.relative_to(MODULE).as_posix() for p in MODULE.rglob("*.py") if "Testing" not in p.parts}
@@ -83,6 +84,8 @@ def test_cmake_lists_package_every_python_file_and_resource():
     on_disk_resources = {p.relative_to(MODULE).as_posix() for p in (MODULE / "Resources").rglob("*") if p.is_file()}
     assert module_scripts == on_disk_module, f"add to / remove from MODULE_PYTHON_SCRIPTS: {on_disk_module ^ module_scripts}"
     assert library_scripts == on_disk_library, f"add to / remove from SEGSSLLIB_PYTHON_SCRIPTS: {on_disk_library ^ library_scripts}"
+    library_data = {p.relative_to(REPO).as_posix() for p in (REPO / "SegSSLLib").rglob("*.json")}
+    assert library_resources == library_data, f"add to / remove from SEGSSLLIB_PYTHON_RESOURCES: {library_data ^ library_resources}"
     assert resources == on_disk_resources, f"add to / remove from MODULE_PYTHON_RESOURCES: {on_disk_resources ^ resources}"
     # SegSSLLib is packaged from the repository root, so it lands next to SegSSL.py as a package.
     assert re.search(r"ctkMacroCompilePythonScript\(.*SOURCE_DIR \$\{PROJECT_SOURCE_DIR\}", text, re.S)

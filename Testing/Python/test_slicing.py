@@ -6,7 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from SegSSLLib.slicing import SliceStack, array_axis
+from SegSSLLib.axes import array_axis
+from SegSSLLib.slicing import SliceStack
 
 
 def ramp_volume(shape):
