@@ -13,7 +13,9 @@ which is the point):
 - ``resume``: ``folder`` again on its own finished output (every case skipped).
 
 Every mode's label maps are compared with the loop's (they must be identical). Cases per minute =
-cases / wall seconds. Run it niced on a shared machine and note what else ran:
+cases / wall seconds. Peak RSS is the largest resident memory of one process of the command (for
+the loop, of the largest single command; for torchrun, of its largest process): a folder run that
+kept more than one volume would grow above the loop's. Run it niced on a shared machine and note what else ran:
 
     nice -n 10 /work/main/.venv/bin/python Testing/Benchmarks/bench_dataset_runs.py
 """
@@ -56,12 +58,21 @@ def make_inputs(folder: Path, cases: int, size: tuple[int, int, int]) -> tuple[P
     return volumes, model
 
 
+PEAK_MIB: list[float] = []  # peak resident memory of each command run, in MiB
+
+
 def timed(command: list[str], env: dict) -> float:
+    """Wall seconds of ``command``; its peak resident memory (largest process of its tree) goes to PEAK_MIB."""
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        if process.returncode != 0:
+            log.seek(0)
+            raise SystemExit(f"{' '.join(command)} failed:\n{log.read().decode()[-3000:]}")
+    PEAK_MIB.append(usage.ru_maxrss / 1024)
     return seconds
 
 
@@ -96,6 +107,7 @@ def main() -> None:
         outputs = {}
         for mode in args.modes.split(","):
             out = tmp / f"out-{mode}"
+            PEAK_MIB.clear()
             if mode == "loop":
                 out.mkdir()
                 started = time.perf_counter()
@@ -114,8 +126,12 @@ def main() -> None:
             else:
                 raise SystemExit(f"unknown mode {mode}")
             outputs[mode] = out
-            results[mode] = {"seconds": round(seconds, 2), "cases_per_minute": round(60 * args.cases / seconds, 2)}
-            print(f"{mode:>17}: {seconds:7.1f} s  {60 * args.cases / seconds:6.2f} cases/min", flush=True)
+            results[mode] = {
+                "seconds": round(seconds, 2), "cases_per_minute": round(60 * args.cases / seconds, 2),
+                "peak_rss_mib": round(max(PEAK_MIB), 1),
+            }
+            print(f"{mode:>17}: {seconds:7.1f} s  {60 * args.cases / seconds:6.2f} cases/min  "
+                  f"peak RSS {max(PEAK_MIB):6.0f} MiB", flush=True)
         reference = outputs.get("loop") or next(iter(outputs.values()))
         for mode, out in outputs.items():
             results[mode]["same_labels_as_" + reference.name.removeprefix("out-")] = same_labels(out, reference)
