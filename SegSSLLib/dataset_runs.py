@@ -65,13 +65,6 @@ def is_dataset_folder(path: str | os.PathLike) -> bool:
     return False
 
 
-def case_name(path: str | os.PathLike) -> str:
-    """``liver_3.nii.gz`` -> ``liver_3``; a DICOM series folder keeps its folder name."""
-    path = Path(path)
-    suffix = full_suffix(path)
-    return path.name[: len(path.name) - len(suffix)] if suffix and not path.is_dir() else path.name
-
-
 def dataset_images(folder: str | os.PathLike, what: str = "`image` folder") -> dict[str, Path]:
     """Case name -> image file of an MSD folder (its training cases) or a plain folder of volumes."""
     from SegSSLLib.datasets import load_dataset
@@ -132,16 +125,19 @@ def output_suffix(input_path: str | os.PathLike) -> str:
 
 
 def prepare_output_folder(folder: str | os.PathLike, inputs: Sequence[Path], what: str = "output folder") -> Path:
-    """Create the output folder if needed; refuse one where an output would replace an input."""
+    """Check, before any work, that the output folder can be made and written and would replace no input.
+
+    The folder itself is created by the caller when the first case is about to start
+    (``folder.mkdir(exist_ok=True)``), so an error before then leaves nothing behind.
+    """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise SegSSLError(f"{what} {folder} is a file; the input is a folder of cases, so give a folder for the outputs")
-    if not folder.exists():
-        if not folder.parent.exists():
-            raise SegSSLError(f"cannot create {what} {folder}: folder {folder.parent} does not exist — create it first")
-        folder.mkdir()
-    if not os.access(folder, os.W_OK):
-        raise SegSSLError(f"cannot write into {what} {folder}: the folder is not writable")
+    if not folder.exists() and not folder.parent.is_dir():
+        raise SegSSLError(f"cannot create {what} {folder}: folder {folder.parent} does not exist — create it first")
+    writable = folder if folder.exists() else folder.parent
+    if not os.access(writable, os.W_OK):
+        raise SegSSLError(f"cannot write into {what} {folder}: folder {writable} is not writable")
     resolved = folder.resolve()
     if any(Path(p).resolve().parent == resolved for p in inputs):
         raise SegSSLError(

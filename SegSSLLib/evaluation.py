@@ -7,6 +7,7 @@ HD95 undefined (None in Python, null in JSON).
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
@@ -174,3 +175,51 @@ def format_dataset_report(summary: dict, names: dict[int, str] | None = None) ->
     for name, message in (summary.get("failed") or {}).items():
         lines.append(f"failed: {name}: {message}")
     return "\n".join(lines)
+
+
+@dataclass
+class FolderEvaluation:
+    report: dict  # the layout of ``segssl evaluate --pred DIR --json``: cases, labels, worst, missing, extra, failed
+    run: object  # dataset_runs.RunSummary: every case's status and seconds, the number of processes
+
+
+def evaluate_folders(
+    predictions, references, labels: list[int] | None = None, worst: int = 5, progress=None,
+    names: tuple[str, str] = ("`predictions`", "`references`"),
+) -> FolderEvaluation:
+    """Every label map of the folder ``predictions`` against the one of the same name in ``references``.
+
+    Both are folders of label maps or MSD folders (whose label maps are used); file extensions may
+    differ. A case that cannot be scored (another grid, an unreadable file) is listed under ``failed``
+    and the others go on. Under torchrun the cases are split over the processes and every process
+    gets the whole report. ``names``: how error messages call the two folders.
+    """
+    from SegSSLLib.dataset_runs import dataset_label_maps, pair_by_name, run_cases
+    from SegSSLLib.progress import NO_PROGRESS
+
+    if worst < 0:
+        raise SegSSLError(f"`worst` must be 0 or more, got {worst}")
+    pairing = pair_by_name(dataset_label_maps(predictions, names[0]), dataset_label_maps(references, names[1]))
+    if not pairing.pairs:
+        raise SegSSLError(
+            f"no prediction in {predictions} has the name of a reference in {references} (predictions: "
+            f"{', '.join(pairing.only_first[:3])}; references: {', '.join(pairing.only_second[:3])}) — "
+            "name each prediction after its case"
+        )
+    cases = [_PairedCase(name, *paths) for name, paths in pairing.pairs.items()]
+    run = run_cases(
+        cases, lambda case: evaluate_case(case.prediction, case.reference, labels), progress or NO_PROGRESS,
+        stage="evaluate cases",
+    )
+    report = summarize_cases({r.name: r.data for r in run.results if r.status == "done"}, worst)
+    report["missing"] = pairing.only_second
+    report["extra"] = pairing.only_first
+    report["failed"] = {r.name: r.message for r in run.failed}
+    return FolderEvaluation(report, run)
+
+
+@dataclass(frozen=True)
+class _PairedCase:
+    name: str
+    prediction: object
+    reference: object

@@ -46,3 +46,12 @@ def finish(summary, progress, done_word: str = "written") -> int:
         log.info("%s", summary.line(done_word))
         progress.emit("summary", **summary.to_dict())
     return FAILED_CASES_EXIT_CODE if summary.failed else 0
+
+
+def resume_rule(args):
+    """Skip a case whose output is already complete (the resume rule), unless ``--overwrite`` asks to redo it."""
+    if getattr(args, "overwrite", False):
+        return None
+    from SegSSLLib.dataset_runs import image_size, output_complete
+
+    return lambda case: output_complete(case.output, image_size(case.inputs[0]))

@@ -73,13 +73,11 @@ def _run_folders(args, progress) -> int:
 
     from SegSSLLib import strict_json
     from SegSSLLib.atomic import atomic_output
-    from SegSSLLib.cli.dataset_mode import CaseFiles, finish, rank_progress
-    from SegSSLLib.dataset_runs import (
-        case_processes, dataset_label_maps, is_dataset_folder, is_main_process, pair_by_name, run_cases,
-    )
+    from SegSSLLib.cli.dataset_mode import finish, rank_progress
+    from SegSSLLib.dataset_runs import case_processes, is_dataset_folder, is_main_process
     from SegSSLLib.datasets import load_dataset
     from SegSSLLib.errors import SegSSLError
-    from SegSSLLib.evaluation import CSV_COLUMNS, case_rows, evaluate_case, format_dataset_report, summarize_cases
+    from SegSSLLib.evaluation import CSV_COLUMNS, case_rows, evaluate_folders, format_dataset_report
 
     for flag, path in (("--pred", args.pred), ("--truth", args.truth)):
         if not is_dataset_folder(path):
@@ -94,24 +92,11 @@ def _run_folders(args, progress) -> int:
         check_output_path(args.json, folders, "JSON output", suffixes=(".json",))
     if args.csv:
         check_output_path(args.csv, folders, "CSV output", suffixes=(".csv",))
-    pairing = pair_by_name(dataset_label_maps(args.pred, "--pred"), dataset_label_maps(args.truth, "--truth"))
-    if not pairing.pairs:
-        raise SegSSLError(
-            f"no prediction in {args.pred} has the name of a reference in {args.truth} (predictions: "
-            f"{', '.join(pairing.only_first[:3])}; references: {', '.join(pairing.only_second[:3])}) — "
-            "name each prediction after its case"
-        )
-    cases = [CaseFiles(name, paths) for name, paths in pairing.pairs.items()]
     with case_processes():
         progress = rank_progress(progress)
-        summary = run_cases(
-            cases, lambda case: evaluate_case(*case.inputs, args.label), progress, stage="evaluate cases"
-        )
+        evaluation = evaluate_folders(args.pred, args.truth, args.label, args.worst, progress, ("--pred", "--truth"))
+    report = evaluation.report
     if is_main_process():
-        report = summarize_cases({r.name: r.data for r in summary.results if r.status == "done"}, args.worst)
-        report["missing"] = pairing.only_second
-        report["extra"] = pairing.only_first
-        report["failed"] = {r.name: r.message for r in summary.failed}
         if args.json:
             with atomic_output(args.json) as temporary:
                 temporary.write_text(strict_json.dumps(report, indent=2) + "\n")
@@ -122,9 +107,8 @@ def _run_folders(args, progress) -> int:
             writer.writerows(case_rows(report["cases"]))
             with atomic_output(args.csv) as temporary:
                 temporary.write_text(text.getvalue())
-        truth = load_dataset(args.truth)
         if progress.mode != "json":
-            print(format_dataset_report(report, truth.label_names))
+            print(format_dataset_report(report, load_dataset(args.truth).label_names))
         else:
             progress.emit("metrics", **report)
         if report["missing"] or report["extra"]:
@@ -135,4 +119,4 @@ def _run_folders(args, progress) -> int:
         for path in (args.json, args.csv):
             if path:
                 progress.output(path)
-    return finish(summary, progress, "scored")
+    return finish(evaluation.run, progress, "scored")

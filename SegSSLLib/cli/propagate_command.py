@@ -24,6 +24,10 @@ def configure(parser) -> None:
         "there are skipped)",
     )
     parser.add_argument(
+        "--overwrite", action="store_true",
+        help="folder --input only: do every case again, replacing outputs that are already complete (default: skip them)",
+    )
+    parser.add_argument(
         "--backend",
         choices=("auto", *BACKENDS),
         default="auto",
@@ -92,9 +96,9 @@ def _run_dataset(args, progress) -> int:
     """``--input`` is a folder or an MSD data set and ``--annotation`` a folder of label maps named like its cases."""
     import logging
 
-    from SegSSLLib.cli.dataset_mode import CaseFiles, finish, rank_progress
+    from SegSSLLib.cli.dataset_mode import CaseFiles, finish, rank_progress, resume_rule
     from SegSSLLib.dataset_runs import (
-        case_processes, dataset_images, dataset_label_maps, image_size, is_dataset_folder, output_complete,
+        case_processes, dataset_images, dataset_label_maps, is_dataset_folder,
         output_suffix, pair_by_name, prepare_output_folder, run_cases,
     )
     from SegSSLLib.errors import SegSSLError
@@ -137,8 +141,9 @@ def _run_dataset(args, progress) -> int:
             write_image(result.label_map, case.output)
             progress.output(case.output)
 
+        output_folder.mkdir(exist_ok=True)  # now that the model is loaded: an error before leaves nothing
         summary = run_cases(
             cases, propagate_case, progress, stage="propagate cases",
-            is_complete=lambda case: output_complete(case.output, image_size(case.inputs[0])),
+            is_complete=resume_rule(args),
         )
     return finish(summary, progress)

@@ -38,6 +38,10 @@ def configure(parser) -> None:
         "--output", required=True,
         help="label map to write, on the input's grid; a folder when --input is one (each case keeps its input's name)",
     )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="folder --input only: do every case again, replacing outputs that are already complete (default: skip them)",
+    )
     parser.add_argument("--method", required=True, choices=sorted(METHODS))
     parser.add_argument(
         "--seed",
@@ -136,9 +140,9 @@ def _write_outputs(label_map, extra_outputs, output, progress) -> None:
 def _run_dataset(args, progress) -> int:
     """``--input`` is a folder or an MSD data set: every case into ``--output DIR``, one model load."""
     from SegSSLLib.cli.common import set_random_seed, setup_torch
-    from SegSSLLib.cli.dataset_mode import CaseFiles, finish, rank_progress
+    from SegSSLLib.cli.dataset_mode import CaseFiles, finish, rank_progress, resume_rule
     from SegSSLLib.dataset_runs import (
-        case_processes, dataset_images, image_size, output_complete, output_suffix, prepare_output_folder, run_cases,
+        case_processes, dataset_images, output_suffix, prepare_output_folder, run_cases,
     )
     from SegSSLLib.errors import SegSSLError
     from SegSSLLib.volumes import read_image
@@ -167,8 +171,9 @@ def _run_dataset(args, progress) -> int:
             label_map, extra_outputs = _segment_image(image, [], args, progress, device, checkpoint, method)
             _write_outputs(label_map, extra_outputs, case.output, progress)
 
+        output_folder.mkdir(exist_ok=True)  # now that the model is loaded: an error before leaves nothing
         summary = run_cases(
             cases, segment_case, progress, stage="segment cases",
-            is_complete=lambda case: output_complete(case.output, image_size(case.inputs[0])),
+            is_complete=resume_rule(args),
         )
     return finish(summary, progress)

@@ -105,6 +105,14 @@ def test_resume_skips_complete_outputs_and_redoes_a_truncated_one(volumes, model
         sitk.GetArrayFromImage(sitk.ReadImage(str(out / "b.nrrd"))),
         sitk.GetArrayFromImage(sitk.ReadImage(str(first_run[0] / "b.nrrd"))),
     )
+    # --overwrite does every case again.
+    result = run_segssl(
+        "segment", "--method", "polycl", "--checkpoint", model, "--input", volumes, "--output", out,
+        *CPU, "--progress", "json", "--overwrite",
+    )
+    (summary,) = [e for e in _events(result.stdout) if e["event"] == "summary"]
+    assert (summary["done"], summary["skipped"]) == (3, 0)
+    assert (out / "a.nii.gz").stat().st_mtime_ns != before["a.nii.gz"][0]
 
 
 def test_a_failing_case_does_not_stop_the_others_and_the_exit_code_says_so(model, tmp_path):
@@ -128,14 +136,18 @@ def test_a_failing_case_does_not_stop_the_others_and_the_exit_code_says_so(model
     assert "missing predictions" in result.stdout and "liver" in result.stdout  # label names from dataset.json
 
 
-@pytest.mark.parametrize("problem", ["output is the input folder", "s3net"])
-def test_folder_mistakes_are_one_line_errors(volumes, model, problem, tmp_path):
-    output, method = (volumes, "polycl") if problem != "s3net" else (tmp_path / "out", "s3net")
+@pytest.mark.parametrize("problem", ["output is the input folder", "s3net", "not a model"])
+def test_folder_mistakes_are_one_line_errors_that_leave_nothing(volumes, model, problem, tmp_path):
+    output, method, checkpoint, words = {
+        "output is the input folder": (volumes, "polycl", model, "holds the inputs"),
+        "s3net": (tmp_path / "out", "s3net", model, "--seed points on each volume"),
+        "not a model": (tmp_path / "out", "polycl", volumes / "a.nii.gz", "a.nii.gz"),
+    }[problem]
     before = sorted(p.name for p in volumes.iterdir())
-    result = run_segssl("segment", "--method", method, "--checkpoint", model, "--input", volumes, "--output", output, *CPU)
-    assert_one_line_error(result, "holds the inputs" if method == "polycl" else "--seed points on each volume")
+    result = run_segssl("segment", "--method", method, "--checkpoint", checkpoint, "--input", volumes, "--output", output, *CPU)
+    assert_one_line_error(result, words)
     assert sorted(p.name for p in volumes.iterdir()) == before
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists()  # the output folder is made only when the first case starts
 
 
 def test_folder_propagate_pairs_annotations_by_name(tmp_path):
