@@ -143,3 +143,18 @@ def test_the_cli_words_a_library_error_in_flags_and_keeps_the_parameter_for_the_
     assert events[-1]["event"] == "error"
     assert events[-1]["message"].startswith("segssl propagate: error: --sam2-checkpoint ")
     assert events[-1]["parameter_message"].startswith(f"`sam2_checkpoint` {missing}: no such file")
+
+
+def test_the_weights_registry_is_data_that_reads_without_torch():
+    result = _python(
+        BLOCKER
+        + "import json\nfrom SegSSLLib.weights.registry import REGISTRY, REGISTRY_FILE, names\n"
+        + "print(json.dumps({'sam2': {n: REGISTRY[n].sam2_config for n in names('sam2')}, 'sam': names('sam'),\n"
+        + "                  'file': str(REGISTRY_FILE)}))\n"
+    )
+    assert result.returncode == 0, result.stderr
+    read = json.loads(result.stdout)
+    assert read["sam2"]["medsam2"] == "sam2.1_hiera_t" and read["sam2"]["sam2.1_hiera_l"] == "sam2.1_hiera_l"
+    assert "medsam_vit_b" in read["sam"]
+    raw = json.loads(open(read["file"], encoding="utf-8").read())  # what the panel may read directly
+    assert {entry["name"] for entry in raw["weights"]} == set(read["sam2"]) | set(read["sam"])

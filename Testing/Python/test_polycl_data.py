@@ -177,5 +177,5 @@ def test_unlabelled_cases_cannot_give_flags(tmp_path):
     image, _ = make_ct_phantom(seed=1, size=(32, 32, 12), spacing=(10.0, 10.0, 20.0))
     folder = write_msd_dataset(tmp_path / "unlabelled", [("a", image, None)], PHANTOM_LABELS)
     with pytest.raises(SegSSLError, match="`strategy` O needs label maps.*a in"):
-        require_label_maps([load_dataset(folder)], 1, "--strategy O")
+        require_label_maps([load_dataset(folder)], 1, "`strategy` O")
 
