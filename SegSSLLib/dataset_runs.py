@@ -320,8 +320,7 @@ def case_processes():
         return
     if "MASTER_ADDR" not in os.environ:
         raise SegSSLError(
-            f"WORLD_SIZE={world} is set but MASTER_ADDR is not — start several processes with torchrun "
-            "(torchrun --nproc_per_node=N -m SegSSLLib ...), which sets both"
+            f"WORLD_SIZE={world} is set but MASTER_ADDR is not — start the processes with torchrun, which sets both"
         )
     from datetime import timedelta
 
