@@ -55,14 +55,21 @@ def prepare_refinement(args, progress):
     return resolve_checkpoint(args.sam_checkpoint, "sam", progress=progress)
 
 
+_LOADED: dict = {}  # the last SAM predictor loaded in this process
+
+
 def refine_with_sam(image, labels, args, progress, device, checkpoint):
     """The label map ``labels`` ((k, j, i) or 2D array) refined by the SAM model in ``checkpoint``."""
     from dataclasses import replace
 
-    from SegSSLLib.refinement.sam_refine import refine
+    from SegSSLLib.refinement.sam_refine import load_refinement_predictor, refine
 
     settings = replace(_settings(args), sam_checkpoint=checkpoint, device=device)
-    return refine(image, labels, settings, progress).label_map
+    key = (str(checkpoint), str(device), args.sam_preprocess)
+    if key not in _LOADED:  # a data-set run refines every case with one loaded model
+        _LOADED.clear()
+        _LOADED[key] = load_refinement_predictor(settings, progress)
+    return refine(image, labels, settings, progress, predictor=_LOADED[key]).label_map
 
 
 def run(args, progress) -> int:

@@ -30,23 +30,35 @@ class PolyCLResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def load_polycl_segmenter(checkpoint: str | os.PathLike, device: object = "auto"):
+    """A fine-tuned PolyCL model loaded onto ``device`` ("auto", "cpu", "cuda", ... or a torch.device)."""
+    from SegSSLLib.device import select_device
+    from SegSSLLib.polycl.inference import PolyCLSegmenter
+
+    if not checkpoint:
+        raise SegSSLError("`checkpoint` is needed: a PolyCL model file made by finetune")
+    device = select_device(device) if isinstance(device, str) else device
+    segmenter = PolyCLSegmenter.from_checkpoint(checkpoint, device)
+    log.info("PolyCL: %s (label %d)", segmenter.label_name, segmenter.label)
+    return segmenter
+
+
 def segment_polycl(
     image: sitk.Image,
     checkpoint: str | os.PathLike,
     settings: PolyCLSettings = PolyCLSettings(),
     progress: Progress = NO_PROGRESS,
+    segmenter=None,
 ) -> PolyCLResult:
-    """The structure a fine-tuned PolyCL model (``checkpoint``) was trained on, in the grey-level volume ``image``."""
-    from SegSSLLib.device import select_device
-    from SegSSLLib.polycl.inference import PolyCLSegmenter
+    """The structure a fine-tuned PolyCL model (``checkpoint``) was trained on, in the grey-level volume ``image``.
 
+    ``segmenter``: the model already loaded (``load_polycl_segmenter``), to reuse one model for many
+    volumes; by default ``checkpoint`` is loaded onto ``settings.device``.
+    """
     require_image(image, "image", dimensions=(3,))
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise SegSSLError("`image` has several components per voxel (e.g. RGB); PolyCL needs a grey-level volume")
-    if not checkpoint:
-        raise SegSSLError("`checkpoint` is needed: a PolyCL model file made by finetune")
-    device = select_device(settings.device) if isinstance(settings.device, str) else settings.device
-    segmenter = PolyCLSegmenter.from_checkpoint(checkpoint, device)
-    log.info("PolyCL: %s (label %d)", segmenter.label_name, segmenter.label)
+    if segmenter is None:
+        segmenter = load_polycl_segmenter(checkpoint, settings.device)
     labels = segmenter.segment(image, settings.batch_size, settings.keep_largest, progress)
     return PolyCLResult(label_image(labels, image), segmenter.label, segmenter.label_name)
