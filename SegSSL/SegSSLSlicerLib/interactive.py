@@ -54,9 +54,11 @@ class Prepared:
 class InteractivePanel:
     """The panel's one worker and what it holds; driven by ``SegSSL.py`` and by tests."""
 
-    def __init__(self, python=None, work_parent=None, client: WorkerClient | None = None):
+    def __init__(self, python=None, work_parent=None, client: WorkerClient | None = None,
+                 sam2_image_size: int | None = None):
         self.client = client or WorkerClient(python)
         self.work_parent = work_parent
+        self.sam2_image_size = sam2_image_size  # None: the model's own (tests use a tiny one)
         self._folder: Path | None = None
         self._names = itertools.count(1)
         self._volume_files: dict[tuple, Path] = {}
@@ -127,6 +129,8 @@ class InteractivePanel:
         fields = {"input": str(self._volume_file(volume_node)), "backend": backend, "axis": axis}
         if backend == "sam2":
             fields.update(sam2_checkpoint=str(sam2_checkpoint), sam2_config=sam2_config)
+            if self.sam2_image_size:
+                fields["image_size"] = self.sam2_image_size
 
         def opened(event):
             self.client.session = {"key": key, "axis": event.get("axis", axis), "drawn": {}}

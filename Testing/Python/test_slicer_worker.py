@@ -109,6 +109,7 @@ def test_one_worker_serves_two_clicks_and_a_correction_is_an_annotate_and_a_prop
     np.testing.assert_array_equal(segment(segmentation, result, volume), second)
 
 
+@pytest.mark.slow
 def test_a_dead_worker_is_replaced_with_a_message(panel, liver_case):
     volume, segmentation, liver, k, source, history = liver_case
     jobs = controller.RunController()
@@ -198,3 +199,49 @@ def test_markups_on_the_slice_shown_become_the_workers_point_and_box_prompt(pane
     with pytest.raises(Exception, match="no prompt point or box lies on the slice shown"):
         panel.prompt(volume, segmentation, [source], source, view, "cpu", "/w.pt", "sam2.1_hiera_t",
                      points_node=inside, roi_node=roi)
+
+
+@pytest.mark.slow
+def test_a_point_prompt_is_answered_by_sam2_in_the_worker_and_painted_as_one_undo_step(liver_case, mrml_scene, tmp_path):  # noqa: F811
+    """A random-weight SAM 2 at 64 px (sam_helpers) in a real worker: the answer becomes the segment's
+    painting on the prompted slice only, as one undo step; the next Propagate uses it without a new open."""
+    import torch
+    from sam_helpers import SAM2_TEST_SIZE, random_sam2
+
+    volume, segmentation, liver, k, source, history = liver_case
+    weights = tmp_path / "random_sam2.pt"
+    torch.save({"model": random_sam2().state_dict()}, weights)
+    panel = interactive.InteractivePanel(work_parent=tmp_path, sam2_image_size=SAM2_TEST_SIZE,
+                                         client=WorkerClient(sys.executable, env={"OMP_NUM_THREADS": "1"}))
+    try:
+        view = mrml_scene.AddNewNodeByClass("vtkMRMLSliceNode")
+        view.SetOrientation("Axial")
+        view.JumpSliceByOffsetting(*selftest.ras_of_index(volume, (0, 0, k + 2)))
+        i, j, _ = selftest.deepest_voxel(liver[k + 2][None])
+        inside = mrml_scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "inside")
+        inside.AddControlPoint(*selftest.ras_of_index(volume, (i, j, k + 2)))
+        before = segment(segmentation, source, volume)
+        states = history.GetNumberOfStates()
+        jobs = controller.RunController()
+        prepared = panel.prompt(volume, segmentation, [source], source, view, "cpu", weights, "sam2.1_hiera_t",
+                                points_node=inside)
+        outcome = run(jobs, prepared, history.SaveState, timeout=300)
+        assert not outcome.error, outcome
+        assert [r["op"] for r in panel.client.sent] == ["open", "annotate", "annotate", "save"]
+        assert panel.client.sent[2]["points"] == [[i, j, k + 2]] and panel.client.sent[2]["object"] == 1
+        answer = prepared.job.results["annotate"]
+        assert answer["slice"] == k + 2 and f"painted with {answer['pixels']} pixels" in outcome.status
+        after = segment(segmentation, source, volume)
+        assert after[k + 2].sum() == answer["pixels"]
+        others = [s for s in range(after.shape[0]) if s != k + 2]
+        np.testing.assert_array_equal(after[others], before[others])  # only the prompted slice changed
+        assert history.GetNumberOfStates() == states + 1
+        assert panel.last_open["device"] == "cpu" and "s per slice on this CPU" in panel.describe()
+
+        sent = len(panel.client.sent)
+        outcome = run(jobs, panel.propagate(volume, segmentation, [source], "sam2", "cpu", sam2_checkpoint=weights,
+                                            sam2_config="sam2.1_hiera_t"), history.SaveState, timeout=300)
+        assert not outcome.error, outcome
+        assert ops(panel.client, sent) == ["annotate", "propagate", "save"] and panel.client.starts == 1
+    finally:
+        panel.stop()
