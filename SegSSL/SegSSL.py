@@ -192,7 +192,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.propagateButton.connect("clicked(bool)", self.onPropagate)
         self.ui.promptButton.connect("clicked(bool)", self.onPrompt)
         # The worker ends with the application (also when the module is never unloaded before exit).
-        slicer.app.connect("aboutToQuit()", self._stopWorker)
+        slicer.app.connect("aboutToQuit()", lambda: self._stopWorker(graceSeconds=0))
         self.ui.refineButton.connect("clicked(bool)", self.onRefine)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
@@ -395,9 +395,9 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._interactive = interactive.InteractivePanel(self.logic.pythonExecutable(), self.logic.workFolder())
         return self._interactive
 
-    def _stopWorker(self) -> None:
+    def _stopWorker(self, graceSeconds: float = 5.0) -> None:
         if self._interactive is not None:
-            self._interactive.stop()
+            self._interactive.stop(graceSeconds)
 
     def _startWorkerJob(self, prepared: interactive.Prepared, segmentation) -> None:
         """A worker job through the one job slot; its result is one undo step of the editor."""

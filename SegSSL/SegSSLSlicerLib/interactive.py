@@ -78,9 +78,9 @@ class InteractivePanel:
     def _file(self, stem: str) -> Path:
         return self.folder() / f"{stem}-{next(self._names)}.nrrd"
 
-    def stop(self) -> None:
+    def stop(self, grace_seconds: float = 5.0) -> None:
         """The scene closes or Slicer exits: end the worker (without waiting) and remove its files."""
-        self.client.stop()
+        self.client.stop(grace_seconds)
         self.result_segments.clear()
         self.last_open, self.last_propagate = {}, {}
         if self._folder is not None:

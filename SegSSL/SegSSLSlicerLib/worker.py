@@ -182,15 +182,21 @@ class WorkerClient:
         _kill_tree(process)
 
     def stop(self, grace_seconds: float = 5.0) -> None:
-        """End the worker without blocking: end of input now, the process tree killed after ``grace_seconds``."""
+        """End the worker without blocking: the running request cancelled and end of input now, the process
+        tree killed after ``grace_seconds`` (at once when it is 0: the application is quitting)."""
+        if self._process is not None and self._process.poll() is None and not self.died_message:
+            self.cancel(None)  # whatever runs stops at its next slice
         process, self._process = self._process, None
         self.session = {}
         if process is None or process.poll() is not None:
             return
         try:
-            process.stdin.close()  # end of input: the worker finishes the request it runs and exits 0
+            process.stdin.close()  # end of input: the worker exits 0 once the cancelled request has ended
         except OSError:
             pass
+        if grace_seconds <= 0:
+            _kill_tree(process)
+            return
 
         def reap():
             try:

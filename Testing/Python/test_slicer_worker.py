@@ -245,3 +245,20 @@ def test_a_point_prompt_is_answered_by_sam2_in_the_worker_and_painted_as_one_und
         assert ops(panel.client, sent) == ["annotate", "propagate", "save"] and panel.client.starts == 1
     finally:
         panel.stop()
+
+
+def test_stop_ends_the_worker_without_waiting_and_the_next_click_starts_a_new_one(panel, liver_case):
+    volume, segmentation, liver, k, source, history = liver_case
+    jobs = controller.RunController()
+    assert not run(jobs, panel.propagate(volume, segmentation, [source], "registration", "cpu")).error
+    process = panel.client._process
+    started = time.monotonic()
+    panel.stop()  # the scene closes
+    assert time.monotonic() - started < 1.0 and panel.client.pid is None
+    assert process.wait(timeout=10) == 0  # end of input: the worker exits by itself
+    assert not list(panel.folder().iterdir())  # its files went with it (a fresh folder now)
+    assert not run(jobs, panel.propagate(volume, segmentation, [source], "registration", "cpu")).error
+    assert panel.client.starts == 2 and not panel.client.restart_message  # a stop is not a death: no message
+    process = panel.client._process
+    panel.stop(grace_seconds=0)  # Slicer quits
+    assert process.wait(timeout=10) != 0
