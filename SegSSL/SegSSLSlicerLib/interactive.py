@@ -107,6 +107,11 @@ class InteractivePanel:
                 line += _("; at least {seconds:.1f} s per slice on this CPU").format(seconds=opened["encode_seconds"])
         return line
 
+    def _propagating(self) -> str:
+        """The status line of a propagation, with the time per slice on a CPU when it is known."""
+        line = self.describe()
+        return _("propagating") + (f" — {line}" if "per slice" in line else "")
+
     # -- building jobs ---------------------------------------------------------------------------
 
     def _volume_file(self, volume_node) -> Path:
@@ -184,7 +189,7 @@ class InteractivePanel:
             steps += self._annotate_steps(labels, volume_node, fresh=bool(steps))
             return steps + [
                 Step("propagate", {"slice_range": list(slice_range)} if slice_range else {}, propagated,
-                     _("propagating")),
+                     self._propagating),
                 Step("save", {"output": str(result)}, None, _("reading the result")),
             ]
         method = "SAM 2" if backend == "sam2" else "registration"

@@ -178,7 +178,7 @@ class WorkerClient:
         process = self._process
         if process is None or process.poll() is not None:
             return
-        self.died_message = self.died_message or "it was stopped"
+        self.died_message = self.died_message or "it did not answer Cancel and was ended"
         _kill_tree(process)
 
     def stop(self, grace_seconds: float = 5.0) -> None:
@@ -229,7 +229,7 @@ class Step:
     op: str
     fields: dict | Callable[[], dict] = field(default_factory=dict)
     on_done: Callable[[dict], None] | None = None
-    describe: str = ""  # the status line while it runs
+    describe: str | Callable[[], str] = ""  # the status line while it runs (a function: asked when it starts)
 
 
 class WorkerJob:
@@ -301,6 +301,8 @@ class WorkerJob:
         except WorkerDied as error:
             self._fail(f"the SegSSL worker stopped ({error}); click again to start a new one")
             return
+        if callable(step.describe):
+            step.describe = step.describe()
         if step.describe:
             self.status.message = step.describe
 
