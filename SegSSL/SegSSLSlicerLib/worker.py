@@ -261,6 +261,7 @@ class WorkerJob:
         self._current: int | None = None
         self._cancel_at: float | None = None
         self._ended = False
+        self._pending: list[dict] = []  # events this job adds (its end), handed out by the next poll
 
     @property
     def cancelled(self) -> bool:
@@ -280,7 +281,6 @@ class WorkerJob:
             self.status.message = self.restarted
             logging.warning("SegSSL: %s", self.restarted)
         self.client.restart_message = ""
-        self._pending: list[dict] = []
         self.steps = self.planned()
         self._next()
         return self

@@ -262,3 +262,34 @@ def test_stop_ends_the_worker_without_waiting_and_the_next_click_starts_a_new_on
     process = panel.client._process
     panel.stop(grace_seconds=0)  # Slicer quits
     assert process.wait(timeout=10) != 0
+
+
+class SilentClient(WorkerClient):
+    """A worker that reads requests and never answers (a model that is still loading)."""
+
+    @property
+    def command(self):
+        return [self.python, "-c", "import sys, time\nfor line in sys.stdin:\n    time.sleep(60)\n"]
+
+
+def test_a_worker_that_does_not_answer_cancel_is_ended_and_replaced_at_the_next_click():
+    from SegSSLSlicerLib.worker import Step, WorkerJob
+
+    now = [0.0]
+    client = SilentClient(sys.executable)
+    jobs = controller.RunController(clock=lambda: now[0])
+    try:
+        job = WorkerJob(client, [Step("open", {"input": "ct.nrrd"})], clock=lambda: now[0])
+        assert jobs.start(job, "open", lambda j: "imported")
+        first = client.pid
+        jobs.cancel()
+        assert jobs.poll() is None and client.alive  # the cancel op is sent; the worker gets its time
+        now[0] += WorkerJob.KILL_AFTER_SECONDS + 1
+        outcome = jobs.poll()
+        assert outcome is not None and "cancelled" in outcome.status and not outcome.error
+        assert [r["op"] for r in client.sent] == ["open", "cancel"] and client.sent[1]["target"] == client.sent[0]["id"]
+        job = WorkerJob(client, [Step("status")], clock=lambda: now[0])
+        assert jobs.start(job, "status", lambda j: "done")
+        assert client.pid != first and "did not answer Cancel" in job.restarted
+    finally:
+        client.stop(grace_seconds=0)
