@@ -50,7 +50,7 @@ _makeLibraryImportable()
 
 from SegSSLLib.errors import SegSSLError  # noqa: E402
 from SegSSLLib.processes import SegSSLProcess  # noqa: E402
-from SegSSLSlicerLib import choices, controller, dependencies, installing, nodes, runs, selftest  # noqa: E402
+from SegSSLSlicerLib import choices, controller, dependencies, installing, interactive, nodes, runs, selftest  # noqa: E402
 from SegSSLSlicerLib.choices import (  # noqa: E402
     Device,
     PropagationBackend,
@@ -109,6 +109,10 @@ class SegSSLParameterNode:
     sliceView: SliceView = SliceView.auto
     propagateBackend: PropagationBackend = PropagationBackend.registration
     sam2Model: Sam2Model = Sam2Model.sam2_1_tiny
+    # Point and box prompts for SAM 2 on the slice the user works on
+    promptPoints: vtkMRMLMarkupsFiducialNode
+    promptNegativePoints: vtkMRMLMarkupsFiducialNode
+    promptBox: vtkMRMLMarkupsROINode
     # Refine with SAM
     refineSource: RefineSource = RefineSource.segment
     refineRoi: vtkMRMLMarkupsROINode
@@ -126,7 +130,7 @@ class SegSSLParameterNode:
 class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # Buttons that start something: disabled while a run, a download or an install is in flight.
     ACTION_BUTTONS = (
-        "segmentButton", "propagateButton", "refineButton", "addClusterButton",
+        "segmentButton", "propagateButton", "promptButton", "refineButton", "addClusterButton",
         "sam2DownloadButton", "samDownloadButton", "installDependenciesButton",
     )
     # What each action needs installed (keys of dependencies.WORKFLOW_REQUIREMENTS) is decided per click.
@@ -147,6 +151,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._lastVolume = None  # input volume seen last, to notice a change
         self._clusters = None  # runs.ClusterMap of the last S3-Net run, while its volume is the input
         self._editorSegment = ""  # the editor's selected segment, to follow it in the tick list
+        self._interactive = None  # interactive.InteractivePanel: the one `segssl serve` worker, started on first use
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -185,6 +190,9 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.addClusterButton.connect("clicked(bool)", self.onAddCluster)
         self.ui.propagateButton.connect("clicked(bool)", self.onPropagate)
+        self.ui.promptButton.connect("clicked(bool)", self.onPrompt)
+        # The worker ends with the application (also when the module is never unloaded before exit).
+        slicer.app.connect("aboutToQuit()", lambda: self._stopWorker(graceSeconds=0))
         self.ui.refineButton.connect("clicked(bool)", self.onRefine)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
@@ -198,6 +206,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         """The application closes: stop a job rather than leave it behind, and free the views."""
         self.jobs.cancel(grace_seconds=1.0)
+        self._stopWorker()
         for timer in (self._pollTimer, self._statusTimer):
             if timer:
                 timer.stop()
@@ -224,6 +233,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._lastVolume = None
         # A run's result would arrive in a closed scene: stop it (its nodes are going away).
         self.jobs.cancel(grace_seconds=1.0)
+        self._stopWorker()  # what it holds belongs to the scene that closes
         self.setParameterNode(None)
         self.ui.segmentEditorWidget.setSegmentationNode(None)
         self.ui.segmentEditorWidget.removeViewObservations()
@@ -317,7 +327,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         hasVolume = bool(self._parameterNode and self._parameterNode.inputVolume)
         for name in self.ACTION_BUTTONS:
             getattr(self.ui, name).enabled = not busy
-        for name in ("segmentButton", "propagateButton", "refineButton"):
+        for name in ("segmentButton", "propagateButton", "promptButton", "refineButton"):
             button = getattr(self.ui, name)
             button.enabled = not busy and hasVolume
             button.toolTip = _("Select an input volume first") if not hasVolume else ""
@@ -344,21 +354,64 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._startImport(prepared)
 
     def onPropagate(self) -> None:
+        """Through the interactive worker: the volume is opened once, the painted slices of the ticked
+        segments are the drawings, a correction recomputes only what it can change (docs/slicer.md)."""
         parameters = self._parameterNode
         with self._reportErrors(_("Propagate")):
             backend = parameters.propagateBackend
             if not self._packagesReady(backend.value, backend.label(), self.onPropagate):
                 return
             segmentation = self._paintedSegmentation()
-            prepared = runs.prepare_propagate(
-                parameters.inputVolume, segmentation, self._segmentsToPropagate(), self._chosenSliceNode(),
-                backend, parameters.device, sam2_model=parameters.sam2Model,
-                sam2_checkpoint=self._checkpoint("sam2"), work_parent=self.logic.workFolder(),
-                working_view=self.views.working_view(slicer.mrmlScene),
+            sam2 = backend is PropagationBackend.sam2
+            prepared = self._worker().propagate(
+                parameters.inputVolume, segmentation, self._segmentsToPropagate(), backend.value,
+                parameters.device.value, axis=self._workingAxis(),
+                sam2_checkpoint=self._checkpoint("sam2") if sam2 else None,
+                sam2_config=parameters.sam2Model.config if sam2 else None,
             )
-            if backend is PropagationBackend.sam2:
+            if sam2:
                 self.ui.sam2CheckpointPathLineEdit.addCurrentPathToHistory()
-            self._startImport(prepared)
+            self._startWorkerJob(prepared, segmentation)
+
+    def onPrompt(self) -> None:
+        """SAM 2 answers the prompt points / box on the slice of the view the user works in."""
+        parameters = self._parameterNode
+        with self._reportErrors(_("Prompt")):
+            if not self._packagesReady("sam2", "SAM 2", self.onPrompt):
+                return
+            segmentation = self._paintedSegmentation()
+            view = self._chosenSliceNode() or self.views.working_view(slicer.mrmlScene)
+            prepared = self._worker().prompt(
+                parameters.inputVolume, segmentation, self._segmentsToPropagate(),
+                self.ui.segmentEditorWidget.currentSegmentID(), view, parameters.device.value,
+                self._checkpoint("sam2"), parameters.sam2Model.config, points_node=parameters.promptPoints,
+                negative_node=parameters.promptNegativePoints, roi_node=parameters.promptBox,
+            )
+            self.ui.sam2CheckpointPathLineEdit.addCurrentPathToHistory()
+            self._startWorkerJob(prepared, segmentation)
+
+    def _worker(self) -> interactive.InteractivePanel:
+        if self._interactive is None:
+            self._interactive = interactive.InteractivePanel(self.logic.pythonExecutable(), self.logic.workFolder())
+        return self._interactive
+
+    def _stopWorker(self, graceSeconds: float = 5.0) -> None:
+        if self._interactive is not None:
+            self._interactive.stop(graceSeconds)
+
+    def _startWorkerJob(self, prepared: interactive.Prepared, segmentation) -> None:
+        """A worker job through the one job slot; its result is one undo step of the editor."""
+        volume = self._parameterNode.inputVolume
+        editor = self.ui.segmentEditorWidget
+
+        def importResult(job):
+            undo = editor.saveStateForUndo if editor.segmentationNode() is segmentation else None
+            status = prepared.import_result(undo)
+            self._showStatus()  # the worker's device and time per slice
+            return (job.restarted + ". " if job.restarted else "") + status
+
+        self._estimate = ""
+        self._startJob(prepared.job, prepared.title, importResult, watched=(volume, segmentation))
 
     def _chosenSliceNode(self):
         """The view chosen under 'Painted in view', or None for Auto."""
@@ -516,6 +569,9 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if torchInstalled and python:
             self.deviceProbe.ask(python)
         self.ui.deviceStatusLabel.text = controller.describe_device(self._parameterNode.device.value, self.deviceProbe, torchInstalled)
+        workerLine = self._interactive.describe() if self._interactive is not None else ""
+        if workerLine:
+            self.ui.deviceStatusLabel.text += "\n" + workerLine
         for kind, label in (("sam2", self.ui.sam2WeightsStatusLabel), ("sam", self.ui.samWeightsStatusLabel)):
             name = self._weightsName(kind)
             chosen = self._chosenFile(self._pathEdit(kind))
@@ -713,6 +769,7 @@ class SegSSLLogic(ScriptedLoadableModuleLogic):
         def installed(process):
             dependencies.refresh()
             widget.deviceProbe.reset()
+            widget._stopWorker()  # the next click starts a worker that imports the new packages
             still = dependencies.missing(requirements)
             if still:
                 raise SegSSLError(
@@ -757,6 +814,7 @@ class SegSSLTest(ScriptedLoadableModuleTest):
             self.test_panel_auto_view_is_the_slice_view_the_cursor_was_last_in,
             self.test_panel_buttons_wait_for_a_job_and_a_second_job_is_refused,
             self.test_panel_cluster_map_can_be_hidden,
+            self.test_panel_propagate_reuses_one_worker_and_a_correction_updates_the_result,
         ):
             self.setUp()
             test()
@@ -859,3 +917,38 @@ class SegSSLTest(ScriptedLoadableModuleTest):
         self.assertTrue(controller.label_layer_shown(slicer.mrmlScene, clusters))
         widget.ui.showClustersCheckBox.checked = False
         self.assertFalse(controller.label_layer_shown(slicer.mrmlScene, clusters))
+
+    def _waitForJob(self, widget, seconds: float = 300) -> None:
+        deadline = time.monotonic() + seconds
+        while widget.jobs.busy and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        self.assertFalse(widget.jobs.busy, "the job did not end in time")
+
+    def test_panel_propagate_reuses_one_worker_and_a_correction_updates_the_result(self):
+        widget = self._widget()
+        volume, segmentation, truth = selftest.add_phantom()
+        widget._parameterNode.inputVolume = volume
+        widget._parameterNode.outputSegmentation = segmentation
+        widget._parameterNode.propagateBackend = PropagationBackend.registration
+        liver = (truth == selftest.LIVER).astype("uint8")
+        k = int(liver.sum(axis=(1, 2)).argmax())
+        painted = liver * 0
+        painted[k] = liver[k]
+        source = nodes.add_segments(painted, segmentation, volume, names={1: "liver"})[1]
+        widget.ui.segmentEditorWidget.setCurrentSegmentID(source)
+        widget.onPropagate()
+        self._waitForJob(widget)
+        self.assertIn("liver propagated", widget.ui.statusLabel.text)
+        pid = widget._interactive.client.pid
+        self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 2)
+        painted[k + 3] = liver[k + 3]  # a correction on another slice
+        slicer.util.updateSegmentBinaryLabelmapFromArray(painted, segmentation, source, volume)
+        sent = len(widget._interactive.client.sent)
+        widget.onPropagate()
+        self._waitForJob(widget)
+        self.assertEqual(widget._interactive.client.pid, pid)
+        self.assertEqual([r["op"] for r in widget._interactive.client.sent[sent:]], ["annotate", "propagate", "save"])
+        self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 2)  # updated, not added
+        slicer.mrmlScene.Clear()  # the scene closes: the worker goes with it
+        self.assertFalse(widget._interactive.client.alive)

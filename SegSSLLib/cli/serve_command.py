@@ -63,8 +63,9 @@ def run(args, progress) -> int:
     root.addHandler(handler)
     if args.feature_cache_mb < 0 or args.absent_slices < 0:
         raise SegSSLError("--feature-cache-mb and --absent-slices must be 0 or more")
-    device = setup_torch(args)
-    worker = Worker(device, args, sys.stdout)
+    # torch is imported when SAM 2 is first opened: a registration-only worker runs on what Slicer
+    # ships (the panel's first install tier), and starts without the 16 s torch import.
+    worker = Worker(None, args, sys.stdout, device_for=lambda: setup_torch(args))
     return worker.serve(sys.stdin)
 
 
@@ -90,8 +91,9 @@ class RequestProgress(Progress):
 
 
 class Worker:
-    def __init__(self, device, options, out):
-        self.device = device
+    def __init__(self, device, options, out, device_for=None):
+        self.device = device  # the torch device; None until SAM 2 needs it (then ``device_for()``)
+        self._device_for = device_for
         self.options = options
         self.out = out
         self.lock = threading.Lock()
@@ -257,6 +259,16 @@ class Worker:
         if backend_name == "sam2":
             from SegSSLLib.propagation.session import Sam2Backend
 
+            if self.device is None:
+                if self._device_for is None:
+                    from SegSSLLib.cli.common import setup_torch
+
+                    self._device_for = lambda: setup_torch(self.options)
+                try:
+                    self.device = self._device_for()
+                except ImportError as exc:
+                    raise SegSSLError(f"SAM 2 needs PyTorch and sam2 in this Python ({exc}) — install them (the Slicer "
+                                      "panel offers to), or open with backend \"registration\"") from None
             predictor = self._predictor(request, progress)
             backend = Sam2Backend(predictor)
             described.update(device=str(self.device), image_size=predictor.image_size)

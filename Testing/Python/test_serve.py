@@ -250,3 +250,34 @@ def test_the_worker_answers_a_point_prompt_with_sam2(tiny_phantom, tmp_path):
     assert ends[2]["slice"] == 10 and ends[2]["object"] == 1
     assert ends[3]["computed_slices"] <= 4 and ends[3]["feature_cache"]["frames"] <= 6
     assert ends[4]["undone"] is True
+
+
+def test_a_registration_worker_runs_without_torch_monai_or_sam2(case):
+    """The panel's registration tier installs no torch: its worker must start and work without it."""
+    from test_api import BLOCKER, HEAVY
+
+    out = case.tmp / "out.nrrd"
+    requests = [
+        {"id": 1, "op": "open", "input": str(case.image), "backend": "registration"},
+        {"id": 2, "op": "annotate", "annotation": str(case.first)},
+        {"id": 3, "op": "propagate"},
+        {"id": 4, "op": "save", "output": str(out)},
+        {"id": 5, "op": "open", "input": str(case.image), "backend": "sam2", "sam2_checkpoint": "sam2.1_hiera_t"},
+    ]
+    code = BLOCKER + (
+        "import runpy\n"
+        "sys.argv = ['segssl', 'serve', '--device', 'cpu']\n"
+        "try:\n"
+        "    runpy.run_module('SegSSLLib', run_name='__main__')\n"
+        "finally:\n"
+        f"    print(__import__('json').dumps({{'loaded': [m for m in {HEAVY!r} if m in sys.modules]}}), file=sys.stderr)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", code], input="".join(json.dumps(r) + "\n" for r in requests),
+                            capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    ends = final([json.loads(line) for line in result.stdout.splitlines()])
+    assert [ends[i]["event"] for i in (1, 2, 3, 4)] == ["done"] * 4, ends
+    assert ends[5]["event"] == "error" and "needs PyTorch and sam2" in ends[5]["message"], ends[5]  # SAM 2 asked for: an error, no death
+    assert json.loads(result.stderr.strip().splitlines()[-1]) == {"loaded": []}
+    assert sitk.ReadImage(str(out)).GetSize() == sitk.ReadImage(str(case.image)).GetSize()
