@@ -3,7 +3,7 @@
 1. A *limit box* reaches ``max_radius_mm`` around the clicks: the size prior. Nothing outside it
    can be part of the answer.
 2. Classical region growing (``region_growing.region_grow``: curvature flow, confidence connected,
-   a closing) runs from the clicks inside the limit box. It *leaked* when it reaches a face of the
+   a closing) runs from the clicks, and its region is clipped to the limit box. It *leaked* when it reaches a face of the
    limit box that is not the image's own border (the structure continues into tissue of the same
    density); otherwise it ended on its own and its region gives the structure's extent.
 3. An S3-Net (the paper's network and losses, ``clustering.cluster_image``) is trained on a *work
@@ -31,7 +31,7 @@ from SegSSLLib.progress import NO_PROGRESS, Progress
 from SegSSLLib.s3net.click_region import Box, box_around, box_of_mask, clip_box, grow_box, open_faces, union_box
 from SegSSLLib.s3net.click_selection import ClickSelectionSettings, combine, exclude_negatives
 from SegSSLLib.s3net.config import S3NetConfig
-from SegSSLLib.s3net.region_growing import RegionGrowingSettings, region_grow, smooth
+from SegSSLLib.s3net.region_growing import RegionGrowingSettings, region_grow
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ class ClickResult:
     box: Box  # the work box S3-Net was trained on last
     limit: Box
     clusters: np.ndarray  # the work box's cluster map (ids 1..n), array order
-    candidate: np.ndarray  # the region-growing candidate on the whole image grid (inside the limit box)
+    candidate: np.ndarray  # the region-growing candidate on the whole image grid, clipped to the limit box
+    grown: np.ndarray  # region growing from the positive clicks on the whole image, not clipped
     leaked: bool
     steps: int  # S3-Net training steps, over all boxes
     trainings: int
@@ -109,14 +110,14 @@ def segment_click(
     if not positives:
         raise ValueError("segment_click needs at least one positive click")
     started = time.perf_counter()
+    _check_values(image, window)
     spacing, size = image.GetSpacing(), image.GetSize()
     slice_axis = (image.GetDimension() - 1 - settings.slice_axis) if image.GetDimension() == 3 else 0
     limit = box_around(positives, spacing, size, settings.max_radius_mm)
-    candidate = np.zeros(image.GetSize()[::-1], bool)
-    limited = limit.crop(image)
-    candidate[limit.array_slices] = region_grow(
-        limited, [limit.local(p) for p in positives], settings.region_growing, smooth(limited, settings.region_growing)
-    )
+    # Region growing on the whole image (the classical result itself), then clipped to the limit box.
+    grown = region_grow(image, list(positives), settings.region_growing)
+    candidate = np.zeros(grown.shape, bool)
+    candidate[limit.array_slices] = grown[limit.array_slices]
     leaked = bool(open_faces(candidate[limit.array_slices], limit, size))
     if image.GetDimension() == 2:
         # A photograph has no physical scale: S3-Net sees all of it, as in the paper's skin-lesion task.
@@ -141,13 +142,22 @@ def segment_click(
         local_mask = combine(candidate[box.array_slices], leaked, result.clusters, local, slice_axis,
                              settings.selection, escapes=lambda mask, box=box: bool(open_faces(mask, box, size)))
         faces = open_faces(local_mask, box, size)
-        grown = clip_box(grow_box(box, faces, spacing, size, settings.margin_mm), limit)
-        if not faces or grown == box or trainings > settings.max_growths:
+        bigger = clip_box(grow_box(box, faces, spacing, size, settings.margin_mm), limit)
+        if not faces or bigger == box or trainings > settings.max_growths:
             break
         log.info("the structure reaches the box's faces %s; growing the box and training again", " ".join(faces))
-        box = grown
+        box = bigger
     mask = np.zeros(candidate.shape, bool)
     mask[box.array_slices] = local_mask
     if negatives:
         mask = exclude_negatives(mask, [tuple(reversed(p)) for p in positives], [tuple(reversed(n)) for n in negatives])
-    return ClickResult(mask, box, limit, result.clusters, candidate, leaked, steps, trainings, time.perf_counter() - started)
+    return ClickResult(mask, box, limit, result.clusters, candidate, grown, leaked, steps, trainings, time.perf_counter() - started)
+
+
+def _check_values(image: sitk.Image, window) -> None:
+    """The one-line errors of ``cluster_image`` for NaN, infinite or constant input, before region growing."""
+    array = sitk.GetArrayViewFromImage(image)
+    if not np.all(np.isfinite(array)) or array.min() == array.max():
+        from SegSSLLib.s3net.clustering import normalised_channels
+
+        normalised_channels(image, window)  # raises the SegSSLError that names the problem

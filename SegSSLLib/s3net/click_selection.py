@@ -139,8 +139,9 @@ def combine(
             # The grown region lies within S3-Net's structure, which ends inside the box: region
             # growing stopped short (a variegated lesion, a noisy blob); take the structure.
             mask = structure
-    mask = component_with(mask, positions)
-    return fill_holes(mask, slice_axis) if mask.any() else mask
+    # Holes are filled in S3-Net's structure (seed_structure) only: a hole in the grown region is
+    # tissue region growing refused (a kidney's sinus fat), which a reference leaves out too.
+    return component_with(mask, positions)
 
 
 def exclude_negatives(mask: np.ndarray, positives: list[tuple[int, ...]], negatives: list[tuple[int, ...]]) -> np.ndarray:

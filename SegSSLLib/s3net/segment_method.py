@@ -40,9 +40,14 @@ def add_arguments(group) -> None:
     )
     for option, field, kind, metavar, text in _CONFIG_OPTIONS:
         default = getattr(defaults, field)
+        if field == "features":  # the click route has its own default (issue 14): None = the route's default
+            group.add_argument(option, dest=f"s3net_{field}", type=kind, default=None, metavar=metavar,
+                               help=f"{text} (default {default:g}; 16 from a click)")
+            continue
         group.add_argument(
             option, dest=f"s3net_{field}", type=kind, default=default, metavar=metavar, help=f"{text} (default {default:g})"
         )
+    _add_click_arguments(group)
     group.add_argument(
         "--s3net-weights", default=None, metavar="C,A,S",
         help="weights of the clustering, affine-consistency and spatial terms (default "
@@ -86,6 +91,8 @@ def config_from_args(args):
 
     config = _default_config()
     changes = {field: getattr(args, f"s3net_{field}") for _, field, _, _, _ in _CONFIG_OPTIONS}
+    if changes["features"] is None:
+        changes["features"] = config.features
     if args.s3net_weights:
         weights = _numbers(args.s3net_weights, 3, "--s3net-weights", "C,A,S, e.g. 1,1,5")
         changes.update(clustering_weight=weights[0], affine_weight=weights[1], spatial_weight=weights[2])
@@ -146,6 +153,11 @@ def segment(image, seeds, args, progress, device):
         raise SegSSLError("--method s3net on a volume needs at least one --seed I,J,K inside the structure")
     config = config_from_args(args)
     window = window_from_args(args.s3net_window)
+    if seeds and args.s3net_route != "whole":
+        return _segment_click(image, seeds, args, progress, device, config, window)
+    if args.s3net_negative:
+        raise SegSSLError("--s3net-negative needs the click route: drop --s3net-route whole")
+    log.info("S3-Net on the whole image: about %.0f s on one CPU thread", _whole_image_estimate(image, args, config))
     writer = _tensorboard_writer(args.s3net_log_dir)
     try:
         result = cluster_image(
@@ -198,3 +210,90 @@ def _tensorboard_writer(log_dir):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(log_dir=log_dir)
+
+
+# ---- the click route (issue 14): S3-Net trained on a box around the click, see s3net.click_segment ----
+
+
+def _add_click_arguments(group) -> None:
+    group.add_argument(
+        "--s3net-route", choices=("auto", "click", "whole"), default="auto",
+        help="auto (default): with a --seed, S3-Net is trained on a box around the click(s) with region growing "
+        "as a candidate; 'whole': one S3-Net over the whole image, the structure chosen from its clusters",
+    )
+    group.add_argument(
+        "--s3net-negative", action="extend", nargs="+", default=[], metavar="I,J,K",
+        help="click(s) on what must not be part of the structure (X,Y for 2D; click route)",
+    )
+    group.add_argument(
+        "--s3net-max-radius", type=float, default=100.0, metavar="MM",
+        help="click route: nothing farther than this from the clicks is part of the structure (default 100 mm)",
+    )
+
+
+def _segment_click(image, seeds, args, progress, device, config, window):
+    from dataclasses import replace
+
+    import numpy as np
+
+    from SegSSLLib.cli.common import check_index_inside, parse_index
+    from SegSSLLib.s3net.click_segment import ClickSettings, segment_click
+    from SegSSLLib.s3net.selection import _is_background, fill_holes, spans_whole_image
+    from SegSSLLib.slicing import array_axis
+    from SegSSLLib.volumes import label_array_to_image
+
+    negatives = [parse_index(text, image.GetDimension()) for text in args.s3net_negative]
+    for negative in negatives:
+        check_index_inside(negative, image.GetSize())
+    if args.s3net_features is None:
+        config = replace(config, features=ClickSettings().config.features)
+    try:
+        settings = ClickSettings(
+            max_radius_mm=args.s3net_max_radius, min_radius_mm=min(ClickSettings().min_radius_mm, args.s3net_max_radius),
+            max_size=min(args.s3net_max_size, ClickSettings().max_size),
+            slice_axis=args.s3net_slice_axis, config=config,
+        )
+    except ValueError as exc:
+        raise SegSSLError(f"bad S3-Net click option: {exc} (--s3net-max-radius must be positive)") from None
+    settings = replace(settings, selection=replace(settings.selection, bridge_radius=args.s3net_bridge_radius))
+    result = segment_click(image, seeds, negatives, settings, device, progress, seed=args.random_seed, window=window)
+    log.info(
+        "S3-Net from the click: %d training steps on a box of %s voxels, %.1f s; region growing %s",
+        result.steps, "×".join(map(str, result.box.size)), result.seconds,
+        "leaked past the size limit" if result.leaked else "ended on its own",
+    )
+    slice_axis = array_axis(args.s3net_slice_axis) if image.GetDimension() == 3 else 0
+    mask = result.mask  # holes are always filled on the click route
+    # Background: the click's region (before the size limit) reaches both ends of every axis, or
+    # filling its holes more than doubles it (air around the body), or the answer spans the image.
+    grown = result.grown
+    if (
+        not mask.any()
+        or spans_whole_image(grown)
+        or fill_holes(grown, slice_axis).sum() > 2 * grown.sum()
+        or _is_background(mask, slice_axis, 0.75)
+    ):
+        rejected = " ".join(",".join(map(str, seed)) for seed in seeds)
+        raise SegSSLError(
+            f"every seed ({rejected}) lies on background (a region spanning most of the image, e.g. air or the "
+            "skin around a lesion), so nothing was segmented — give a --seed inside the structure"
+        )
+    labels = mask.astype(np.uint16 if args.s3net_label > 255 else np.uint8) * args.s3net_label
+    extra_outputs = {}
+    if args.clusters_output:
+        from SegSSLLib.cli.segment_command import _grey_reference
+
+        clusters = np.zeros(mask.shape, np.uint16)  # 0 outside the box S3-Net was trained on
+        clusters[result.box.array_slices] = result.clusters
+        reference = image if image.GetNumberOfComponentsPerPixel() == 1 else _grey_reference(image)
+        extra_outputs[args.clusters_output] = label_array_to_image(clusters, reference)
+    return labels, extra_outputs
+
+
+def _whole_image_estimate(image, args, config) -> float:
+    from SegSSLLib.s3net.click_region import Box
+    from SegSSLLib.s3net.click_segment import ClickSettings, estimate_seconds
+
+    box = Box((0,) * image.GetDimension(), tuple(image.GetSize()))
+    settings = ClickSettings(max_size=max(16, args.s3net_max_size), slice_axis=args.s3net_slice_axis, config=config)
+    return estimate_seconds(box, settings)
