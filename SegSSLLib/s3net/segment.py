@@ -97,7 +97,7 @@ def segment_s3net(
     if seeds and settings.route != "whole":
         return _segment_click(image, seeds, negatives, settings, progress, device)
     if negatives:
-        raise SegSSLError("`negatives` need the click route: leave `route` at auto (with `seeds`) or set it to click")
+        raise SegSSLError("giving `negatives` needs the click route: leave `route` at auto (with `seeds`) or set it to click")
     if settings.route == "click":
         raise SegSSLError("the click route needs `seeds`: at least one index inside the structure")
     config = settings.config or S3NetConfig()

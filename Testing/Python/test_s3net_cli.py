@@ -307,3 +307,21 @@ def test_bad_s3net_option_on_the_command_line_is_a_one_line_error(tiny_phantom, 
     )
     assert_one_line_error(result, "--s3net-weights", "C,A,S")
     assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "options, fragments",
+    [
+        (["--s3net-route", "whole", "--s3net-negative", "3,3,3"], ["--s3net-negative needs the click route", "--s3net-route"]),
+        (["--s3net-max-radius", "0"], ["--s3net-max-radius must be positive"]),
+        (["--s3net-negative", "3,3"], ["--s3net-negative '3,3'", "I,J,K"]),
+    ],
+)
+def test_bad_click_route_options_are_one_line_errors_naming_the_flags(tiny_phantom, tmp_path, options, fragments):
+    image_path, _ = tiny_phantom
+    output = tmp_path / "out.nii.gz"
+    result = run_segssl(
+        "segment", "--method", "s3net", "--input", image_path, "--output", output, "--seed", "5,5,5", *options,
+    )
+    assert_one_line_error(result, *fragments)
+    assert "`" not in result.stderr and not output.exists()

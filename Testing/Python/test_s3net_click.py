@@ -144,3 +144,25 @@ def test_settings_are_checked():
         ClickSettings(min_radius_mm=50, max_radius_mm=20)
     with pytest.raises(ValueError):
         segment_click(sitk.Image(8, 8, 8, sitk.sitkFloat32), [])
+
+
+def test_segment_s3net_takes_the_click_route_with_seeds_and_names_its_settings():
+    from SegSSLLib.errors import SegSSLError
+    from SegSSLLib.s3net.segment import S3NetSettings, segment_s3net
+
+    image, wall, blob = _blob_on_wall()
+    settings = S3NetSettings(TINY, max_size=48, max_radius_mm=14, device="cpu")
+    result = segment_s3net(image, [(17, 24, 12)], settings)
+    assert result.route == "click" and result.click_box is not None
+    mask, clusters = sitk.GetArrayFromImage(result.label_map), sitk.GetArrayFromImage(result.clusters)
+    assert mask[12, 24, 17] == 1 and result.label_map.GetSize() == image.GetSize()
+    # The cluster map is placed in the full grid: 0 outside the box S3-Net was trained on.
+    inside = np.zeros(mask.shape, bool)
+    inside[result.click_box.array_slices] = True
+    assert not clusters[~inside].any() and clusters[inside].min() >= 1
+    with pytest.raises(SegSSLError, match="giving `negatives` needs the click route"):
+        segment_s3net(image, [(17, 24, 12)], S3NetSettings(TINY, route="whole", negatives=((14, 24, 12),)))
+    with pytest.raises(SegSSLError, match="`max_radius_mm` must be positive"):
+        segment_s3net(image, [(17, 24, 12)], S3NetSettings(TINY, max_radius_mm=0))
+    with pytest.raises(SegSSLError, match="negative click 99,24,12 is outside the image"):
+        segment_s3net(image, [(17, 24, 12)], S3NetSettings(TINY, negatives=((99, 24, 12),)))
