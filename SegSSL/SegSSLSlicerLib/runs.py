@@ -165,7 +165,9 @@ def prepare_segment(
     result = work_folder / _RESULT_FILE
     clusters = work_folder / _CLUSTERS_FILE if method is SegmentMethod.s3net and keep_clusters else None
     if clusters:
-        options += ["--clusters-output", str(clusters)]
+        # Picking clusters needs the whole image's cluster map, so this run trains on the whole image;
+        # without it S3-Net trains on a box around the clicks (docs/s3net.md, "From a click").
+        options += ["--clusters-output", str(clusters), "--s3net-route", "whole"]
     arguments = ["segment", "--input", str(volume_path), "--output", str(result), "--method", method.value]
     name = "S3-Net" if method is SegmentMethod.s3net else "PolyCL"
     return PreparedRun(

@@ -29,6 +29,7 @@ COMMAND_FLAGS = {
     "segment": {
         "axis": "--refine-axis", "label": "--s3net-label", "max_size": "--s3net-max-size",
         "bridge_radius": "--s3net-bridge-radius", "slice_axis": "--s3net-slice-axis", "batch_size": "--polycl-batch-size",
+        "route": "--s3net-route", "negatives": "--s3net-negative", "max_radius_mm": "--s3net-max-radius",
     },
 }
 # parameters that are flags named alike (``sam2_checkpoint`` -> ``--sam2-checkpoint``)

@@ -38,9 +38,14 @@ def add_arguments(group) -> None:
     )
     for option, field, kind, metavar, text in _CONFIG_OPTIONS:
         default = getattr(defaults, field)
+        if field == "features":  # the click route has its own default (issue 14): None = the route's default
+            group.add_argument(option, dest=f"s3net_{field}", type=kind, default=None, metavar=metavar,
+                               help=f"{text} (default {default:g}; 16 from a click)")
+            continue
         group.add_argument(
             option, dest=f"s3net_{field}", type=kind, default=default, metavar=metavar, help=f"{text} (default {default:g})"
         )
+    _add_click_arguments(group)
     group.add_argument(
         "--s3net-weights", default=None, metavar="C,A,S",
         help="weights of the clustering, affine-consistency and spatial terms (default "
@@ -78,12 +83,19 @@ def _default_config():
     return S3NetConfig()
 
 
-def config_from_args(args):
-    """The ``S3NetConfig`` the command-line options ask for, with one-line errors for bad values."""
+def config_from_args(args, click: bool = False):
+    """The ``S3NetConfig`` the command-line options ask for, with one-line errors for bad values.
+
+    ``click``: the click route runs, whose default is fewer feature channels (``ClickSettings``).
+    """
     from dataclasses import replace
 
     config = _default_config()
     changes = {field: getattr(args, f"s3net_{field}") for _, field, _, _, _ in _CONFIG_OPTIONS}
+    if changes["features"] is None:
+        from SegSSLLib.s3net.click_segment import ClickSettings
+
+        changes["features"] = ClickSettings().config.features if click else config.features
     if args.s3net_weights:
         weights = _numbers(args.s3net_weights, 3, "--s3net-weights", "C,A,S, e.g. 1,1,5")
         changes.update(clustering_weight=weights[0], affine_weight=weights[1], spatial_weight=weights[2])
@@ -121,15 +133,18 @@ def _numbers(text: str, count: int, option: str, form: str) -> list[float]:
     return values
 
 
-def settings_from_args(args, device):
-    """The ``S3NetSettings`` the command-line options ask for."""
+def settings_from_args(args, device, seeds=(), dimension: int = 3):
+    """The ``S3NetSettings`` the command-line options ask for (``seeds``: to know which route runs)."""
+    from SegSSLLib.cli.common import parse_index
     from SegSSLLib.s3net.segment import S3NetSettings
 
+    negatives = tuple(parse_index(text, dimension, "--s3net-negative") for text in args.s3net_negative)
     return S3NetSettings(
-        config=config_from_args(args), slice_axis=args.s3net_slice_axis, max_size=args.s3net_max_size,
+        config=config_from_args(args, click=bool(seeds) and args.s3net_route != "whole"),
+        slice_axis=args.s3net_slice_axis, max_size=args.s3net_max_size,
         window=window_from_args(args.s3net_window), fill_holes=args.s3net_fill_holes,
         bridge_radius=args.s3net_bridge_radius, label=args.s3net_label, random_seed=args.random_seed, device=device,
-        log_dir=args.s3net_log_dir,
+        log_dir=args.s3net_log_dir, route=args.s3net_route, negatives=negatives, max_radius_mm=args.s3net_max_radius,
     )
 
 
@@ -148,8 +163,24 @@ def segment(image, seeds, args, progress, device):
         if os.path.realpath(args.clusters_output) == os.path.realpath(args.output):
             raise SegSSLError("--clusters-output and --output are the same file; give two different names")
         check_output_path(args.clusters_output, (args.input,), "--clusters-output", dimension=image.GetDimension())
-    settings = settings_from_args(args, device)
+    settings = settings_from_args(args, device, seeds, image.GetDimension())
     settings.check()
     result = segment_s3net(image, seeds, settings, progress)
     extra_outputs = {args.clusters_output: result.clusters} if args.clusters_output else {}
     return sitk.GetArrayFromImage(result.label_map), extra_outputs
+
+
+def _add_click_arguments(group) -> None:
+    group.add_argument(
+        "--s3net-route", choices=("auto", "click", "whole"), default="auto",
+        help="auto (default): with a --seed, S3-Net is trained on a box around the click(s) with region growing "
+        "as a candidate; 'whole': one S3-Net over the whole image, the structure chosen from its clusters",
+    )
+    group.add_argument(
+        "--s3net-negative", action="extend", nargs="+", default=[], metavar="I,J,K",
+        help="click(s) on what must not be part of the structure (X,Y for 2D; click route)",
+    )
+    group.add_argument(
+        "--s3net-max-radius", type=float, default=100.0, metavar="MM",
+        help="click route: nothing farther than this from the clicks is part of the structure (default 100 mm)",
+    )

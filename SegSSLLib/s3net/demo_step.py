@@ -65,7 +65,7 @@ def _liver(context: DemoContext) -> None:
     image = sitk.ReadImage(str(context.files["phantom_ct"]))
     truth = sitk.ReadImage(str(context.files["phantom_labels"]))
     seed = phantom_voxel(LIVER_CENTRE, image.GetSize())
-    result = segment_s3net(image, [seed], S3NetSettings(_config(context), device=context.device), context.progress)
+    result = segment_s3net(image, [seed], S3NetSettings(_config(context), device=context.device, route="whole"), context.progress)
     write_image(result.clusters, context.path("s3net_clusters.nii.gz"))
     _score_and_report(
         context, "S3-Net: liver from one seed click (no labels)", "s3net_liver.nii.gz", _mask(result),

@@ -3,6 +3,10 @@
 An S3-Net is trained on the image itself (no labels, no checkpoint), every pixel gets a cluster, and
 the structure is chosen from the clusters by the seeds (``selection``); with no seed (2D pictures
 only) the central component that does not touch the border is taken.
+
+With seeds the default ``route`` is the click route (``click_segment``, docs/s3net.md "From a click"):
+S3-Net is trained on a box around the clicks, with classical region growing as its candidate;
+``route="whole"`` trains one S3-Net over the whole image and picks the seeds' clusters.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class S3NetSettings:
-    config: S3NetConfig = S3NetConfig()  # the network and its training
+    # the network and its training; None: S3NetConfig() on the whole image, 16 feature channels on the click route
+    config: S3NetConfig | None = None
     slice_axis: int = 2  # ITK axis the training slices are perpendicular to (2 = K, axial for an axial scan)
     max_size: int = 256  # slices larger than this are scaled down for the network
     window: IntensityWindow | None = None  # None: CT soft tissue for data in HU, percentiles otherwise
@@ -34,9 +39,16 @@ class S3NetSettings:
     label: int = 1  # label value of the structure
     random_seed: int = 0
     device: object = "auto"  # "auto", "cpu", "cuda", "cuda:N", "mps" or a torch.device
-    log_dir: str | None = None  # TensorBoard loss curves
+    log_dir: str | None = None  # TensorBoard loss curves (whole-image route)
+    route: str = "auto"  # "auto": the click route when seeds are given; "click"; "whole"
+    negatives: tuple[tuple[int, ...], ...] = ()  # click route: clicks on what must not be part of the structure
+    max_radius_mm: float = 100.0  # click route: nothing farther than this from the clicks is part of the structure
 
     def check(self) -> None:
+        if self.route not in ("auto", "click", "whole"):
+            raise SegSSLError(f"`route` must be auto, click or whole, got {self.route!r}")
+        if not self.max_radius_mm > 0:
+            raise SegSSLError(f"`max_radius_mm` must be positive, got {self.max_radius_mm:g}")
         if self.max_size < 16:
             raise SegSSLError(f"`max_size` must be at least 16 pixels, got {self.max_size}")
         if self.bridge_radius < 0:
@@ -57,6 +69,9 @@ class S3NetResult:
     selected_clusters: list[int] = field(default_factory=list)
     rejected_seeds: list[tuple[int, ...]] = field(default_factory=list)  # seeds that lay on background
     warnings: list[str] = field(default_factory=list)
+    route: str = "whole"  # the route that ran: "click" or "whole"
+    click_box: object = None  # click route: the ``click_region.Box`` S3-Net was trained on (clusters are 0 outside it)
+    leaked: bool = False  # click route: region growing reached the size limit (max_radius_mm)
 
 
 def segment_s3net(
@@ -78,10 +93,19 @@ def segment_s3net(
     seeds = [tuple(int(v) for v in seed) for seed in seeds]
     _check_seeds(image, seeds)
     device = select_device(settings.device) if isinstance(settings.device, str) else settings.device
+    negatives = [tuple(int(v) for v in negative) for negative in settings.negatives]
+    if seeds and settings.route != "whole":
+        return _segment_click(image, seeds, negatives, settings, progress, device)
+    if negatives:
+        raise SegSSLError("giving `negatives` needs the click route: leave `route` at auto (with `seeds`) or set it to click")
+    if settings.route == "click":
+        raise SegSSLError("the click route needs `seeds`: at least one index inside the structure")
+    config = settings.config or S3NetConfig()
+    log.info("S3-Net on the whole image: about %.0f s on one CPU thread", _whole_image_estimate(image, settings, config))
     writer = _tensorboard_writer(settings.log_dir)
     try:
         clustered = cluster_image(
-            image, settings.config, device, progress, seed=settings.random_seed, slice_axis=settings.slice_axis,
+            image, config, device, progress, seed=settings.random_seed, slice_axis=settings.slice_axis,
             max_size=settings.max_size, window=settings.window, writer=writer,
         )
     finally:
@@ -123,6 +147,68 @@ def segment_s3net(
         )
         log.warning(result.warnings[-1])
     return result
+
+
+def _segment_click(image, seeds, negatives, settings: S3NetSettings, progress, device) -> S3NetResult:
+    """The click route: S3-Net trained on a box around the clicks (``click_segment.segment_click``)."""
+    from dataclasses import replace
+
+    from SegSSLLib.s3net.click_segment import ClickSettings, segment_click
+    from SegSSLLib.s3net.selection import _is_background, fill_holes, spans_whole_image
+
+    for negative in negatives:
+        check_index_inside(negative, image.GetSize(), "negative click")
+    defaults = ClickSettings()
+    try:
+        click = ClickSettings(
+            max_radius_mm=settings.max_radius_mm, min_radius_mm=min(defaults.min_radius_mm, settings.max_radius_mm),
+            max_size=min(settings.max_size, defaults.max_size), slice_axis=settings.slice_axis,
+            config=settings.config or defaults.config,
+        )
+    except ValueError as exc:
+        raise SegSSLError(f"bad S3-Net click setting: {exc} (`max_radius_mm` must be positive)") from None
+    click = replace(click, selection=replace(click.selection, bridge_radius=settings.bridge_radius))
+    result = segment_click(
+        image, seeds, negatives, click, device, progress, seed=settings.random_seed, window=settings.window
+    )
+    log.info(
+        "S3-Net from the click: %d training steps on a box of %s voxels, %.1f s; region growing %s",
+        result.steps, "×".join(map(str, result.box.size)), result.seconds,
+        "leaked past the size limit" if result.leaked else "ended on its own",
+    )
+    slice_axis = array_axis(settings.slice_axis) if image.GetDimension() == 3 else 0
+    mask = result.mask  # holes are always filled on the click route
+    # Background: the click's region (before the size limit) reaches both ends of every axis, or
+    # filling its holes more than doubles it (air around the body), or the answer spans the image.
+    grown = result.grown
+    if (
+        not mask.any()
+        or spans_whole_image(grown)
+        or fill_holes(grown, slice_axis).sum() > 2 * grown.sum()
+        or _is_background(mask, slice_axis, 0.75)
+    ):
+        rejected = " ".join(",".join(map(str, seed)) for seed in seeds)
+        raise SegSSLError(
+            f"every seed ({rejected}) lies on background (a region spanning most of the image, e.g. air or the "
+            "skin around a lesion), so nothing was segmented — give `seeds` inside the structure"
+        )
+    clusters = np.zeros(mask.shape, np.uint16)  # 0 outside the box S3-Net was trained on
+    clusters[result.box.array_slices] = result.clusters
+    return S3NetResult(
+        label_image(mask.astype(np.uint16 if settings.label > 255 else np.uint8) * settings.label, image),
+        label_image(clusters, image), int(result.clusters.max()), result.steps,
+        result.steps < result.trainings * click.config.max_steps,
+        route="click", click_box=result.box, leaked=result.leaked,
+    )
+
+
+def _whole_image_estimate(image: sitk.Image, settings: S3NetSettings, config: S3NetConfig) -> float:
+    from SegSSLLib.s3net.click_region import Box
+    from SegSSLLib.s3net.click_segment import ClickSettings, estimate_seconds
+
+    box = Box((0,) * image.GetDimension(), tuple(image.GetSize()))
+    click = ClickSettings(max_size=max(16, settings.max_size), slice_axis=settings.slice_axis, config=config)
+    return estimate_seconds(box, click)
 
 
 def _check_seeds(image: sitk.Image, seeds: list[tuple[int, ...]]) -> None:

@@ -136,6 +136,9 @@ def test_segment_command_lines_carry_seeds_and_refuse_missing_inputs(mrml_scene,
     assert arguments[:2] == ["segment", "--input"] and option(arguments, "--method") == "s3net"
     assert [arguments[n + 1] for n, a in enumerate(arguments) if a == "--seed"] == ["10,20,5", "30,12,17"]
     assert option(arguments, "--clusters-output") == str(prepared.clusters) and option(arguments, "--device") == "auto"
+    assert option(arguments, "--s3net-route") == "whole"  # clusters to pick from need the whole image's map
+    clicked = runs.prepare_segment(volume, "S3-Net", "auto", seeds_node=seeds, work_parent=tmp_path)
+    assert "--s3net-route" not in clicked.arguments and "--clusters-output" not in clicked.arguments
 
     with pytest.raises(SegSSLError, match="no input volume is selected"):
         runs.prepare_segment(None, "S3-Net", "CPU", seeds_node=seeds, work_parent=tmp_path)
@@ -146,7 +149,7 @@ def test_segment_command_lines_carry_seeds_and_refuse_missing_inputs(mrml_scene,
     polycl = runs.prepare_segment(volume, "PolyCL", "CPU", checkpoint=model, work_parent=tmp_path)
     assert option(polycl.arguments, "--method") == "polycl" and option(polycl.arguments, "--checkpoint") == str(model)
     assert polycl.clusters is None and "--seed" not in polycl.arguments
-    assert len(list(tmp_path.glob("SegSSL-*"))) == 2  # the refused run wrote nothing
+    assert len(list(tmp_path.glob("SegSSL-*"))) == 3  # the refused run wrote nothing
 
 
 def test_refine_from_an_roi_box_and_confirmed_replacement(mrml_scene, tmp_path):
