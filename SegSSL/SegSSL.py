@@ -103,7 +103,7 @@ class SegSSLParameterNode:
     # Segment
     segmentMethod: SegmentMethod = SegmentMethod.s3net
     seedPoints: vtkMRMLMarkupsFiducialNode
-    keepClusters: bool = True
+    keepClusters: bool = False  # the click route (fast, measured better) unless the user wants every cluster
     showClusters: bool = True
     # Annotate and propagate
     sliceView: SliceView = SliceView.auto

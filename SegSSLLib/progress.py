@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from SegSSLLib import strict_json
+from SegSSLLib.errors import SegSSLError
 from SegSSLLib.formatting import short
 
 PROGRESS_MODES = ("bar", "json", "none")
@@ -139,3 +140,24 @@ class JsonLogHandler(logging.Handler):
 
 
 NO_PROGRESS = Progress("none")
+
+
+def tensorboard_writer(log_dir, purge_step: int | None = None):
+    """A TensorBoard ``SummaryWriter`` writing into ``log_dir`` (created), or None without a folder.
+
+    TensorBoard is a training extra (``pip install "segssl[train]"``), not a runtime dependency.
+    """
+    if not log_dir:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise SegSSLError(
+            "training curves for TensorBoard need the tensorboard package — pip install tensorboard "
+            "(or segssl[train]), or leave out the log folder"
+        ) from None
+    from pathlib import Path
+
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+

@@ -108,8 +108,7 @@ def open_writer(logdir: str | None, first_step: int):
     """
     if not logdir or not distributed.is_main():
         return None
-    from torch.utils.tensorboard import SummaryWriter
+    from SegSSLLib.progress import tensorboard_writer
 
-    Path(logdir).mkdir(parents=True, exist_ok=True)
-    return SummaryWriter(log_dir=str(logdir), purge_step=first_step if first_step > 0 else None)
+    return tensorboard_writer(logdir, purge_step=first_step if first_step > 0 else None)
 

@@ -219,8 +219,6 @@ def _check_seeds(image: sitk.Image, seeds: list[tuple[int, ...]]) -> None:
 
 
 def _tensorboard_writer(log_dir):
-    if not log_dir:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
+    from SegSSLLib.progress import tensorboard_writer
 
-    return SummaryWriter(log_dir=log_dir)
+    return tensorboard_writer(log_dir)

@@ -4,6 +4,8 @@ import io
 import json
 import logging
 
+import pytest
+
 from SegSSLLib.progress import JsonLogHandler, Progress
 
 
@@ -78,3 +80,16 @@ def test_overall_share_never_goes_back_within_a_run_but_restarts_with_a_new_one(
         progress.advance()
     overall = [e["overall"] for e in events_of(stream) if e["event"] == "progress"]
     assert overall == [0.25, 0.25, 0.5, 0.25]
+
+
+def test_tensorboard_is_a_training_extra_and_its_absence_is_one_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    from SegSSLLib.errors import SegSSLError
+    from SegSSLLib.progress import tensorboard_writer
+
+    assert tensorboard_writer(None) is None  # no log folder: TensorBoard is never imported
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
+    with pytest.raises(SegSSLError, match="pip install tensorboard"):
+        tensorboard_writer(tmp_path / "curves")
+    assert not (tmp_path / "curves").exists()
