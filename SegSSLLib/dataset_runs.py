@@ -393,6 +393,17 @@ class RunSummary:
         }
 
 
+def needs_work(cases: Sequence, is_complete: Callable[[object], bool] | None) -> bool:
+    """Does this process's share of ``cases`` hold a case without a complete output?
+
+    Asked before the model is loaded, so that running a finished data set again costs no model load.
+    """
+    if is_complete is None:
+        return bool(cases)
+    rank, world = rank_and_world()
+    return not all(is_complete(case) for case in shard(sorted(cases, key=lambda c: c.name), rank, world))
+
+
 def run_cases(
     cases: Sequence,
     work: Callable[[object], dict | None],

@@ -99,7 +99,7 @@ def _run_dataset(args, progress) -> int:
 
     from SegSSLLib.cli.dataset_mode import CaseFiles, finish, rank_progress, resume_rule
     from SegSSLLib.dataset_runs import (
-        case_processes, dataset_images, dataset_label_maps, is_dataset_folder,
+        case_processes, dataset_images, dataset_label_maps, is_dataset_folder, needs_work,
         output_suffix, pair_by_name, prepare_output_folder, run_cases,
     )
     from SegSSLLib.errors import SegSSLError
@@ -129,9 +129,11 @@ def _run_dataset(args, progress) -> int:
         for name, (image, drawn) in pairing.pairs.items()
     ]
     settings = _settings(args)
+    is_complete = resume_rule(args)
     with case_processes():
         progress = rank_progress(progress)
-        propagator = make_propagator(settings, progress)  # SAM 2 is loaded once, here
+        # SAM 2 is loaded once, here, and not at all when every case of this process is complete
+        propagator = make_propagator(settings, progress) if needs_work(cases, is_complete) else None
 
         def propagate_case(case: CaseFiles) -> None:
             image = read_volume(case.inputs[0], "input")
@@ -144,7 +146,6 @@ def _run_dataset(args, progress) -> int:
 
         output_folder.mkdir(exist_ok=True)  # now that the model is loaded: an error before leaves nothing
         summary = run_cases(
-            cases, propagate_case, progress, stage="propagate cases",
-            is_complete=resume_rule(args),
+            cases, propagate_case, progress, stage="propagate cases", is_complete=is_complete,
         )
     return finish(summary, progress)

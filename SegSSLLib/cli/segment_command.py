@@ -136,7 +136,7 @@ def _run_dataset(args, progress) -> int:
     from SegSSLLib.cli.common import set_random_seed, setup_torch
     from SegSSLLib.cli.dataset_mode import CaseFiles, finish, rank_progress, resume_rule
     from SegSSLLib.dataset_runs import (
-        case_processes, dataset_images, output_suffix, prepare_output_folder, run_cases,
+        case_processes, dataset_images, needs_work, output_suffix, prepare_output_folder, run_cases,
     )
     from SegSSLLib.errors import SegSSLError
     from SegSSLLib.volumes import read_image
@@ -154,9 +154,11 @@ def _run_dataset(args, progress) -> int:
     cases = [CaseFiles(name, (path,), output_folder / f"{name}{output_suffix(path)}") for name, path in images.items()]
     checkpoint = prepare_refinement(args, progress) if args.refine_sam else None
     device = setup_torch(args)
+    is_complete = resume_rule(args)
     with case_processes():
         progress = rank_progress(progress)
-        method.prepare(args, device)  # the model is loaded once here; a bad checkpoint fails before any case
+        if needs_work(cases, is_complete):
+            method.prepare(args, device)  # the model is loaded once here; a bad checkpoint fails before any case
 
         def segment_case(case: CaseFiles) -> None:
             image = read_image(case.inputs[0], "input")
@@ -167,7 +169,6 @@ def _run_dataset(args, progress) -> int:
 
         output_folder.mkdir(exist_ok=True)  # now that the model is loaded: an error before leaves nothing
         summary = run_cases(
-            cases, segment_case, progress, stage="segment cases",
-            is_complete=resume_rule(args),
+            cases, segment_case, progress, stage="segment cases", is_complete=is_complete,
         )
     return finish(summary, progress)

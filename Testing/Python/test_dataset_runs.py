@@ -115,6 +115,27 @@ def test_resume_skips_complete_outputs_and_redoes_a_truncated_one(volumes, model
     assert (out / "a.nii.gz").stat().st_mtime_ns != before["a.nii.gz"][0]
 
 
+def test_a_finished_run_repeated_loads_no_model(volumes, model, first_run, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(first_run[0], out)
+    unreadable = tmp_path / "model.pt"
+    unreadable.write_bytes(b"not a model")  # loading it would fail the run
+    result = run_segssl(
+        "segment", "--method", "polycl", "--checkpoint", unreadable, "--input", volumes, "--output", out,
+        *CPU, "--progress", "json",
+    )
+    assert result.returncode == 0, result.stderr
+    (summary,) = [e for e in _events(result.stdout) if e["event"] == "summary"]
+    assert (summary["done"], summary["skipped"]) == (0, 3)
+    # With one output missing the model is needed, and the broken file is refused before any case.
+    (out / "b.nrrd").unlink()
+    result = run_segssl(
+        "segment", "--method", "polycl", "--checkpoint", unreadable, "--input", volumes, "--output", out,
+        *CPU, "--progress", "none",
+    )
+    assert result.returncode == 1 and not (out / "b.nrrd").exists()
+
+
 def test_a_failing_case_does_not_stop_the_others_and_the_exit_code_says_so(model, tmp_path):
     cases = [(f"case_{s}", *_phantom(s)) for s in (1, 2, 3)]
     msd = write_msd_dataset(tmp_path / "msd", cases, PHANTOM_LABELS)
