@@ -114,14 +114,17 @@ def _json_type(value) -> str:
     return next((name for kind, name in names.items() if isinstance(value, kind)), "number")
 
 
+NNUNET_CHANNEL_SUFFIX = "_0000"  # nnU-Net's first (here: only) input channel
+
+
 def _pair_by_name(root: Path) -> list[Case]:
     images = _volume_files(root / "imagesTr") if (root / "imagesTr").is_dir() else []
     cases = []
     for image in images:
-        name = _case_name(image)
-        label = next((p for p in _volume_files(root / "labelsTr") if _case_name(p) == name.removesuffix("_0000")), None) \
+        name = _case_name(image).removesuffix(NNUNET_CHANNEL_SUFFIX)
+        label = next((p for p in _volume_files(root / "labelsTr") if _case_name(p) == name), None) \
             if (root / "labelsTr").is_dir() else None
-        cases.append(Case(name.removesuffix("_0000"), image, label))
+        cases.append(Case(name, image, label))
     return cases
 
 
@@ -132,7 +135,11 @@ def _load_plain(root: Path) -> Dataset:
             f"data folder {root} holds no volumes — give an MSD folder (dataset.json, imagesTr/, labelsTr/) "
             f"or a folder of {', '.join(VOLUME_SUFFIXES)} files or DICOM series folders"
         )
-    return Dataset(root, tuple(Case(_case_name(f), f) for f in files), {})
+    names = [_case_name(f) for f in files]
+    if all(name.endswith(NNUNET_CHANNEL_SUFFIX) for name in names):
+        # nnU-Net names single-channel images case_0000.nii.gz and their labels case.nii.gz
+        names = [name.removesuffix(NNUNET_CHANNEL_SUFFIX) for name in names]
+    return Dataset(root, tuple(Case(name, f) for name, f in zip(names, files)), {})
 
 
 def _volume_files(folder: Path) -> list[Path]:

@@ -90,6 +90,24 @@ def test_plain_folder_is_unlabelled_and_ignores_other_files(tmp_path):
     assert not dataset.labelled and dataset.label_names == {}
 
 
+def test_nnunet_channel_suffix_is_dropped_only_when_every_file_has_it(tmp_path):
+    from SegSSLLib.dataset_runs import dataset_images, dataset_label_maps, pair_by_name
+
+    images, labels, mixed = (tmp_path / name for name in ("imagesTs", "labels", "mixed"))
+    for folder in (images, labels, mixed):
+        folder.mkdir()
+    image, label_map = make_ct_phantom(seed=0, size=(12, 12, 6))
+    for case in ("liver_1", "liver_2"):
+        sitk.WriteImage(image, str(images / f"{case}_0000.nii.gz"))
+        sitk.WriteImage(label_map, str(labels / f"{case}.nii.gz"))
+    sitk.WriteImage(image, str(mixed / "a_0000.nii.gz"))
+    sitk.WriteImage(image, str(mixed / "b.nii.gz"))
+    assert [case.name for case in load_dataset(images).cases] == ["liver_1", "liver_2"]
+    pairing = pair_by_name(dataset_images(images), dataset_label_maps(labels, "labels"))
+    assert sorted(pairing.pairs) == ["liver_1", "liver_2"] and not pairing.only_first and not pairing.only_second
+    assert [case.name for case in load_dataset(mixed).cases] == ["a_0000", "b"]  # not nnU-Net's layout: literal
+
+
 def test_empty_and_missing_folders(tmp_path):
     with pytest.raises(SegSSLError, match="holds no volumes"):
         load_dataset(tmp_path)
