@@ -329,9 +329,13 @@ class Worker:
                 isinstance(slice_range, list) and len(slice_range) == 2
                 and all(isinstance(v, int) and not isinstance(v, bool) for v in slice_range)):
             raise SegSSLError("slice_range must be [first, last] slice indices (inclusive)")
-        report = session.propagate(slice_range=slice_range, cancel=cancel, progress=progress)
+        partial = _PartialWriter.requested(self, request, session)
+        report = session.propagate(slice_range=slice_range, cancel=cancel, progress=progress,
+                                   **(partial.arguments() if partial else {}))
         computed = len(report.visited)
         fields = {"changed_slices": report.changed_slices, "computed_slices": computed, "runs": report.runs}
+        if partial is not None:
+            fields["partials"] = partial.sequence
         if computed:
             fields["seconds_per_slice"] = round(report.seconds / computed, 3)
         cache = getattr(session.backend, "cache", None)
@@ -371,6 +375,64 @@ class Worker:
         if self.session is not None:
             self.session.close()
             self.session = None
+
+
+class _PartialWriter:
+    """A propagate's ``partial`` events: the slices already final, written as a slab file each time.
+
+    Each event's file holds slices ``first..last`` along the session's axis of the labels as they stand
+    (final on the listed ``slices``, as before the propagate or as an earlier event gave them on the
+    others), on the volume's grid: the volume's spacing and direction, the origin of slice ``first``.
+    Files are numbered, never overwritten, and left to the client (which reads and removes them)."""
+
+    def __init__(self, worker: "Worker", request_id, session, folder: Path, seconds: float):
+        import numpy as np
+
+        from SegSSLLib.axes import array_axis
+
+        self.worker, self.request_id, self.session = worker, request_id, session
+        self.folder, self.seconds = folder, seconds
+        self.position = array_axis(session.axis)
+        self.labels = np.moveaxis(session.labels, self.position, 0)  # slice-first; the labels before the call
+        self.sequence = 0
+        self.stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(request_id))
+
+    @classmethod
+    def requested(cls, worker: "Worker", request: dict, session) -> "_PartialWriter | None":
+        folder = request.get("partial_dir")
+        if folder is None:
+            return None
+        if not isinstance(folder, str) or not Path(folder).is_dir():
+            raise SegSSLError(f"partial_dir {folder!r} is not a folder — give an existing folder for the partial results")
+        seconds = request.get("partial_seconds", 1.0)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+            raise SegSSLError(f"partial_seconds must be a number of seconds, 0 or more, got {seconds!r}")
+        return cls(worker, request["id"], session, Path(folder), float(seconds))
+
+    def arguments(self) -> dict:
+        return {"partial": self, "partial_seconds": self.seconds}
+
+    def __call__(self, slices: dict) -> None:
+        import numpy as np
+        import SimpleITK as sitk
+
+        from SegSSLLib.volumes import write_image
+
+        for k, labels in slices.items():
+            self.labels[k] = labels
+        first, last = min(slices), max(slices)
+        slab = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(self.labels[first:last + 1], 0, self.position)))
+        image = self.session.image
+        index = [0, 0, 0]
+        index[self.session.axis] = first
+        slab.SetSpacing(image.GetSpacing())
+        slab.SetDirection(image.GetDirection())
+        slab.SetOrigin(image.TransformIndexToPhysicalPoint(index))
+        self.sequence += 1
+        path = self.folder / f"partial-{self.stem}-{self.sequence}.nrrd"
+        write_image(slab, path, compress=False)
+        self.worker.send({"id": self.request_id, "event": "partial", "output": str(path), "axis": self.session.axis,
+                          "first": first, "last": last, "slices": sorted(slices), "sequence": self.sequence})
 
 
 def _drawn(session) -> dict:
