@@ -66,17 +66,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import SimpleITK as sitk
 
-from SegSSLLib.errors import SegSSLError
+from SegSSLLib.errors import OperationCancelled, SegSSLError  # noqa: F401 - OperationCancelled: part of this API
 from SegSSLLib.progress import NO_PROGRESS, Progress
 from SegSSLLib.axes import AXIS_NAMES, array_axis
 
 log = logging.getLogger(__name__)
 
 MAX_LABEL = 65535  # labels are kept as uint16
-
-
-class OperationCancelled(Exception):
-    """The operation was cancelled; the session is as it was before it."""
 
 
 @dataclass(frozen=True)
