@@ -372,3 +372,49 @@ def test_a_cancel_after_partial_results_leaves_the_segmentation_as_it_was(panel,
     # The worker is as before the cancelled click too: the next click finishes the correction.
     assert not run(jobs, panel.propagate(volume, segmentation, [source], "registration", "cpu"), history.SaveState).error
     np.testing.assert_array_equal(segment(segmentation, result, volume)[k - 3], liver[k - 3])
+
+
+@pytest.mark.slow
+def test_refine_runs_in_the_worker_reuses_its_embeddings_and_is_one_undo_step(panel, liver_case, tmp_path):
+    """Refine with SAM through the worker's refine op (a tiny random SAM): the result equals the
+    command's, the second click encodes nothing, each import is one undo step."""
+    from SegSSLSlicerLib import runs
+    from SegSSLLib.processes import run_to_end
+
+    volume, segmentation, liver, k, source, history = liver_case
+    coarse = np.zeros_like(liver)
+    coarse[k - 2 : k + 3] = liver[k - 2 : k + 3]
+    target = nodes.add_segments(coarse, segmentation, volume, names={1: "coarse liver"})[1]
+    checkpoint = selftest.write_tiny_sam_checkpoint(tmp_path / "tiny_sam.pth")
+    jobs = controller.RunController()
+
+    def click():
+        run_ = runs.prepare_refine(volume, "Selected segment", "CPU", sam_checkpoint=checkpoint,
+                                   segmentation_node=segmentation, segment_id=target, axis=2, work_parent=tmp_path,
+                                   volume_file=panel.volume_file(volume))
+        return panel.refine(run_, segmentation, volume, "cpu")
+
+    states, count = history.GetNumberOfStates(), segmentation.GetSegmentation().GetNumberOfSegments()
+    prepared = click()
+    outcome = run(jobs, prepared, history.SaveState, timeout=300)
+    assert not outcome.error, outcome
+    assert [r["op"] for r in panel.client.sent] == ["refine"] and "5 slices encoded, 0 reused" in outcome.status
+    assert history.GetNumberOfStates() == states + 1 and segmentation.GetSegmentation().GetNumberOfSegments() == count + 1
+    ids = [segmentation.GetSegmentation().GetNthSegmentID(n) for n in range(count + 1)]
+    first = segment(segmentation, ids[-1], volume)
+    assert set(np.flatnonzero(first.any(axis=(1, 2)))) <= set(range(k - 2, k + 3))
+
+    outcome = run(jobs, click(), history.SaveState, timeout=300)
+    assert not outcome.error and "0 slices encoded, 5 reused" in outcome.status, outcome
+    assert panel.client.starts == 1 and history.GetNumberOfStates() == states + 2
+    second = [segmentation.GetSegmentation().GetNthSegmentID(n) for n in range(count + 2)][-1]
+    np.testing.assert_array_equal(segment(segmentation, second, volume), first)
+
+    # The command-line route of the same refinement gives the same mask.
+    cli = runs.prepare_refine(volume, "Selected segment", "CPU", sam_checkpoint=checkpoint, segmentation_node=segmentation,
+                              segment_id=target, axis=2, work_parent=tmp_path)
+    try:
+        assert run_to_end(cli.process(sys.executable), timeout=300) == 0
+        np.testing.assert_array_equal(runs.read_result(cli.result, volume) != 0, first != 0)
+    finally:
+        cli.cleanup()
