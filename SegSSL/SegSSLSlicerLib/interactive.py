@@ -74,6 +74,7 @@ class PartialImport:
         self.panel, self.segmentation_node, self.volume_node = panel, segmentation_node, volume_node
         self.segment_ids, self.sources, self.method = list(segment_ids), list(sources), method
         self.shown: dict[int, np.ndarray] = {}  # object value -> its (k, j, i) uint8 mask as shown now
+        self.boxes: dict[int, tuple] = {}  # object value -> (lower, upper) (k, j, i) corners holding all its voxels
         self.before: dict[str, np.ndarray] = {}  # segment id -> its mask before the first import
         self.added: list[str] = []
         self.mappings_before: dict | None = None
@@ -112,12 +113,15 @@ class PartialImport:
                     self.before.setdefault(target, self.shown[value].copy())
                 else:
                     self.shown[value] = np.zeros(nodes.volume_size(self.volume_node)[::-1], np.uint8)
+                self.boxes[value] = _box(self.shown[value])
             shown = np.moveaxis(self.shown[value], along, 0)
             if np.array_equal(shown[slices] != 0, new):
                 continue
             shown[slices] = new
+            box = self.boxes[value] = _union(self.boxes[value], _rows_box(new, slices, along))
             if target is not None:
-                nodes.replace_segment(self.shown[value], self.segmentation_node, target, self.volume_node)
+                # Only the box that holds the object's old and new voxels: cheap while the volume is large.
+                nodes.set_segment_within_box(self.shown[value], self.segmentation_node, target, self.volume_node, *box)
             else:
                 name = f"{self.sources[value - 1]} propagated ({self.method})"
                 target = nodes.add_segments(self.shown[value], self.segmentation_node, self.volume_node, names={1: name})[1]
@@ -459,6 +463,32 @@ class InteractivePanel:
             names.append(segmentation.GetSegment(target).GetName())
         segmentation_node.CreateDefaultDisplayNodes()
         return names
+
+
+def _box(mask: np.ndarray):
+    """(lower, upper) (k, j, i) corners of the non-zero voxels of ``mask``, or None when there are none."""
+    if not mask.any():
+        return None
+    spans = [np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
+    return tuple(int(s[0]) for s in spans), tuple(int(s[-1]) for s in spans)
+
+
+def _rows_box(rows: np.ndarray, slices: list[int], along: int):
+    """The (k, j, i) box of the non-zero voxels of ``rows`` (slices ``slices`` along array axis ``along``)."""
+    present = [k for k, row in zip(slices, rows) if row.any()]
+    if not present:
+        return None
+    (r0, c0), (r1, c1) = _box(rows.any(axis=0)[None])[0][1:], _box(rows.any(axis=0)[None])[1][1:]
+    lower, upper = [r0, c0], [r1, c1]
+    lower.insert(along, min(present))
+    upper.insert(along, max(present))
+    return tuple(lower), tuple(upper)
+
+
+def _union(a, b):
+    if a is None or b is None:
+        return a or b
+    return tuple(map(min, a[0], b[0])), tuple(map(max, a[1], b[1]))
 
 
 def _all(painted: dict[int, set[int]]) -> set[int]:

@@ -418,3 +418,27 @@ def test_refine_runs_in_the_worker_reuses_its_embeddings_and_is_one_undo_step(pa
         np.testing.assert_array_equal(runs.read_result(cli.result, volume) != 0, first != 0)
     finally:
         cli.cleanup()
+
+
+def test_a_segment_set_within_a_box_equals_the_full_update_also_on_a_shared_layer(liver_case):
+    from SegSSLSlicerLib.interactive import _box, _rows_box, _union
+
+    volume, segmentation, liver, k, source, history = liver_case
+    rng = np.random.default_rng(0)
+    old = np.zeros_like(liver)
+    old[k - 2 : k + 1, 10:20, 5:25] = 1
+    other = nodes.add_segments(old, segmentation, volume, names={1: "result"})[1]
+    assert segmentation.GetSegmentation().GetSegment(other) is not None
+    for step in range(3):
+        new = old.copy()
+        slices = [k + step, k + step + 2]
+        new[slices] = (rng.random((2, *liver.shape[1:])) > 0.7).astype(np.uint8)
+        rows = new[slices]
+        box = _union(_box(old), _rows_box(rows, slices, 0))
+        nodes.set_segment_within_box(new, segmentation, other, volume, *box)
+        np.testing.assert_array_equal(segment(segmentation, other, volume), new)
+        old = new
+    np.testing.assert_array_equal(segment(segmentation, source, volume)[k], liver[k])  # the other segment untouched
+    empty = np.zeros_like(liver)
+    nodes.set_segment_within_box(empty, segmentation, other, volume, *_box(old))
+    assert not segment(segmentation, other, volume).any()
