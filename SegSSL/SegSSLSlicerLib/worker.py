@@ -12,7 +12,8 @@ Plain Python (subprocess and threads, no Qt, no ``slicer``), so tests drive it w
   ``SegSSLProcess`` (start, poll, cancel, status, returncode, error_message), so the panel's one-job
   ``RunController`` runs it like any other job: buttons disabled meanwhile, Cancel, progress line.
   Cancel sends the worker's ``cancel`` op for the request in flight; nothing of a cancelled chain is
-  imported, and the worker's state is as it was before the cancelled request.
+  imported (events that arrived before, such as ``partial`` results, are taken back by their owner:
+  ``interactive.PartialImport``), and the worker's state is as it was before the cancelled request.
 """
 
 from __future__ import annotations
