@@ -404,14 +404,21 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         volume = self._parameterNode.inputVolume
         editor = self.ui.segmentEditorWidget
 
+        def saveStateForUndo():
+            # Into the editor's history only when the editor shows this segmentation.
+            if editor.segmentationNode() is segmentation:
+                editor.saveStateForUndo()
+
         def importResult(job):
-            undo = editor.saveStateForUndo if editor.segmentationNode() is segmentation else None
-            status = prepared.import_result(undo)
+            status = prepared.import_result(saveStateForUndo)
             self._showStatus()  # the worker's device and time per slice
             return (job.restarted + ". " if job.restarted else "") + status
 
+        # Results that arrive while the job runs: the undo state is saved before the first of them, and
+        # a cancel or an error takes them back (prepared.cleanup).
+        prepared.save_state_for_undo = saveStateForUndo
         self._estimate = ""
-        self._startJob(prepared.job, prepared.title, importResult, watched=(volume, segmentation))
+        self._startJob(prepared.job, prepared.title, importResult, prepared.cleanup, watched=(volume, segmentation))
 
     def _chosenSliceNode(self):
         """The view chosen under 'Painted in view', or None for Auto."""
@@ -452,14 +459,24 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     windowTitle=_("Refine with SAM"),
                 ):
                     return
+            # In the interactive worker: SAM and the slices' embeddings stay loaded between clicks.
+            worker = self._worker()
             prepared = runs.prepare_refine(
                 parameters.inputVolume, parameters.refineSource, parameters.device,
                 sam_model=parameters.samModel, sam_checkpoint=self._checkpoint("sam"),
                 segmentation_node=segmentation, segment_id=segmentId, roi_node=parameters.refineRoi,
                 replace=replace, axis=self._workingAxis(), work_parent=self.logic.workFolder(),
+                volume_file=worker.volume_file(parameters.inputVolume),
             )
             self.ui.samCheckpointPathLineEdit.addCurrentPathToHistory()
-            self._startImport(prepared)
+            output = self._outputSegmentation()
+            nodes.require_same_transform(output, parameters.inputVolume)  # before the run, not when its result arrives
+            try:
+                job = worker.refine(prepared, output, parameters.inputVolume, parameters.device.value)
+            except SegSSLError:
+                prepared.cleanup()
+                raise
+            self._startWorkerJob(job, output)
 
     def _startImport(self, prepared: runs.PreparedRun) -> None:
         """Run a prepared command; on success its result becomes new segments of the output (one undo step)."""

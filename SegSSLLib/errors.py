@@ -12,3 +12,7 @@ class SegSSLError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class OperationCancelled(Exception):
+    """The operation was cancelled (its ``cancel`` event was set); what it works on is as it was before it."""

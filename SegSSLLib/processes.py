@@ -60,6 +60,44 @@ def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def read_events(stream, put) -> None:
+    """Each line of ``stream`` as an event for ``put``: its JSON object, or ``{"event": "text", "message":
+    line}`` for a line that is not one (a library that printed). Returns at the end of the stream."""
+    for line in stream:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            event = None
+        if not isinstance(event, dict) or "event" not in event:
+            event = {"event": "text", "message": line}
+        put(event)
+
+
+def drain(events: queue.Queue) -> list[dict]:
+    """The events queued so far, oldest first (never waits)."""
+    found = []
+    while True:
+        try:
+            found.append(events.get_nowait())
+        except queue.Empty:
+            return found
+
+
+def kill_process_tree(process: subprocess.Popen) -> None:
+    """Kill ``process`` and every process of its group (started with its own session / process group)."""
+    try:
+        if _IS_WINDOWS:
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False,
+                           creationflags=subprocess.CREATE_NO_WINDOW)
+        else:
+            os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
 @dataclass
 class RunStatus:
     """What a progress bar and a status line need, folded from the events seen so far."""
@@ -167,14 +205,10 @@ class SegSSLProcess:
 
     def poll(self) -> list[dict]:
         """Events that arrived since the last call (never blocks); ``status`` is updated with them."""
-        events = []
-        while True:
-            try:
-                event = self._events.get_nowait()
-            except queue.Empty:
-                return events
+        events = drain(self._events)
+        for event in events:
             self.status.update(event)
-            events.append(event)
+        return events
 
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait until the run has ended and been cleaned up; returns the exit code (None on timeout)."""
@@ -222,17 +256,7 @@ class SegSSLProcess:
     # -- threads -------------------------------------------------------------------------------
 
     def _read_stdout(self) -> None:
-        for line in self._process.stdout:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                event = None
-            if not isinstance(event, dict) or "event" not in event:
-                event = {"event": "text", "message": line}  # a library that printed: keep it as text
-            self._events.put(event)
+        read_events(self._process.stdout, self._events.put)
 
     def _read_stderr(self) -> None:
         for line in self._process.stderr:
@@ -283,14 +307,7 @@ class SegSSLProcess:
             os.killpg(self._process.pid, signal_number)
 
     def _kill_tree(self) -> None:
-        if _IS_WINDOWS:
-            subprocess.run(
-                ["taskkill", "/F", "/T", "/PID", str(self._process.pid)],
-                capture_output=True,
-                creationflags=subprocess.CREATE_NO_WINDOW,
-            )
-        else:
-            self._signal_group(signal.SIGKILL)
+        kill_process_tree(self._process)
 
     def _partial_files(self) -> list[Path]:
         found = []

@@ -11,11 +11,14 @@ Prompt click into a ``worker.WorkerJob`` for the panel's ``RunController``:
   correction can change (docs/interactive.md);
 - the result replaces the segments of the previous result of the same source segments (new
   segments the first time), as one Segment Editor undo step;
+- results arrive slice by slice: the propagation's ``partial`` events (slices whose labels are final)
+  go into the result segments as they come (``PartialImport``); the first one saves the editor's undo
+  state, so the finished propagation is still one undo step, and a propagation that is cancelled or
+  fails takes them back: the segments are as they were before it;
 - a point / box prompt (SAM 2) on the slice shown in the working view: the answer becomes the
-  selected segment's painting on that slice (one undo step), so the next Propagate uses it.
-
-The worker's events carry no masks until ``save``: a result is imported when the propagation ends,
-and progress names the slice being computed.
+  selected segment's painting on that slice (one undo step), so the next Propagate uses it;
+- Refine with SAM runs in the same worker (its ``refine`` op): the SAM model and the slices'
+  embeddings stay loaded between clicks; each result is one undo step.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import hashlib
 import itertools
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -34,7 +38,7 @@ import slicer.util
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.volumes import label_array_to_image, write_image
 
-from SegSSLSlicerLib import nodes
+from SegSSLSlicerLib import controller, nodes, runs
 from SegSSLSlicerLib.choices import _
 from SegSSLSlicerLib.worker import Step, WorkerClient, WorkerJob
 
@@ -44,11 +48,103 @@ ON_SLICE_TOLERANCE = 0.5
 
 @dataclass
 class Prepared:
-    """A worker job and how to import what it leaves in ``result`` (one undo step)."""
+    """A worker job and how to import what it leaves in ``result`` (one undo step).
+
+    The panel sets ``save_state_for_undo`` before the job starts when results may arrive while it runs
+    (the editor's undo state is saved before the first change), and calls ``cleanup`` when the job has
+    ended, whatever the outcome: it takes back what arrived early unless ``import_result`` finished."""
 
     job: WorkerJob
     title: str
     import_result: object  # callable(save_state_for_undo) -> status line
+    cleanup: Callable[[], None] = field(default=lambda: None)
+    save_state_for_undo: Callable[[], None] | None = None
+    partial: "PartialImport | None" = None  # a propagation's results shown while it runs
+
+
+class PartialImport:
+    """A propagation's partial results shown in its result segments as they arrive, taken back unless
+    the finished result is imported.
+
+    Each ``partial`` event names a slab file (docs/interactive.md); only its listed slices — final
+    ones — are shown. The first import saves the editor's undo state and keeps the content of every
+    segment it changes; ``take_back`` puts that content back and removes the segments it added."""
+
+    def __init__(self, panel: "InteractivePanel", segmentation_node, volume_node, segment_ids, sources, method):
+        self.panel, self.segmentation_node, self.volume_node = panel, segmentation_node, volume_node
+        self.segment_ids, self.sources, self.method = list(segment_ids), list(sources), method
+        self.shown: dict[int, np.ndarray] = {}  # object value -> its (k, j, i) uint8 mask as shown now
+        self.boxes: dict[int, tuple] = {}  # object value -> (lower, upper) (k, j, i) corners holding all its voxels
+        self.before: dict[str, np.ndarray] = {}  # segment id -> its mask before the first import
+        self.added: list[str] = []
+        self.mappings_before: dict | None = None
+        self.imported = 0  # partial events shown
+        self.finished = False  # the final result was imported: nothing to take back
+
+    def __call__(self, event: dict, save_state_for_undo=None) -> None:
+        path = Path(str(event.get("output", "")))
+        if not path.is_file():
+            raise SegSSLError("the worker's partial result file is missing — please report this")
+        slab = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        path.unlink()
+        if not (controller.node_present(self.segmentation_node) and controller.node_present(self.volume_node)):
+            return  # removed meanwhile: the job is being cancelled, nothing to show
+        along, first, slices = 2 - int(event["axis"]), int(event["first"]), [int(k) for k in event["slices"]]
+        expected = list(nodes.volume_size(self.volume_node)[::-1])
+        expected[along] = int(event["last"]) - first + 1
+        if list(slab.shape) != expected or not slices or min(slices) < first or max(slices) > int(event["last"]):
+            raise SegSSLError("a partial result of the worker does not fit the volume — please report this")
+        if self.imported == 0:
+            nodes.require_same_transform(self.segmentation_node, self.volume_node)
+            self.mappings_before = dict(self.panel.result_segments)
+            if save_state_for_undo is not None:
+                save_state_for_undo()  # before the first change: the finished result is one undo step
+        self.imported += 1
+        rows = np.moveaxis(slab, along, 0)[[k - first for k in slices]]
+        for value, source in enumerate(self.segment_ids, start=1):
+            new = rows == value
+            target = self.panel._result_segment(self.segmentation_node, source)
+            if value not in self.shown:
+                if target is None and not new.any():
+                    continue
+                if target is not None:
+                    current = slicer.util.arrayFromSegmentBinaryLabelmap(self.segmentation_node, target, self.volume_node)
+                    self.shown[value] = np.array(current, dtype=np.uint8)
+                    self.before.setdefault(target, self.shown[value].copy())
+                else:
+                    self.shown[value] = np.zeros(nodes.volume_size(self.volume_node)[::-1], np.uint8)
+                self.boxes[value] = _box(self.shown[value])
+            shown = np.moveaxis(self.shown[value], along, 0)
+            if np.array_equal(shown[slices] != 0, new):
+                continue
+            shown[slices] = new
+            box = self.boxes[value] = _union(self.boxes[value], _rows_box(new, slices, along))
+            if target is not None:
+                # Only the box that holds the object's old and new voxels: cheap while the volume is large.
+                nodes.set_segment_within_box(self.shown[value], self.segmentation_node, target, self.volume_node, *box)
+            else:
+                name = f"{self.sources[value - 1]} propagated ({self.method})"
+                target = nodes.add_segments(self.shown[value], self.segmentation_node, self.volume_node, names={1: name})[1]
+                self.added.append(target)
+                self.panel.result_segments[(self.segmentation_node.GetID(), source)] = target
+        self.segmentation_node.CreateDefaultDisplayNodes()
+
+    def take_back(self) -> None:
+        """The propagation did not finish: the segments as they were before the first partial import."""
+        if self.finished or not self.imported:
+            return
+        self.imported = 0
+        self.panel.result_segments.clear()
+        self.panel.result_segments.update(self.mappings_before or {})
+        if not controller.node_present(self.segmentation_node) or not controller.node_present(self.volume_node):
+            return
+        segmentation = self.segmentation_node.GetSegmentation()
+        for segment_id, mask in self.before.items():
+            if segmentation.GetSegment(segment_id) is not None:
+                nodes.replace_segment(mask, self.segmentation_node, segment_id, self.volume_node)
+        for segment_id in self.added:
+            if segmentation.GetSegment(segment_id) is not None:
+                segmentation.RemoveSegment(segment_id)
 
 
 class InteractivePanel:
@@ -66,6 +162,9 @@ class InteractivePanel:
         self.result_segments: dict[tuple[str, str], str] = {}
         self.last_open: dict = {}  # the worker's answer to the last open (backend, device, encode_seconds, ...)
         self.last_propagate: dict = {}
+        self.last_refine: dict = {}
+        # Partial results of a propagation at most this often (None: none, the result arrives at the end).
+        self.partial_seconds: float | None = 1.0
 
     # -- lifetime --------------------------------------------------------------------------------
 
@@ -113,6 +212,15 @@ class InteractivePanel:
         return _("propagating") + (f" — {line}" if "per slice" in line else "")
 
     # -- building jobs ---------------------------------------------------------------------------
+
+    def volume_file(self, volume_node) -> Path:
+        """The volume as the worker reads it (written once per volume version)."""
+        return self._volume_file(volume_node)
+
+    def _result_segment(self, segmentation_node, source: str) -> str | None:
+        """The segment that holds ``source``'s latest result, if it is still there."""
+        known = self.result_segments.get((segmentation_node.GetID(), source))
+        return known if known and segmentation_node.GetSegmentation().GetSegment(known) is not None else None
 
     def _volume_file(self, volume_node) -> Path:
         key = (volume_node.GetID(), volume_node.GetImageData().GetMTime(), volume_node.GetMTime())
@@ -180,26 +288,36 @@ class InteractivePanel:
                str(sam2_checkpoint or ""), sam2_config or "")
         painted = _painted_slices(labels, axis)
         result = self._file("result")
+        method = "SAM 2" if backend == "sam2" else "registration"
+        sources = [nodes.segment_name_and_color(segmentation_node, s)[0] for s in segment_ids]
+        partial = PartialImport(self, segmentation_node, volume_node, segment_ids, sources, method)
+        partial_dir = self.folder() / f"partial-{next(self._names)}"
 
         def propagated(event):
             self.last_propagate = dict(event)
+
+        def propagate_fields() -> dict:
+            fields = {"slice_range": list(slice_range)} if slice_range else {}
+            if self.partial_seconds is not None:
+                partial_dir.mkdir(exist_ok=True)
+                fields.update(partial_dir=str(partial_dir), partial_seconds=self.partial_seconds)
+            return fields
 
         def plan() -> list[Step]:
             steps = self._open_steps(volume_node, key, axis, backend, sam2_checkpoint, sam2_config, painted)
             steps += self._annotate_steps(labels, volume_node, fresh=bool(steps))
             return steps + [
-                Step("propagate", {"slice_range": list(slice_range)} if slice_range else {}, propagated,
-                     self._propagating),
+                Step("propagate", propagate_fields, propagated, self._propagating,
+                     on_event=lambda event: partial(event, prepared.save_state_for_undo)),
                 Step("save", {"output": str(result)}, None, _("reading the result")),
             ]
-        method = "SAM 2" if backend == "sam2" else "registration"
-        sources = [nodes.segment_name_and_color(segmentation_node, s)[0] for s in segment_ids]
         title = _("propagation ({method}, interactive worker)").format(method=method)
 
         def import_result(save_state_for_undo=None) -> str:
             values = _read_labels(result, volume_node)
             changed = self._import(values, segmentation_node, volume_node, segment_ids, sources, method,
-                                   save_state_for_undo)
+                                   None if partial.imported else save_state_for_undo)
+            partial.finished = True
             report = self.last_propagate
             line = _("{title} done: {names}").format(title=title, names=", ".join(changed) or _("nothing found"))
             if report.get("computed_slices") is not None:
@@ -209,7 +327,35 @@ class InteractivePanel:
                 line += ")"
             return line
 
-        return Prepared(WorkerJob(self.client, plan, device=device), title, import_result)
+        def cleanup() -> None:
+            try:
+                partial.take_back()
+            finally:
+                shutil.rmtree(partial_dir, ignore_errors=True)
+
+        prepared = Prepared(WorkerJob(self.client, plan, device=device), title, import_result, cleanup, partial=partial)
+        return prepared
+
+    def refine(self, run: runs.PreparedRun, segmentation_node, volume_node, device: str) -> Prepared:
+        """Refine with SAM in the worker: ``run`` from ``runs.prepare_refine`` (pass it ``volume_file=
+        self.volume_file(volume_node)``); its result is imported as the command's would be, one undo step."""
+        if not run.request:
+            raise SegSSLError("this refinement cannot run in the worker — please report this")
+
+        def refined(event):
+            self.last_refine = dict(event)
+
+        job = WorkerJob(self.client, [Step("refine", dict(run.request), refined, _("refining with SAM"))], device=device)
+
+        def import_result(save_state_for_undo=None) -> str:
+            status = controller.import_result(run, segmentation_node, volume_node, save_state_for_undo)[1]
+            report = self.last_refine
+            if report.get("encoded") is not None:
+                status += _(" ({encoded} slices encoded, {reused} reused)").format(encoded=report["encoded"],
+                                                                                  reused=report.get("reused", 0))
+            return status
+
+        return Prepared(job, _("{title} (interactive worker)").format(title=run.title), import_result, run.cleanup)
 
     def prompt(self, volume_node, segmentation_node, segment_ids: list[str], segment_id: str, slice_node, device: str,
                sam2_checkpoint, sam2_config: str, points_node=None, negative_node=None, roi_node=None) -> Prepared:
@@ -317,6 +463,32 @@ class InteractivePanel:
             names.append(segmentation.GetSegment(target).GetName())
         segmentation_node.CreateDefaultDisplayNodes()
         return names
+
+
+def _box(mask: np.ndarray):
+    """(lower, upper) (k, j, i) corners of the non-zero voxels of ``mask``, or None when there are none."""
+    if not mask.any():
+        return None
+    spans = [np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
+    return tuple(int(s[0]) for s in spans), tuple(int(s[-1]) for s in spans)
+
+
+def _rows_box(rows: np.ndarray, slices: list[int], along: int):
+    """The (k, j, i) box of the non-zero voxels of ``rows`` (slices ``slices`` along array axis ``along``)."""
+    present = [k for k, row in zip(slices, rows) if row.any()]
+    if not present:
+        return None
+    (r0, c0), (r1, c1) = _box(rows.any(axis=0)[None])[0][1:], _box(rows.any(axis=0)[None])[1][1:]
+    lower, upper = [r0, c0], [r1, c1]
+    lower.insert(along, min(present))
+    upper.insert(along, max(present))
+    return tuple(lower), tuple(upper)
+
+
+def _union(a, b):
+    if a is None or b is None:
+        return a or b
+    return tuple(map(min, a[0], b[0])), tuple(map(max, a[1], b[1]))
 
 
 def _all(painted: dict[int, set[int]]) -> set[int]:

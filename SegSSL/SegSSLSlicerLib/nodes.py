@@ -356,6 +356,44 @@ def replace_segment(mask: np.ndarray, segmentation_node, segment_id: str, volume
     slicer.util.updateSegmentBinaryLabelmapFromArray((mask > 0).astype(np.uint8), segmentation_node, segment_id, volume_node)
 
 
+def set_segment_within_box(mask: np.ndarray, segmentation_node, segment_id: str, volume_node, lower, upper) -> None:
+    """Set a segment to ``mask`` ((k, j, i) on the volume's grid), writing only the box ``lower..upper``
+    ((k, j, i) corners, inclusive) — the segment must be empty outside it before and after (e.g. the
+    bounding box of its old and new voxels).
+
+    ``slicer.util.updateSegmentBinaryLabelmapFromArray`` makes a label volume as large as the volume
+    and imports all of it; here the temporary label volume is the box alone, on the volume's lattice
+    (its IJK-to-RAS shifted to the box corner, the volume's parent transform), imported with the same
+    ``ImportLabelmapToSegmentationNode`` call (which replaces the segment's content)."""
+    if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+        raise SegSSLError("the segment to replace no longer exists — run again")
+    require_same_transform(segmentation_node, volume_node)
+    lower, upper = [int(v) for v in lower], [int(v) for v in upper]
+    box = np.ascontiguousarray(mask[lower[0] : upper[0] + 1, lower[1] : upper[1] + 1, lower[2] : upper[2] + 1] > 0,
+                               dtype=np.uint8)
+    if not box.any():  # an empty import leaves a segment Slicer cannot read back: the full update empties it
+        replace_segment(mask, segmentation_node, segment_id, volume_node)
+        return
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    corner = [lower[2], lower[1], lower[0], 1.0]  # (i, j, k) of the box's first voxel
+    shifted = [sum(matrix.GetElement(r, c) * corner[c] for c in range(4)) for r in range(3)]
+    for r in range(3):
+        matrix.SetElement(r, 3, shifted[r])
+    scene = segmentation_node.GetScene()
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__SegSSL_partial__")
+    try:
+        labelmap.SetIJKToRASMatrix(matrix)
+        labelmap.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+        slicer.util.updateVolumeFromArray(labelmap, box)
+        ids = vtk.vtkStringArray()
+        ids.InsertNextValue(segment_id)
+        if not slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmap, segmentation_node, ids):
+            raise SegSSLError("a result could not be set into the segment — please report this")
+    finally:
+        scene.RemoveNode(labelmap)
+
+
 def distinct_color(segmentation_node) -> tuple[float, float, float]:
     """The palette colour farthest (in RGB) from every segment's colour; the first unused one on a tie."""
     segmentation = segmentation_node.GetSegmentation()

@@ -46,6 +46,7 @@ class PreparedRun:
     replace_segment_id: str | None = None  # the user confirmed that this segment is overwritten
     workflow: str = ""  # key of ``dependencies.WORKFLOW_REQUIREMENTS`` (and of ``controller.CPU_SECONDS``)
     slices: int = 0  # slices the command works through (for a time estimate)
+    request: dict = field(default_factory=dict)  # the same work as a request to the interactive worker (if it has the op)
 
     def process(self, python=None) -> SegSSLProcess:
         outputs = [self.result] + ([self.clusters] if self.clusters else [])
@@ -254,11 +255,13 @@ def prepare_refine(
     replace: bool = False,
     axis: int | None = None,
     work_parent=None,
+    volume_file: Path | None = None,
 ) -> PreparedRun:
     """Refine with SAM: boxes from the selected segment (per slice and component) or from an ROI box,
     on the slices along ITK ``axis`` (the view the user works in; None: the command's default, axial).
 
-    Without SAM weights nothing is written or run: the message says how to get them.
+    ``volume_file``: the volume already written with the node's geometry (the worker's copy), so it is
+    not written again. Without SAM weights nothing is written or run: the message says how to get them.
     """
     nodes.require_volume(volume_node)
     source, sam_model = member(RefineSource, source), member(SamModel, sam_model)
@@ -275,7 +278,11 @@ def prepare_refine(
         source_name = nodes.segment_name_and_color(segmentation_node, segment_id)[0]
     name = f"{source_name} refined ({sam_model.label()})"
     with _new_work_folder(work_parent) as work_folder:
-        volume_path, mask_path = _write_inputs(work_folder, volume_node, mask)
+        if volume_file is None:
+            volume_path, mask_path = _write_inputs(work_folder, volume_node, mask)
+        else:
+            volume_path, mask_path = Path(volume_file), work_folder / _ANNOTATION_FILE
+            write_image(label_array_to_image(mask, nodes.volume_to_image(volume_node)), mask_path, compress=False)
     result = work_folder / _RESULT_FILE
     return PreparedRun(
         title=f"refinement with {sam_model.label()}",
@@ -289,6 +296,8 @@ def prepare_refine(
         replace_segment_id=segment_id if replace else None,
         workflow="sam",
         slices=_occupied_slices(mask, 2 if axis is None else axis),
+        request={"input": str(volume_path), "mask": str(mask_path), "output": str(result),
+                 "sam_checkpoint": str(checkpoint), **({"axis": axis} if axis is not None else {})},
     )
 
 

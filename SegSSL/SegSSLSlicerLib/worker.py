@@ -12,7 +12,8 @@ Plain Python (subprocess and threads, no Qt, no ``slicer``), so tests drive it w
   ``SegSSLProcess`` (start, poll, cancel, status, returncode, error_message), so the panel's one-job
   ``RunController`` runs it like any other job: buttons disabled meanwhile, Cancel, progress line.
   Cancel sends the worker's ``cancel`` op for the request in flight; nothing of a cancelled chain is
-  imported, and the worker's state is as it was before the cancelled request.
+  imported (events that arrived before, such as ``partial`` results, are taken back by their owner:
+  ``interactive.PartialImport``), and the worker's state is as it was before the cancelled request.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import json
 import logging
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from SegSSLLib.processes import EXIT_EVENT, RunStatus, child_environment
+from SegSSLLib.processes import EXIT_EVENT, RunStatus, child_environment, drain, kill_process_tree, read_events
 
 _IS_WINDOWS = os.name == "nt"
 # Added by the client (never sent by the worker): the worker process has ended.
@@ -109,17 +109,7 @@ class WorkerClient:
         self._stderr_tail.clear()
 
     def _read_stdout(self, process, events: queue.Queue) -> None:
-        for line in process.stdout:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                logging.info("segssl serve: %s", line)
-                continue
-            if isinstance(event, dict):
-                events.put(event)
+        read_events(process.stdout, events.put)  # a line that is not an event comes as a "text" event (logged)
         code = process.wait()
         events.put({"event": WORKER_EXIT_EVENT, "returncode": code, "pid": process.pid})
 
@@ -151,15 +141,11 @@ class WorkerClient:
 
     def poll(self) -> list[dict]:
         """Events that arrived since the last call (never blocks)."""
-        events = []
-        while True:
-            try:
-                event = self._events.get_nowait()
-            except queue.Empty:
-                return events
+        events = drain(self._events)
+        for event in events:
             if event.get("event") == WORKER_EXIT_EVENT and self._process is not None and event.get("pid") == self._process.pid:
                 self._note_death(event.get("returncode"))
-            events.append(event)
+        return events
 
     def _note_death(self, code) -> None:
         if not self.died_message:
@@ -179,7 +165,7 @@ class WorkerClient:
         if process is None or process.poll() is not None:
             return
         self.died_message = self.died_message or "it did not answer Cancel and was ended"
-        _kill_tree(process)
+        kill_process_tree(process)
 
     def stop(self, grace_seconds: float = 5.0) -> None:
         """End the worker without blocking: the running request cancelled and end of input now, the process
@@ -195,27 +181,17 @@ class WorkerClient:
         except OSError:
             pass
         if grace_seconds <= 0:
-            _kill_tree(process)
+            kill_process_tree(process)
             return
 
         def reap():
             try:
                 process.wait(timeout=grace_seconds)
             except subprocess.TimeoutExpired:
-                _kill_tree(process)
+                kill_process_tree(process)
                 process.wait()
 
         threading.Thread(target=reap, daemon=True, name="segssl-worker-stop").start()
-
-
-def _kill_tree(process: subprocess.Popen) -> None:
-    try:
-        if _IS_WINDOWS:
-            subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False)
-        else:
-            os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError, OSError):
-        pass
 
 
 # -- a chain of requests as one panel job -----------------------------------------------------------
@@ -224,12 +200,14 @@ def _kill_tree(process: subprocess.Popen) -> None:
 @dataclass
 class Step:
     """One request of a job: its op and fields (or a function making them when the step starts), and
-    what to do with its ``done`` event (the job's bookkeeping; may raise ``SegSSLError``)."""
+    what to do with its ``done`` event (the job's bookkeeping; may raise ``SegSSLError``) and with its
+    other events (``partial``: results shown while it runs; not called once the job is cancelled)."""
 
     op: str
     fields: dict | Callable[[], dict] = field(default_factory=dict)
     on_done: Callable[[dict], None] | None = None
     describe: str | Callable[[], str] = ""  # the status line while it runs (a function: asked when it starts)
+    on_event: Callable[[dict], None] | None = None
 
 
 class WorkerJob:
@@ -335,6 +313,17 @@ class WorkerJob:
             kind = event.get("event")
             if kind == "progress":
                 self.status.update({**event, "stage": self.steps[self._index].describe or self.steps[self._index].op})
+            elif kind not in ("done", "error"):
+                step = self.steps[self._index]
+                if step.on_event is None or self.cancelled:
+                    continue
+                try:
+                    step.on_event(event)
+                except Exception as error:  # noqa: BLE001 - reported as the job's error, one line
+                    logging.debug("SegSSL: %s event failed", kind, exc_info=True)
+                    self.client.cancel(self._current)  # nothing more of it is wanted
+                    self._fail(str(error) or type(error).__name__)
+                    break
             elif kind == "error":
                 if event.get("cancelled") or self.cancelled:
                     self._cancel_at = self._cancel_at or self._clock()

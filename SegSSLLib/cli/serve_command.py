@@ -29,7 +29,7 @@ HELP = "interactive worker: keeps a volume, the model and all results; JSON requ
 
 log = logging.getLogger(__name__)
 
-OPERATIONS = ("open", "annotate", "propagate", "save", "undo", "redo", "status", "cancel", "close")
+OPERATIONS = ("open", "annotate", "propagate", "save", "undo", "redo", "refine", "status", "cancel", "close")
 
 
 def configure(parser) -> None:
@@ -42,6 +42,10 @@ def configure(parser) -> None:
     )
     parser.add_argument(
         "--offload-state", action="store_true", help="keep SAM 2's per-frame memory on the CPU during a propagation"
+    )
+    parser.add_argument(
+        "--refine-cache-mb", type=int, default=1024,
+        help="memory for SAM image embeddings kept per slice by refine (least recently used out; default 1024 MiB)",
     )
     parser.add_argument(
         "--absent-slices", type=int, default=3,
@@ -61,8 +65,8 @@ def run(args, progress) -> int:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    if args.feature_cache_mb < 0 or args.absent_slices < 0:
-        raise SegSSLError("--feature-cache-mb and --absent-slices must be 0 or more")
+    if args.feature_cache_mb < 0 or args.absent_slices < 0 or args.refine_cache_mb < 0:
+        raise SegSSLError("--feature-cache-mb, --refine-cache-mb and --absent-slices must be 0 or more")
     # torch is imported when SAM 2 is first opened: a registration-only worker runs on what Slicer
     # ships (the panel's first install tier), and starts without the 16 s torch import.
     worker = Worker(None, args, sys.stdout, device_for=lambda: setup_torch(args))
@@ -101,6 +105,8 @@ class Worker:
         self.session = None
         self.input_path: str | None = None
         self.predictors: dict = {}  # (checkpoint, config, image size) -> predictor: the model stays loaded
+        self.sam_predictors: dict = {}  # (checkpoint, device, preprocessing) -> CachedEmbeddings: refine's SAM
+        self._refine_source: tuple = (None, None)  # (file version, image) last refined on
         self.running: tuple | None = None  # (id, cancel Event) of the operation in progress
         self.cancelled_ids: set = set()  # queued requests cancelled before they started
 
@@ -189,7 +195,7 @@ class Worker:
 
     def handle(self, request: dict) -> bool:
         """Run one request to its one done / error event; False when the worker should exit."""
-        from SegSSLLib.propagation.session import OperationCancelled
+        from SegSSLLib.errors import OperationCancelled
 
         request_id, op = request["id"], request["op"]
         if request_id in self.cancelled_ids:
@@ -259,16 +265,7 @@ class Worker:
         if backend_name == "sam2":
             from SegSSLLib.propagation.session import Sam2Backend
 
-            if self.device is None:
-                if self._device_for is None:
-                    from SegSSLLib.cli.common import setup_torch
-
-                    self._device_for = lambda: setup_torch(self.options)
-                try:
-                    self.device = self._device_for()
-                except ImportError as exc:
-                    raise SegSSLError(f"SAM 2 needs PyTorch and sam2 in this Python ({exc}) — install them (the Slicer "
-                                      "panel offers to), or open with backend \"registration\"") from None
+            self._torch_device("SAM 2 needs PyTorch and sam2", "or open with backend \"registration\"")
             predictor = self._predictor(request, progress)
             backend = Sam2Backend(predictor)
             described.update(device=str(self.device), image_size=predictor.image_size)
@@ -281,6 +278,20 @@ class Worker:
         if encode_seconds is not None:
             described["encode_seconds"] = round(encode_seconds, 3)  # per slice, on this device: a lower bound
         return {**described, "size": list(image.GetSize()), "axis": session.axis}
+
+    def _torch_device(self, what: str, otherwise: str):
+        """The torch device (PyTorch imported at the first need)."""
+        if self.device is None:
+            if self._device_for is None:
+                from SegSSLLib.cli.common import setup_torch
+
+                self._device_for = lambda: setup_torch(self.options)
+            try:
+                self.device = self._device_for()
+            except ImportError as exc:
+                raise SegSSLError(f"{what} in this Python ({exc}) — install them (the Slicer panel offers to), "
+                                  f"{otherwise}") from None
+        return self.device
 
     def _predictor(self, request: dict, progress):
         from SegSSLLib.propagation.propagate import PropagateSettings, sam2_predictor
@@ -329,15 +340,102 @@ class Worker:
                 isinstance(slice_range, list) and len(slice_range) == 2
                 and all(isinstance(v, int) and not isinstance(v, bool) for v in slice_range)):
             raise SegSSLError("slice_range must be [first, last] slice indices (inclusive)")
-        report = session.propagate(slice_range=slice_range, cancel=cancel, progress=progress)
+        partial = _PartialWriter.requested(self, request, session)
+        report = session.propagate(slice_range=slice_range, cancel=cancel, progress=progress,
+                                   **(partial.arguments() if partial else {}))
         computed = len(report.visited)
         fields = {"changed_slices": report.changed_slices, "computed_slices": computed, "runs": report.runs}
+        if partial is not None:
+            fields["partials"] = partial.sequence
         if computed:
             fields["seconds_per_slice"] = round(report.seconds / computed, 3)
         cache = getattr(session.backend, "cache", None)
         if cache is not None:
             fields["feature_cache"] = cache.stats()
         return fields
+
+    def op_refine(self, request: dict, cancel, progress) -> dict:
+        """SAM box refinement of ``mask`` (``segssl refine``), the model and the slices' embeddings kept."""
+        from SegSSLLib.cli.refine_command import mask_has_labels
+        from SegSSLLib.volumes import check_output_format, check_output_path, read_label_map, require_content, write_image
+
+        path = request.get("input", self.input_path)
+        if not isinstance(path, str) or not path:
+            raise SegSSLError("missing \"input\": give the volume to refine on (or open one first)")
+        mask_path = _text(request, "mask", "a coarse label map file")
+        output = _text(request, "output", "a label map file to write")
+        check_output_path(output, (path, mask_path), "output")
+        image = self._refine_image(path)
+        if image.GetDimension() not in (2, 3):
+            raise SegSSLError(f"input {path} is {image.GetDimension()}D; give a 2D image or a 3D volume")
+        check_output_format(output, image.GetDimension(), "output")
+        require_content(image, f"input {path}")
+        mask = read_label_map(mask_path, reference=image, what="mask", reference_name="the input")
+        if not mask_has_labels(mask):
+            raise SegSSLError(f"mask {mask_path} is empty (all zero): there is nothing to refine")
+        self._torch_device("refine needs PyTorch and segment-anything", "or run Refine from the command line")
+        from SegSSLLib.refinement.sam_refine import refine
+
+        settings = self._refine_settings(request)
+        predictor = self._sam_predictor(settings, progress)
+        hits, misses = predictor.hits, predictor.misses
+        result = refine(image, mask, settings, progress, predictor=predictor, cancel=cancel)
+        write_image(result.label_map, output)
+        return {"output": str(Path(output)), "encoded": predictor.misses - misses, "reused": predictor.hits - hits,
+                "kept_coarse": result.kept_coarse, "device": str(self.device), "embedding_cache": predictor.stats()}
+
+    def _refine_image(self, path: str):
+        """The image to refine on: read once per file version (the panel sends the same file each time)."""
+        from SegSSLLib.volumes import read_image
+
+        try:
+            stat = Path(path).stat()
+            key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            key = None
+        if key is None or self._refine_source[0] != key:
+            image = read_image(path, "input")
+            self._refine_source = (key, image)
+        return self._refine_source[1]
+
+    def _refine_settings(self, request: dict):
+        from SegSSLLib.refinement.sam_refine import RefineSettings
+
+        margin = _optional_int(request, "margin")
+        axis = _optional_int(request, "axis")
+        checkpoint = request.get("sam_checkpoint")
+        if checkpoint is not None and (not isinstance(checkpoint, str) or not checkpoint):
+            raise SegSSLError("sam_checkpoint must be a file or a name from `segssl weights list`")
+        preprocess = request.get("sam_preprocess", "auto")
+        if not isinstance(preprocess, str):
+            raise SegSSLError(f"sam_preprocess must be auto, sam or medsam, got {preprocess!r}")
+        settings = RefineSettings(margin=5 if margin is None else margin, mask_prompt=bool(request.get("mask_prompt", False)),
+                                  axis=2 if axis is None else axis, sam_checkpoint=checkpoint, sam_preprocess=preprocess)
+        settings.check()
+        return settings
+
+    def _sam_predictor(self, settings, progress):
+        """refine's SAM predictor, loaded once per checkpoint, device and preprocessing, its embeddings cached."""
+        from dataclasses import replace
+
+        from SegSSLLib.weights.resolve import resolve_checkpoint
+
+        checkpoint = resolve_checkpoint(settings.sam_checkpoint, "sam", progress=progress)
+        device = self.device
+        key = (str(checkpoint), str(device), settings.sam_preprocess)
+        if key not in self.sam_predictors:
+            from SegSSLLib.refinement.embedding_cache import CachedEmbeddings
+            from SegSSLLib.refinement.sam_refine import load_refinement_predictor
+
+            self.sam_predictors.clear()  # one SAM at a time
+            try:
+                loaded = load_refinement_predictor(replace(settings, sam_checkpoint=checkpoint, device=device), progress)
+            except ImportError as exc:
+                raise SegSSLError(f"refine needs segment-anything in this Python ({exc}) — install it (the Slicer panel "
+                                  "offers to)") from None
+            cache_mb = getattr(self.options, "refine_cache_mb", 1024)
+            self.sam_predictors[key] = CachedEmbeddings(loaded, cache_mb * 2**20)
+        return self.sam_predictors[key]
 
     def op_save(self, request: dict, cancel, progress) -> dict:
         from SegSSLLib.volumes import check_output_path, label_array_to_image, write_image
@@ -371,6 +469,64 @@ class Worker:
         if self.session is not None:
             self.session.close()
             self.session = None
+
+
+class _PartialWriter:
+    """A propagate's ``partial`` events: the slices already final, written as a slab file each time.
+
+    Each event's file holds slices ``first..last`` along the session's axis of the labels as they stand
+    (final on the listed ``slices``, as before the propagate or as an earlier event gave them on the
+    others), on the volume's grid: the volume's spacing and direction, the origin of slice ``first``.
+    Files are numbered, never overwritten, and left to the client (which reads and removes them)."""
+
+    def __init__(self, worker: "Worker", request_id, session, folder: Path, seconds: float):
+        import numpy as np
+
+        from SegSSLLib.axes import array_axis
+
+        self.worker, self.request_id, self.session = worker, request_id, session
+        self.folder, self.seconds = folder, seconds
+        self.position = array_axis(session.axis)
+        self.labels = np.moveaxis(session.labels, self.position, 0)  # slice-first; the labels before the call
+        self.sequence = 0
+        self.stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(request_id))
+
+    @classmethod
+    def requested(cls, worker: "Worker", request: dict, session) -> "_PartialWriter | None":
+        folder = request.get("partial_dir")
+        if folder is None:
+            return None
+        if not isinstance(folder, str) or not Path(folder).is_dir():
+            raise SegSSLError(f"partial_dir {folder!r} is not a folder — give an existing folder for the partial results")
+        seconds = request.get("partial_seconds", 1.0)
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+            raise SegSSLError(f"partial_seconds must be a number of seconds, 0 or more, got {seconds!r}")
+        return cls(worker, request["id"], session, Path(folder), float(seconds))
+
+    def arguments(self) -> dict:
+        return {"partial": self, "partial_seconds": self.seconds}
+
+    def __call__(self, slices: dict) -> None:
+        import numpy as np
+        import SimpleITK as sitk
+
+        from SegSSLLib.volumes import write_image
+
+        for k, labels in slices.items():
+            self.labels[k] = labels
+        first, last = min(slices), max(slices)
+        slab = sitk.GetImageFromArray(np.ascontiguousarray(np.moveaxis(self.labels[first:last + 1], 0, self.position)))
+        image = self.session.image
+        index = [0, 0, 0]
+        index[self.session.axis] = first
+        slab.SetSpacing(image.GetSpacing())
+        slab.SetDirection(image.GetDirection())
+        slab.SetOrigin(image.TransformIndexToPhysicalPoint(index))
+        self.sequence += 1
+        path = self.folder / f"partial-{self.stem}-{self.sequence}.nrrd"
+        write_image(slab, path, compress=False)
+        self.worker.send({"id": self.request_id, "event": "partial", "output": str(path), "axis": self.session.axis,
+                          "first": first, "last": last, "slices": sorted(slices), "sequence": self.sequence})
 
 
 def _drawn(session) -> dict:

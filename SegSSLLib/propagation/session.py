@@ -66,17 +66,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import SimpleITK as sitk
 
-from SegSSLLib.errors import SegSSLError
+from SegSSLLib.errors import OperationCancelled, SegSSLError  # noqa: F401 - OperationCancelled: part of this API
 from SegSSLLib.progress import NO_PROGRESS, Progress
 from SegSSLLib.axes import AXIS_NAMES, array_axis
 
 log = logging.getLogger(__name__)
 
 MAX_LABEL = 65535  # labels are kept as uint16
-
-
-class OperationCancelled(Exception):
-    """The operation was cancelled; the session is as it was before it."""
 
 
 @dataclass(frozen=True)
@@ -374,8 +370,14 @@ class InteractiveSession:
         return k, mask
 
     def propagate(self, slice_range: tuple[int, int] | None = None, cancel=None,
-                  progress: Progress = NO_PROGRESS) -> PropagateReport:
-        """Bring the result up to date with every drawing so far, computing only what is missing."""
+                  progress: Progress = NO_PROGRESS, partial=None, partial_seconds: float = 1.0) -> PropagateReport:
+        """Bring the result up to date with every drawing so far, computing only what is missing.
+
+        ``partial``: called while the runs go on, at most every ``partial_seconds``, with
+        ``{slice: labels}`` (slice-grid uint16) for the slices whose labels are already final and differ
+        from the labels before this call — each slice once. Nothing of the session changes until
+        ``propagate`` returns: a cancelled or failed call leaves the session as it was, whatever was
+        handed out."""
         started = time.perf_counter()
         if self._state is None or not self._state.drawings:
             raise SegSSLError("nothing is drawn yet — annotate a slice (a label map, points or a box) before propagating")
@@ -404,7 +406,10 @@ class InteractiveSession:
                 missing.append(need)
         visited: list[int] = []
         _check(cancel)
-        computed = self.backend.run(missing, state.drawings, cancel, progress, visited)
+        extra = {}
+        if partial is not None:
+            extra["on_slice"] = _FinalSlices(self, state, runs, missing, (lo, hi), partial, partial_seconds)
+        computed = self.backend.run(missing, state.drawings, cancel, progress, visited, **extra)
         runs.update(computed)
         new = state.copy()
         new.runs = runs
@@ -510,6 +515,43 @@ def _check(cancel) -> None:
         raise OperationCancelled("cancelled")
 
 
+class _FinalSlices:
+    """During a ``propagate``: which slices already have their final labels, handed to ``partial``.
+
+    A slice is final once every run its labels come from (its signature with the runs this propagate
+    will hold) has computed it; it is assembled exactly as the end of ``propagate`` assembles it."""
+
+    def __init__(self, session: "InteractiveSession", state: _State, reused: dict, missing: list, bounds: tuple,
+                 partial, seconds: float):
+        self.session, self.state, self.bounds = session, state, bounds
+        self.partial, self.seconds = partial, max(0.0, float(seconds))
+        self.provisional = state.copy()
+        # Not yet started: a run that covers nothing beyond its source (it stands in for the signature).
+        self.provisional.runs = {**reused, **{n.key: Run(n.direction, n.source) for n in missing}}
+        self.pending = {}
+        for k in range(len(state.labels)):
+            signature = session._signature(self.provisional, k, *bounds)
+            if signature != state.signatures[k]:
+                self.pending[k] = signature
+        self.last = time.perf_counter()
+
+    def __call__(self, runs: dict) -> None:
+        """A backend computed one more slice of the runs ``runs`` (key -> the Run being filled)."""
+        self.provisional.runs.update(runs)
+        if time.perf_counter() - self.last < self.seconds:
+            return
+        ready = {}
+        for k, signature in list(self.pending.items()):
+            if all(self.provisional.runs[key].covers(k) for _, kind, key in signature if kind == "run"):
+                del self.pending[k]
+                labels = self.session._slice(self.provisional, k, signature)
+                if not np.array_equal(labels, self.state.labels.get(k)):
+                    ready[k] = labels
+        if ready:
+            self.partial(ready)
+        self.last = time.perf_counter()
+
+
 # -- SAM 2 --------------------------------------------------------------------------------------------
 
 
@@ -583,7 +625,9 @@ class Sam2Backend:
 
     # running
 
-    def run(self, needs: list[Need], drawings: dict, cancel, progress: Progress, visited: list[int]) -> dict:
+    def run(self, needs: list[Need], drawings: dict, cancel, progress: Progress, visited: list[int],
+            on_slice=None) -> dict:
+        """Compute ``needs``; ``on_slice(runs)`` after every slice, with the runs (key -> Run) being filled."""
         import torch
 
         from SegSSLLib.propagation.feature_cache import use_feature_cache
@@ -598,10 +642,11 @@ class Sam2Backend:
                 progress.stage("propagate (SAM 2)", total=total):
             for (kind, source, target, cond), members in groups.items():
                 _check(cancel)
-                results.update(self._run_group(kind, source, target, cond, members, drawings, cancel, progress, visited))
+                results.update(self._run_group(kind, source, target, cond, members, drawings, cancel, progress, visited,
+                                               on_slice))
         return results
 
-    def _run_group(self, kind, source, target, cond, members, drawings, cancel, progress, visited) -> dict:
+    def _run_group(self, kind, source, target, cond, members, drawings, cancel, progress, visited, on_slice=None) -> dict:
         from SegSSLLib.propagation.sam2 import _mask_prompt, in_memory_state
 
         predictor = self.predictor
@@ -640,6 +685,8 @@ class Sam2Backend:
                             run.stopped = True
                 progress.advance(slice=int(frame))
                 done += 1
+                if on_slice is not None:
+                    on_slice({need.key: runs[need.obj] for need in members})
                 if all(run.stopped for run in runs.values()):
                     progress.advance(abs(target - source) - done)  # the slices no longer needed count as done
                     break
@@ -753,15 +800,17 @@ class RegistrationBackend:
             return ("walk", obj, below[-1], +1, digests[below[-1]])
         return ("walk", obj, above[0], -1, digests[above[0]])
 
-    def run(self, needs: list[Need], drawings: dict, cancel, progress: Progress, visited: list[int]) -> dict:
+    def run(self, needs: list[Need], drawings: dict, cancel, progress: Progress, visited: list[int],
+            on_slice=None) -> dict:
         results = {}
         with progress.stage("propagate (registration)", total=sum(abs(n.target - n.source) for n in needs)):
             for need in needs:
                 _check(cancel)
-                results[need.key] = self._walk(need, drawings[(need.obj, need.source)].mask, cancel, progress, visited)
+                results[need.key] = self._walk(need, drawings[(need.obj, need.source)].mask, cancel, progress, visited,
+                                               on_slice)
         return results
 
-    def _walk(self, need: Need, mask: np.ndarray, cancel, progress, visited) -> Run:
+    def _walk(self, need: Need, mask: np.ndarray, cancel, progress, visited, on_slice=None) -> Run:
         from SegSSLLib.propagation.rules import TaperWatch, TissueModel
         from SegSSLLib.propagation.registration import _carry, _fit_labels
 
@@ -781,8 +830,12 @@ class RegistrationBackend:
             if not current.any():
                 run.stopped = True
                 progress.advance(abs(need.target - t))  # the slices this walk no longer needs count as done
+                if on_slice is not None:
+                    on_slice({need.key: run})
                 break
             run.frames[t] = np.packbits(current == need.obj)
+            if on_slice is not None:
+                on_slice({need.key: run})
             t += d
         return run
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from SegSSLLib.axes import array_axis
-from SegSSLLib.errors import SegSSLError
+from SegSSLLib.errors import OperationCancelled, SegSSLError
 from SegSSLLib.frames import rgb_slice, slice_of, windowed_array
 from SegSSLLib.images import label_array, label_image, require_image
 from SegSSLLib.progress import NO_PROGRESS, Progress
@@ -58,20 +58,21 @@ class RefineResult:
 
 def refine(
     image: sitk.Image, mask, settings: RefineSettings = RefineSettings(), progress: Progress = NO_PROGRESS,
-    predictor=None,
+    predictor=None, cancel=None,
 ) -> RefineResult:
     """A coarse label map sharpened by SAM: a box per connected component, slice by slice.
 
     ``image``: a volume, or a 2D grey or RGB picture. ``mask``: a label map on its grid (SimpleITK image)
     or a (k, j, i) array. ``predictor``: a SAM predictor already loaded (``load_sam_predictor``); by
-    default the one for ``settings.sam_checkpoint`` is loaded.
+    default the one for ``settings.sam_checkpoint`` is loaded. ``cancel``: a ``threading.Event`` checked
+    between slices; once set, ``OperationCancelled`` is raised and nothing is returned.
     """
     require_image(image, "image")
     labels = label_array(mask, image, "mask")
     settings.check()
     if predictor is None:
         predictor = load_refinement_predictor(settings, progress)
-    refined, kept = _refine_array(predictor, image, labels, settings, progress)
+    refined, kept = _refine_array(predictor, image, labels, settings, progress, cancel)
     result = RefineResult(label_image(refined, image), kept)
     if kept:
         result.warnings.append(_kept_warning(kept))
@@ -168,7 +169,8 @@ def refine_labels(
     return refined
 
 
-def _refine_array(predictor, image: sitk.Image, labels: np.ndarray, settings: RefineSettings, progress: Progress):
+def _refine_array(predictor, image: sitk.Image, labels: np.ndarray, settings: RefineSettings, progress: Progress,
+                  cancel=None):
     """(refined labels, components that kept their coarse shape)."""
     labels = np.asarray(labels)
     normalised = windowed_array(image) if image.GetNumberOfComponentsPerPixel() == 1 else None
@@ -184,6 +186,8 @@ def _refine_array(predictor, image: sitk.Image, labels: np.ndarray, settings: Re
     total_kept = 0
     with progress.stage("refine (SAM)", total=len(busy)):
         for k in busy:
+            if cancel is not None and cancel.is_set():
+                raise OperationCancelled("refine cancelled")
             rgb = rgb_slice(slice_of(normalised, settings.axis, k))
             result, kept = refine_slice(predictor, rgb, slice_of(labels, settings.axis, k), settings)
             slice_of(refined, settings.axis, k)[...] = result

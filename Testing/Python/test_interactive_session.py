@@ -333,3 +333,55 @@ def test_one_drawing_tracks_forward_exactly_as_the_batch_propagation(phantom, pr
     session.propagate()
     assert np.array_equal(session.labels[10:], batch[10:])
     assert session.labels[:10].any()
+
+
+@pytest.mark.parametrize("backend", ["registration", "sam2-stub"])
+def test_partial_results_are_final_slices_each_once_and_a_cancel_after_them_changes_nothing(phantom, predictor, backend):
+    image, truth = phantom
+    session = InteractiveSession(image, _backend(backend, predictor))
+    session.annotate(_drawing(truth, 10))
+    before, undo = session.labels, session.can_undo
+    cancel = threading.Event()
+    handed: dict[int, np.ndarray] = {}
+    with pytest.raises(OperationCancelled):  # the panel showed partial slices, then the user cancelled
+        session.propagate(cancel=cancel, partial=lambda s: (handed.update(s), cancel.set()), partial_seconds=0)
+    assert handed
+    assert np.array_equal(session.labels, before) and session.can_undo == undo
+
+    handed.clear()
+    calls = []
+
+    def partial(slices):
+        assert not set(slices) & set(handed)  # each slice once
+        handed.update(slices)
+        calls.append(sorted(slices))
+
+    report = session.propagate(partial=partial, partial_seconds=0)
+    after = session.labels
+    assert len(calls) > 1  # slice by slice, not all at the end
+    changed = _differing(before, after)
+    assert handed and set(handed) <= set(changed)
+    for k, labels in handed.items():  # a partial slice is the final one
+        assert np.array_equal(labels, after[k]), k
+    assert set(report.changed_slices) == set(changed)
+
+    # A correction hands out only slices its interval can change, each as it ends up.
+    session.annotate(_drawing(truth, 14))
+    before = session.labels
+    handed.clear()
+    session.propagate(partial=handed.update, partial_seconds=0)
+    assert set(handed) <= set(range(11, SLICES)) and set(handed) <= set(_differing(before, session.labels))
+    for k, labels in handed.items():
+        assert np.array_equal(labels, session.labels[k]), k
+    if backend == "registration":
+        assert handed  # the registration walks differ between and beyond the drawings
+
+
+def test_partial_results_wait_for_their_interval(phantom):
+    """With ``partial_seconds`` larger than the run, nothing is handed out: the final result alone."""
+    image, truth = phantom
+    session = InteractiveSession(image, RegistrationBackend())
+    session.annotate(_drawing(truth, 10))
+    handed = []
+    session.propagate(partial=handed.append, partial_seconds=3600)
+    assert handed == [] and session.labels.any()

@@ -281,3 +281,38 @@ def test_a_registration_worker_runs_without_torch_monai_or_sam2(case):
     assert ends[5]["event"] == "error" and "needs PyTorch and sam2" in ends[5]["message"], ends[5]  # SAM 2 asked for: an error, no death
     assert json.loads(result.stderr.strip().splitlines()[-1]) == {"loaded": []}
     assert sitk.ReadImage(str(out)).GetSize() == sitk.ReadImage(str(case.image)).GetSize()
+
+
+def test_partial_events_carry_slabs_that_rebuild_the_final_result_on_the_volumes_grid(case):
+    out = case.tmp / "out.nrrd"
+    partials = case.tmp / "partials"
+    partials.mkdir()
+    events, result = serve(
+        {"id": 1, "op": "open", "input": str(case.image), "backend": "registration"},
+        {"id": 2, "op": "annotate", "annotation": str(case.first)},
+        {"id": 3, "op": "propagate", "partial_dir": str(partials), "partial_seconds": 0},
+        {"id": 4, "op": "save", "output": str(out)},
+        {"id": 5, "op": "propagate", "partial_dir": str(case.tmp / "nowhere")},
+        {"id": 6, "op": "propagate", "partial_dir": str(partials), "partial_seconds": -1},
+    )
+    assert result.returncode == 0, result.stderr
+    ends = final(events)
+    assert ends[3]["event"] == "done" and ends[4]["event"] == "done"
+    assert "not a folder" in ends[5]["message"] and "partial_seconds" in ends[6]["message"]
+    image = sitk.ReadImage(str(case.image))
+    shown = np.zeros(sitk.GetArrayFromImage(image).shape, np.uint16)
+    shown[10] = sitk.GetArrayFromImage(sitk.ReadImage(str(case.first)))[10]  # the drawing, before the propagate
+    order = [e for e in events if e["id"] == 3 and e["event"] in ("partial", "done")]
+    partial = [e for e in order if e["event"] == "partial"]
+    assert len(partial) > 1 and order[-1]["event"] == "done" and ends[3]["partials"] == len(partial)
+    assert [e["sequence"] for e in partial] == list(range(1, len(partial) + 1))
+    seen = set()
+    for event in partial:  # what a client does: place each slab where it belongs
+        slab = sitk.ReadImage(event["output"])
+        assert event["axis"] == 2 and event["first"] == min(event["slices"]) and event["last"] == max(event["slices"])
+        assert not seen & set(event["slices"])
+        seen |= set(event["slices"])
+        assert_same_geometry(slab, image[:, :, event["first"]:event["last"] + 1])
+        shown[event["first"]:event["last"] + 1] = sitk.GetArrayFromImage(slab)
+    assert np.array_equal(shown, sitk.GetArrayFromImage(sitk.ReadImage(str(out))))  # the final result
+    assert seen == set(ends[3]["changed_slices"]) - {10}

@@ -19,9 +19,13 @@ from SegSSLSlicerLib import controller, interactive, nodes, selftest  # noqa: E4
 from SegSSLSlicerLib.worker import WorkerClient  # noqa: E402
 
 
-def run(jobs: controller.RunController, prepared, undo=None, timeout: float = 120, cancel: bool = False):
-    """What the widget does: start the job, poll it from the timer until it ends; the outcome."""
-    assert jobs.start(prepared.job, prepared.title, lambda job: prepared.import_result(undo), kind="run")
+def run(jobs: controller.RunController, prepared, undo=None, timeout: float = 120, cancel: bool = False,
+        cancel_when=None, while_running=None):
+    """What the widget does: start the job, poll it from the timer until it ends; the outcome.
+
+    ``cancel_when()``: cancel once it is true; ``while_running()``: called after each poll of a running job."""
+    prepared.save_state_for_undo = undo
+    assert jobs.start(prepared.job, prepared.title, lambda job: prepared.import_result(undo), prepared.cleanup, kind="run")
     if cancel:
         jobs.cancel()
     deadline = time.monotonic() + timeout
@@ -29,6 +33,10 @@ def run(jobs: controller.RunController, prepared, undo=None, timeout: float = 12
         outcome = jobs.poll()
         if outcome is not None:
             return outcome
+        if while_running is not None:
+            while_running()
+        if cancel_when is not None and cancel_when() and not prepared.job.cancelled:
+            jobs.cancel()
         time.sleep(0.02)
     raise AssertionError(f"{prepared.title} did not end in {timeout} s")
 
@@ -293,3 +301,144 @@ def test_a_worker_that_does_not_answer_cancel_is_ended_and_replaced_at_the_next_
         assert client.pid != first and "did not answer Cancel" in job.restarted
     finally:
         client.stop(grace_seconds=0)
+
+
+def test_results_arrive_slice_by_slice_and_the_finished_propagation_is_one_undo_step(panel, liver_case):
+    volume, segmentation, liver, k, source, history = liver_case
+    panel.partial_seconds = 0  # every final slice as it comes
+    jobs = controller.RunController()
+    states = history.GetNumberOfStates()
+    seen = []
+
+    def look():  # what the user sees while the job runs
+        result = panel.result_segments.get((segmentation.GetID(), source))
+        if result is not None:
+            seen.append(int(segment(segmentation, result, volume).any(axis=(1, 2)).sum()))
+
+    prepared = panel.propagate(volume, segmentation, [source], "registration", "cpu")
+    outcome = run(jobs, prepared, history.SaveState, while_running=look)
+    assert not outcome.error, outcome
+    assert prepared.partial.imported > 1 and seen and min(seen) >= 1  # shown before the end, in steps
+    assert panel.client.sent[2]["op"] == "propagate" and panel.client.sent[2]["partial_seconds"] == 0
+    result = panel.result_segments[(segmentation.GetID(), source)]
+    final = segment(segmentation, result, volume)
+    assert max(seen) <= final.any(axis=(1, 2)).sum()
+    np.testing.assert_array_equal(final[k], liver[k])
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 2  # partial and final: one result segment
+    assert history.GetNumberOfStates() == states + 1  # one undo step for the whole propagation
+    assert not any(p.name.startswith("partial") and any(p.iterdir()) for p in panel.folder().iterdir() if p.is_dir())
+
+    # The same painting again with partial results off: the same result.
+    panel.partial_seconds = None
+    history.RestorePreviousState()  # Ctrl+Z: the result goes, the source stays
+    assert segmentation.GetSegmentation().GetSegment(result) is None
+    panel.client.session.clear()  # as after a restart: the worker is told everything again
+    outcome = run(jobs, panel.propagate(volume, segmentation, [source], "registration", "cpu"), history.SaveState)
+    assert not outcome.error, outcome
+    again = panel.result_segments[(segmentation.GetID(), source)]
+    np.testing.assert_array_equal(segment(segmentation, again, volume), final)
+
+
+def test_a_cancel_after_partial_results_leaves_the_segmentation_as_it_was(panel, liver_case):
+    volume, segmentation, liver, k, source, history = liver_case
+    panel.partial_seconds = 0
+    jobs = controller.RunController()
+    painted = segment(segmentation, source, volume)
+
+    # The first propagation, cancelled once a partial result is shown: the segment it added goes again.
+    prepared = panel.propagate(volume, segmentation, [source], "registration", "cpu")
+    outcome = run(jobs, prepared, history.SaveState, cancel_when=lambda: prepared.partial.imported > 0)
+    assert "cancelled" in outcome.status and not outcome.error
+    assert prepared.partial.imported == 0 and prepared.partial.added  # shown, then taken back
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 1 and not panel.result_segments
+    np.testing.assert_array_equal(segment(segmentation, source, volume), painted)
+
+    # A finished result, then a correction cancelled after partial results: the result as it was.
+    assert not run(jobs, panel.propagate(volume, segmentation, [source], "registration", "cpu"), history.SaveState).error
+    result = panel.result_segments[(segmentation.GetID(), source)]
+    before = segment(segmentation, result, volume)
+    corrected = segment(segmentation, source, volume)
+    corrected[k - 3] = liver[k - 3]
+    slicer.util.updateSegmentBinaryLabelmapFromArray(corrected, segmentation, source, volume)
+    prepared = panel.propagate(volume, segmentation, [source], "registration", "cpu")
+    shown = []
+    outcome = run(jobs, prepared, history.SaveState, cancel_when=lambda: prepared.partial.imported > 0,
+                  while_running=lambda: shown.append(prepared.partial.imported))
+    assert "cancelled" in outcome.status and max(shown) > 0
+    np.testing.assert_array_equal(segment(segmentation, result, volume), before)
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 2
+    assert panel.result_segments[(segmentation.GetID(), source)] == result
+
+    # The worker is as before the cancelled click too: the next click finishes the correction.
+    assert not run(jobs, panel.propagate(volume, segmentation, [source], "registration", "cpu"), history.SaveState).error
+    np.testing.assert_array_equal(segment(segmentation, result, volume)[k - 3], liver[k - 3])
+
+
+@pytest.mark.slow
+def test_refine_runs_in_the_worker_reuses_its_embeddings_and_is_one_undo_step(panel, liver_case, tmp_path):
+    """Refine with SAM through the worker's refine op (a tiny random SAM): the result equals the
+    command's, the second click encodes nothing, each import is one undo step."""
+    from SegSSLSlicerLib import runs
+    from SegSSLLib.processes import run_to_end
+
+    volume, segmentation, liver, k, source, history = liver_case
+    coarse = np.zeros_like(liver)
+    coarse[k - 2 : k + 3] = liver[k - 2 : k + 3]
+    target = nodes.add_segments(coarse, segmentation, volume, names={1: "coarse liver"})[1]
+    checkpoint = selftest.write_tiny_sam_checkpoint(tmp_path / "tiny_sam.pth")
+    jobs = controller.RunController()
+
+    def click():
+        run_ = runs.prepare_refine(volume, "Selected segment", "CPU", sam_checkpoint=checkpoint,
+                                   segmentation_node=segmentation, segment_id=target, axis=2, work_parent=tmp_path,
+                                   volume_file=panel.volume_file(volume))
+        return panel.refine(run_, segmentation, volume, "cpu")
+
+    states, count = history.GetNumberOfStates(), segmentation.GetSegmentation().GetNumberOfSegments()
+    prepared = click()
+    outcome = run(jobs, prepared, history.SaveState, timeout=300)
+    assert not outcome.error, outcome
+    assert [r["op"] for r in panel.client.sent] == ["refine"] and "5 slices encoded, 0 reused" in outcome.status
+    assert history.GetNumberOfStates() == states + 1 and segmentation.GetSegmentation().GetNumberOfSegments() == count + 1
+    ids = [segmentation.GetSegmentation().GetNthSegmentID(n) for n in range(count + 1)]
+    first = segment(segmentation, ids[-1], volume)
+    assert set(np.flatnonzero(first.any(axis=(1, 2)))) <= set(range(k - 2, k + 3))
+
+    outcome = run(jobs, click(), history.SaveState, timeout=300)
+    assert not outcome.error and "0 slices encoded, 5 reused" in outcome.status, outcome
+    assert panel.client.starts == 1 and history.GetNumberOfStates() == states + 2
+    second = [segmentation.GetSegmentation().GetNthSegmentID(n) for n in range(count + 2)][-1]
+    np.testing.assert_array_equal(segment(segmentation, second, volume), first)
+
+    # The command-line route of the same refinement gives the same mask.
+    cli = runs.prepare_refine(volume, "Selected segment", "CPU", sam_checkpoint=checkpoint, segmentation_node=segmentation,
+                              segment_id=target, axis=2, work_parent=tmp_path)
+    try:
+        assert run_to_end(cli.process(sys.executable), timeout=300) == 0
+        np.testing.assert_array_equal(runs.read_result(cli.result, volume) != 0, first != 0)
+    finally:
+        cli.cleanup()
+
+
+def test_a_segment_set_within_a_box_equals_the_full_update_also_on_a_shared_layer(liver_case):
+    from SegSSLSlicerLib.interactive import _box, _rows_box, _union
+
+    volume, segmentation, liver, k, source, history = liver_case
+    rng = np.random.default_rng(0)
+    old = np.zeros_like(liver)
+    old[k - 2 : k + 1, 10:20, 5:25] = 1
+    other = nodes.add_segments(old, segmentation, volume, names={1: "result"})[1]
+    assert segmentation.GetSegmentation().GetSegment(other) is not None
+    for step in range(3):
+        new = old.copy()
+        slices = [k + step, k + step + 2]
+        new[slices] = (rng.random((2, *liver.shape[1:])) > 0.7).astype(np.uint8)
+        rows = new[slices]
+        box = _union(_box(old), _rows_box(rows, slices, 0))
+        nodes.set_segment_within_box(new, segmentation, other, volume, *box)
+        np.testing.assert_array_equal(segment(segmentation, other, volume), new)
+        old = new
+    np.testing.assert_array_equal(segment(segmentation, source, volume)[k], liver[k])  # the other segment untouched
+    empty = np.zeros_like(liver)
+    nodes.set_segment_within_box(empty, segmentation, other, volume, *_box(old))
+    assert not segment(segmentation, other, volume).any()
