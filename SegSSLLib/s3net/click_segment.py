@@ -49,6 +49,7 @@ def _click_config() -> S3NetConfig:
 class ClickSettings:
     max_radius_mm: float = 100.0  # the size prior: the limit box reaches this far around the clicks
     region_margin_mm: float | None = 20.0  # region growing runs on the limit box plus this much (None: the whole image)
+    elongated: bool = True  # lift the limit along the slice axis for a region that leaves it only that way
     min_radius_mm: float = 20.0  # the work box reaches at least this far around the clicks
     margin_mm: float = 10.0  # around the region-growing extent, and each growth step
     max_growths: int = 1
@@ -180,6 +181,16 @@ def segment_click(
     else:
         near = Box((0,) * len(size), tuple(size))
     grown = region_grow_near(image, list(positives), near, settings.region_growing)
+    faces = open_faces(grown.mask[limit.array_slices], limit, size)
+    along = "ijk"[settings.slice_axis] if image.GetDimension() == 3 else None
+    if settings.elongated and faces and all(face[1] == along for face in faces):
+        # Out of the limit only across the slices, inside it in-plane: a structure that runs along the
+        # body (a spine, an aorta). The limit is lifted along the slice axis, and region growing redone.
+        limit, near = _whole_along(limit, settings.slice_axis, size), _whole_along(near, settings.slice_axis, size)
+        log.info("region growing runs out of the %g mm limit only along the slices: the structure is elongated, "
+                 "the limit is lifted along them", settings.max_radius_mm)
+        grown = region_grow_near(image, list(positives), near, settings.region_growing)
+        faces = open_faces(grown.mask[limit.array_slices], limit, size)
     region_seconds = time.perf_counter() - started
     if grown.ended:
         extent = grown.mask[near.array_slices]
@@ -188,7 +199,7 @@ def segment_click(
         extent = coarse_region(image, list(positives), settings.region_growing)
     candidate = np.zeros(grown.mask.shape, bool)
     candidate[limit.array_slices] = grown.mask[limit.array_slices]
-    leaked = bool(open_faces(candidate[limit.array_slices], limit, size))
+    leaked = bool(faces)
     if image.GetDimension() == 2:
         # A photograph has no physical scale: S3-Net sees all of it, as in the paper's skin-lesion task.
         box = Box((0, 0), tuple(size))
@@ -225,6 +236,13 @@ def segment_click(
         mask, box, limit, result.clusters, candidate, grown, extent, leaked, steps, trainings, time.perf_counter() - started,
         region_seconds,
     )
+
+
+def _whole_along(box: Box, axis: int, size: tuple[int, ...]) -> Box:
+    """``box`` reaching both ends of the image along ITK ``axis``."""
+    start, stop = list(box.start), list(box.stop)
+    start[axis], stop[axis] = 0, size[axis]
+    return Box(tuple(start), tuple(stop))
 
 
 def _check_values(image: sitk.Image, window) -> None:
