@@ -197,6 +197,28 @@ def test_a_click_on_air_that_goes_on_beyond_the_box_is_background():
     assert result.leaked and sitk.GetArrayFromImage(result.label_map)[10, 80, 80] == 1
 
 
+def test_a_structure_leaving_the_limit_only_across_the_slices_is_followed_along_them():
+    from dataclasses import replace
+
+    # A bright column (a spine) through all 40 slices of 3 mm: 120 mm, more than the 2 × 30 mm limit.
+    k, j, i = np.mgrid[0:40, 0:40, 0:40]
+    column = (j - 20) ** 2 + (i - 20) ** 2 <= 16
+    array = np.where(column, 100.0, 0.0) + np.random.default_rng(0).normal(0, 4, k.shape)
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    image.SetSpacing((1.0, 1.0, 3.0))
+    settings = ClickSettings(max_radius_mm=30, min_radius_mm=8, config=TINY, max_size=48)
+    followed = segment_click(image, [(20, 20, 20)], settings=settings)
+    assert not followed.leaked and followed.limit.size[2] == 40 and followed.mask[[0, 39], 20, 20].all()
+    assert not (followed.mask & ~((j - 20) ** 2 + (i - 20) ** 2 <= 36)).any()  # the column, give or take its rim
+    cut = segment_click(image, [(20, 20, 20)], settings=replace(settings, elongated=False))
+    assert cut.leaked and not cut.mask[[0, 39], 20, 20].any() and cut.mask[20, 20, 20]
+    # A leak in-plane is not followed: the limit stays where it was.
+    array[:, 20:24, 20:] = 100 + np.random.default_rng(1).normal(0, 4, (40, 4, 20))
+    sideways = sitk.GetImageFromArray(array.astype(np.float32))
+    sideways.SetSpacing((2.0, 2.0, 3.0))  # the limit (±15 pixels) no longer holds the image in-plane
+    assert segment_click(sideways, [(20, 20, 20)], settings=settings).limit.size[2] < 40
+
+
 def test_settings_are_checked():
     with pytest.raises(ValueError):
         ClickSettings(min_radius_mm=50, max_radius_mm=20)
