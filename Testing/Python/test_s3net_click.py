@@ -92,12 +92,12 @@ def test_region_growing_near_the_click_is_the_whole_image_region_when_it_ends_th
 
 def test_the_expected_time_is_known_before_the_run_and_smaller_near_the_click():
     # 512×512×60 voxels of 0.57×0.57×5 mm, the click near the middle: region growing visits the size
-    # limit's box plus its margin (120 mm: 421×421×49 voxels) rather than all 15.7 M voxels.
+    # limit's box plus its margin (120 mm: 423×423×49 voxels) rather than all 15.7 M voxels.
     size, spacing, click = (512, 512, 60), (0.57, 0.57, 5.0), [(256, 256, 30)]
     near = estimate_click_seconds(size, spacing, click)
     whole = estimate_click_seconds(size, spacing, click, ClickSettings(region_margin_mm=None))
-    assert near.region_growing == pytest.approx(0.45 * 421 * 421 * 49 / 1e6, rel=0.01)
-    assert whole.region_growing == pytest.approx(0.45 * 512 * 512 * 60 / 1e6, rel=0.01)
+    assert near.region_growing == pytest.approx(0.45 * 423 * 423 * 49 / 1e6)
+    assert whole.region_growing == pytest.approx(0.45 * 512 * 512 * 60 / 1e6)
     assert near.s3net == whole.s3net and near.likely < near.most and 5 < near.likely < 20
 
 
