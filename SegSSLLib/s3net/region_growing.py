@@ -1,10 +1,14 @@
 """Classical region growing from a click: what a Slicer user already has without S3-Net.
 
-``region_grow`` is the benchmark's baseline and the S3-Net click route's first candidate, always
-with the same settings: ``CurvatureFlow`` (5 iterations, time step 0.125) to smooth, then
-``ConfidenceConnected`` from the seeds (3 iterations, multiplier 1.5, initial neighbourhood radius 2),
-then a binary closing with a radius of one voxel. A colour image (dermoscopy) is grown on its
-luminance, since both filters take one channel.
+``region_grow`` is the benchmark's baseline, always with the same settings: ``CurvatureFlow``
+(5 iterations, time step 0.125) to smooth, then ``ConfidenceConnected`` from the seeds (3 iterations,
+multiplier 1.5, initial neighbourhood radius 2), then a binary closing with a radius of one voxel. A
+colour image (dermoscopy) is grown on its luminance, since both filters take one channel.
+
+The S3-Net click route's candidate is the same region growing on a box around the click
+(``region_grow_near``: the smoothed values in the box are exactly the whole image's), and
+``coarse_region`` grows on the whole image shrunk, for a background test when that region went on
+beyond its box.
 """
 
 from __future__ import annotations
