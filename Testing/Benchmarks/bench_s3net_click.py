@@ -97,7 +97,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--speed", action="store_true",
-        help="only time click to mask on lung_tumor_ct padded to 512x512x60 (edge slices repeated), 3 runs",
+        help="only time click to mask on lung_tumor_ct padded to 512x512x60 (edge slices repeated), 3 runs, "
+        "region growing on the whole volume and near the click alternately; prints the estimate said before the run",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
