@@ -499,7 +499,7 @@ class SegSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             raise
         self._estimate = ""
         if controller.runs_on_cpu(prepared.workflow, self._parameterNode.device.value, self.deviceProbe):
-            self._estimate = controller.estimate_line(prepared.workflow, prepared.slices)
+            self._estimate = controller.estimate_line(prepared.workflow, prepared.slices, prepared.cpu_seconds)
         self._startJob(process, prepared.title, importResult, prepared.cleanup, watched=(volume, segmentation))
 
     def _outputSegmentation(self):

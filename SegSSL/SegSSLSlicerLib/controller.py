@@ -437,8 +437,18 @@ def cpu_estimate(workflow: str, slices: int) -> float | None:
     return CPU_STARTUP_SECONDS + per_slice * slices
 
 
-def estimate_line(workflow: str, slices: int) -> str:
-    """One line for the status before a long CPU run; empty when short or not measured."""
+def estimate_line(workflow: str, slices: int, work_seconds: tuple[float, float] | None = None) -> str:
+    """One line for the status before a long CPU run; empty when short or not measured.
+
+    ``work_seconds``: (likely, at most) seconds of the work itself when the run knows them before it
+    starts (S3-Net from a click, ``runs.PreparedRun.cpu_seconds``); that line is always shown, since
+    the user waits on a click.
+    """
+    if work_seconds is not None:
+        likely, most = (CPU_STARTUP_SECONDS + seconds for seconds in work_seconds)
+        return _("On the CPU this takes about {likely} (at most {most}).").format(
+            likely=_duration(likely), most=_duration(most)
+        )
     seconds = cpu_estimate(workflow, slices)
     if seconds is None or seconds < LONG_RUN_SECONDS:
         return ""
@@ -446,3 +456,10 @@ def estimate_line(workflow: str, slices: int) -> str:
     return _("On the CPU this takes about {minutes} min for {slices} slices (a GPU is much faster).").format(
         minutes=minutes, slices=slices
     )
+
+
+def _duration(seconds: float) -> str:
+    rounded = max(5, 5 * round(seconds / 5))
+    if rounded < 60:
+        return _("{seconds} s").format(seconds=rounded)
+    return _("{minutes} min").format(minutes=round(seconds / 60))

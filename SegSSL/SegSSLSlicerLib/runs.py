@@ -47,6 +47,9 @@ class PreparedRun:
     workflow: str = ""  # key of ``dependencies.WORKFLOW_REQUIREMENTS`` (and of ``controller.CPU_SECONDS``)
     slices: int = 0  # slices the command works through (for a time estimate)
     request: dict = field(default_factory=dict)  # the same work as a request to the interactive worker (if it has the op)
+    # Seconds the work itself takes on the CPU, (likely, at most), when known before the run (S3-Net
+    # from a click: ``estimate_click_seconds``); None: the per-slice rule of ``controller.cpu_estimate``.
+    cpu_seconds: tuple[float, float] | None = None
 
     def process(self, python=None) -> SegSSLProcess:
         outputs = [self.result] + ([self.clusters] if self.clusters else [])
@@ -171,6 +174,9 @@ def prepare_segment(
         options += ["--clusters-output", str(clusters), "--s3net-route", "whole"]
     arguments = ["segment", "--input", str(volume_path), "--output", str(result), "--method", method.value]
     name = "S3-Net" if method is SegmentMethod.s3net else "PolyCL"
+    cpu_seconds = None
+    if method is SegmentMethod.s3net and not clusters:
+        cpu_seconds = _click_seconds(volume_node, seeds)
     return PreparedRun(
         title=f"{name} segmentation",
         arguments=arguments + options + ["--device", _device(device)],
@@ -180,7 +186,17 @@ def prepare_segment(
         clusters=clusters,
         workflow=method.value,
         slices=nodes.volume_size(volume_node)[2],
+        cpu_seconds=cpu_seconds,
     )
+
+
+def _click_seconds(volume_node, seeds) -> tuple[float, float]:
+    """S3-Net from the clicks, (likely, at most) seconds on the CPU: what the command itself expects."""
+    from SegSSLLib.s3net.click_segment import estimate_click_seconds
+
+    spacing = nodes.itk_geometry(nodes.ijk_to_ras_matrix(volume_node))[1]
+    estimate = estimate_click_seconds(nodes.volume_size(volume_node), spacing, seeds)
+    return estimate.likely, estimate.most
 
 
 def prepare_propagate(

@@ -180,11 +180,13 @@ def _segment_click(image, seeds, negatives, settings: S3NetSettings, progress, d
     mask = result.mask  # holes are always filled on the click route
     # Background: the click's region (before the size limit) reaches both ends of every axis, or
     # filling its holes more than doubles it (air around the body), or the answer spans the image.
-    grown = result.grown
+    # ``extent`` is that region on the box region growing ran on when it ended there (it reaches a
+    # face of that box only where the face is the image's border), else a coarse whole-image one.
+    extent = result.extent
     if (
         not mask.any()
-        or spans_whole_image(grown)
-        or fill_holes(grown, slice_axis).sum() > 2 * grown.sum()
+        or spans_whole_image(extent)
+        or fill_holes(extent, slice_axis).sum() > 2 * extent.sum()
         or _is_background(mask, slice_axis, 0.75)
     ):
         rejected = " ".join(",".join(map(str, seed)) for seed in seeds)

@@ -57,13 +57,23 @@ def touches_border(mask: np.ndarray) -> bool:
 
 
 def fill_holes(mask: np.ndarray, slice_axis: int = 0) -> np.ndarray:
-    """Fill enclosed cavities in 3D, then slice by slice along ``slice_axis`` (cavities open in depth)."""
-    filled = ndimage.binary_fill_holes(mask)
+    """Fill enclosed cavities in 3D, then slice by slice along ``slice_axis`` (cavities open in depth).
+
+    The work is done on the mask's bounding box with one voxel more on every side (where the array
+    has it): the same result as on the whole array, since all of that outside is connected background.
+    """
+    occupied = np.argwhere(mask)
+    if not len(occupied):
+        return mask.copy()
+    box = tuple(slice(max(0, low - 1), high + 2) for low, high in zip(occupied.min(axis=0), occupied.max(axis=0)))
+    filled = ndimage.binary_fill_holes(mask[box])
     if filled.ndim == 3:
         moved = np.moveaxis(filled, slice_axis, 0)
         moved = np.stack([ndimage.binary_fill_holes(plane) for plane in moved])
         filled = np.moveaxis(moved, 0, slice_axis)
-    return filled
+    result = np.zeros(mask.shape, bool)
+    result[box] = filled
+    return result
 
 
 def select_from_seeds(

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from SegSSLLib.evaluation import dice_and_hd95  # noqa: E402
 from SegSSLLib.phantoms import make_ct_phantom, make_dermoscopy_phantom  # noqa: E402
-from SegSSLLib.s3net.click_segment import ClickSettings, segment_click  # noqa: E402
+from SegSSLLib.s3net.click_segment import ClickSettings, estimate_click_seconds, segment_click  # noqa: E402
 from SegSSLLib.s3net.click_selection import seed_structure  # noqa: E402
 from SegSSLLib.s3net.region_growing import region_grow  # noqa: E402
 
@@ -97,7 +97,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--speed", action="store_true",
-        help="only time click to mask on lung_tumor_ct padded to 512x512x60 (edge slices repeated), 3 runs",
+        help="only time click to mask on lung_tumor_ct padded to 512x512x60 (edge slices repeated), 3 runs, "
+        "region growing on the whole volume and near the click alternately; prints the estimate said before the run",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -165,17 +166,25 @@ def speed(data: Path) -> int:
     print(f"volume {padded.GetSize()}, click {click}, torch threads {torch.get_num_threads()}")
     # CPU seconds of this process as well as wall seconds: on a busy shared machine the wall time
     # mostly measures the other jobs, while with one thread the CPU time is what an idle core would take.
+    # "whole image": region growing over the whole volume, as before issue 14's speed work; "near the
+    # click": on the size limit's box plus its margin (the default). Alternated in one process.
+    routes = {"whole image": replace(ClickSettings(), region_margin_mm=None), "box near the click": ClickSettings()}
+    estimate = estimate_click_seconds(padded.GetSize(), padded.GetSpacing(), [click], ClickSettings())
+    print(f"expected before the run (estimate_click_seconds, idle machine): about {estimate.likely:.1f} s (region growing "
+          f"{estimate.region_growing:.1f} s, S3-Net {estimate.s3net:.1f} s), at most {estimate.most:.1f} s")
     for run in range(3):
         started, cpu = time.perf_counter(), time.process_time()
         region_grow(padded, [click])
         rg_seconds, rg_cpu = time.perf_counter() - started, time.process_time() - cpu
-        cpu = time.process_time()
-        result = segment_click(padded, [click], seed=run)
-        click_cpu = time.process_time() - cpu
-        dice = score(result.mask, truth, tuple(reversed(padded.GetSpacing())))[0]
-        print(f"run {run}: S3-Net click {result.seconds:.1f} s wall, {click_cpu:.1f} s CPU (box "
-              f"{'x'.join(map(str, result.box.size))}, {result.steps} steps, Dice {dice:.3f}); region growing alone "
-              f"{rg_seconds:.1f} s wall, {rg_cpu:.1f} s CPU", flush=True)
+        print(f"run {run}: region growing alone (whole image) {rg_seconds:.1f} s wall, {rg_cpu:.1f} s CPU", flush=True)
+        for name, settings in routes.items():
+            cpu = time.process_time()
+            result = segment_click(padded, [click], settings=settings, seed=run)
+            click_cpu = time.process_time() - cpu
+            dice = score(result.mask, truth, tuple(reversed(padded.GetSpacing())))[0]
+            print(f"run {run}: S3-Net click, region growing on the {name}: {result.seconds:.1f} s wall (region growing "
+                  f"{result.region_seconds:.1f} s), {click_cpu:.1f} s CPU "
+                  f"(box {'x'.join(map(str, result.box.size))}, {result.steps} steps, Dice {dice:.3f})", flush=True)
     return 0
 
 

@@ -5,16 +5,25 @@ import pytest
 import SimpleITK as sitk
 
 from SegSSLLib.s3net.click_region import Box, box_around, box_of_mask, grow_box, open_faces
-from SegSSLLib.s3net.click_segment import ClickSettings, segment_click
+from SegSSLLib.s3net.click_segment import ClickSettings, estimate_click_seconds, segment_click
 from SegSSLLib.s3net.click_selection import combine, cut_necks, exclude_negatives
 from SegSSLLib.s3net.config import S3NetConfig
-from SegSSLLib.s3net.region_growing import region_grow
+from SegSSLLib.s3net.region_growing import coarse_region, region_grow, region_grow_near
+from SegSSLLib.s3net.selection import spans_whole_image
 
 TINY = S3NetConfig(features=4, clusters=8, min_clusters=3, max_steps=3, batch_size=2, crop_size=24)
 
 
 def _dice(a, b):
     return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+def _body_in_air(size=80, radius=30):
+    """size×size×20 voxels of 1 mm: a body (a centred disc of tissue, 40 HU) in air."""
+    k, j, i = np.mgrid[0:20, 0:size, 0:size]
+    body = (j - size // 2) ** 2 + (i - size // 2) ** 2 <= radius**2
+    array = np.where(body, 40.0, -1000.0) + np.random.default_rng(0).normal(0, 5, body.shape)
+    return sitk.GetImageFromArray(array.astype(np.float32))
 
 
 def _blob_on_wall(noise=4.0, seed=0):
@@ -57,6 +66,39 @@ def test_region_growing_baseline_leaks_into_a_wall_of_the_same_brightness():
     image, wall, blob = _blob_on_wall()
     grown = region_grow(image, [(17, 24, 12)])
     assert grown[12, 24, 17] and (grown & wall).sum() > 0.5 * wall.sum()
+
+
+def test_region_growing_near_the_click_is_the_whole_image_region_when_it_ends_there():
+    image, wall, blob = _blob_on_wall()
+    click = [(17, 24, 12)]
+    # A second blob far away, alone: region growing from it ends inside a box around it.
+    far = np.zeros(blob.shape, bool)
+    far[8:16, 30:40, 34:44] = True
+    array = sitk.GetArrayFromImage(image)
+    array[far] = 100 + np.random.default_rng(1).normal(0, 4, far.sum())
+    image2 = sitk.GetImageFromArray(array)
+    box = Box((28, 26, 4), (48, 44, 20))
+    near = region_grow_near(image2, [(39, 35, 12)], box)
+    whole = region_grow(image2, [(39, 35, 12)])
+    assert near.ended and np.array_equal(near.mask, whole) and (near.mask & far).sum() > 0.3 * far.sum() and not (near.mask & ~far).any()
+    # From the blob on the wall, the region runs out of a box that does not hold the wall: it says where.
+    leaked = region_grow_near(image, click, Box((12, 4, 0), (40, 44, 24)))
+    assert not leaked.ended and leaked.open_faces == ["-i"] and not leaked.mask[:, :, :12].any()
+    # Where it ends, roughly: region growing on the whole image shrunk to at most 20 voxels per axis.
+    body = _body_in_air()
+    air, tissue = coarse_region(body, [(2, 2, 10)], max_size=20), coarse_region(body, [(40, 40, 10)], max_size=20)
+    assert air.shape == tissue.shape == (20, 20, 20) and spans_whole_image(air) and not spans_whole_image(tissue)
+
+
+def test_the_expected_time_is_known_before_the_run_and_smaller_near_the_click():
+    # 512×512×60 voxels of 0.57×0.57×5 mm, the click near the middle: region growing visits the size
+    # limit's box plus its margin (120 mm: 423×423×49 voxels) rather than all 15.7 M voxels.
+    size, spacing, click = (512, 512, 60), (0.57, 0.57, 5.0), [(256, 256, 30)]
+    near = estimate_click_seconds(size, spacing, click)
+    whole = estimate_click_seconds(size, spacing, click, ClickSettings(region_margin_mm=None))
+    assert near.region_growing == pytest.approx(0.45 * 423 * 423 * 49 / 1e6)
+    assert whole.region_growing == pytest.approx(0.45 * 512 * 512 * 60 / 1e6)
+    assert near.s3net == whole.s3net and near.likely < near.most and 5 < near.likely < 20
 
 
 def test_a_leaked_candidate_is_cut_at_the_neck_to_the_wall():
@@ -139,9 +181,49 @@ def test_a_2d_colour_photograph_uses_the_whole_image():
     assert result.mask[rows, cols]
 
 
+def test_a_click_on_air_that_goes_on_beyond_the_box_is_background():
+    from SegSSLLib.errors import SegSSLError
+    from SegSSLLib.s3net.segment import S3NetSettings, segment_s3net
+
+    # A body in air. Region growing from the air runs out
+    # of its box (14 + 20 mm around the click), so the coarse whole-image region decides: air around the body.
+    image = _body_in_air()
+    settings = S3NetSettings(TINY, max_size=48, max_radius_mm=14, device="cpu")
+    with pytest.raises(SegSSLError, match="lies on background"):
+        segment_s3net(image, [(5, 40, 10)], settings)  # next to the body: S3-Net sees both
+    # A click in a body that fills the box region growing runs on: the region reaches every face of
+    # that box, but on the whole image it ends at the skin. Not background.
+    result = segment_s3net(_body_in_air(160, 70), [(80, 80, 10)], settings)
+    assert result.leaked and sitk.GetArrayFromImage(result.label_map)[10, 80, 80] == 1
+
+
+def test_a_structure_leaving_the_limit_only_across_the_slices_is_followed_along_them():
+    from dataclasses import replace
+
+    # A bright column (a spine) through all 40 slices of 3 mm: 120 mm, more than the 2 × 30 mm limit.
+    k, j, i = np.mgrid[0:40, 0:40, 0:40]
+    column = (j - 20) ** 2 + (i - 20) ** 2 <= 16
+    array = np.where(column, 100.0, 0.0) + np.random.default_rng(0).normal(0, 4, k.shape)
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    image.SetSpacing((1.0, 1.0, 3.0))
+    settings = ClickSettings(max_radius_mm=30, min_radius_mm=8, config=TINY, max_size=48)
+    followed = segment_click(image, [(20, 20, 20)], settings=settings)
+    assert not followed.leaked and followed.limit.size[2] == 40 and followed.mask[[0, 39], 20, 20].all()
+    assert not (followed.mask & ~((j - 20) ** 2 + (i - 20) ** 2 <= 36)).any()  # the column, give or take its rim
+    cut = segment_click(image, [(20, 20, 20)], settings=replace(settings, elongated=False))
+    assert cut.leaked and not cut.mask[[0, 39], 20, 20].any() and cut.mask[20, 20, 20]
+    # A leak in-plane is not followed: the limit stays where it was.
+    array[:, 20:24, 20:] = 100 + np.random.default_rng(1).normal(0, 4, (40, 4, 20))
+    sideways = sitk.GetImageFromArray(array.astype(np.float32))
+    sideways.SetSpacing((2.0, 2.0, 3.0))  # the limit (±15 pixels) no longer holds the image in-plane
+    assert segment_click(sideways, [(20, 20, 20)], settings=settings).limit.size[2] < 40
+
+
 def test_settings_are_checked():
     with pytest.raises(ValueError):
         ClickSettings(min_radius_mm=50, max_radius_mm=20)
+    with pytest.raises(ValueError):
+        ClickSettings(region_margin_mm=-1)
     with pytest.raises(ValueError):
         segment_click(sitk.Image(8, 8, 8, sitk.sitkFloat32), [])
 

@@ -46,6 +46,10 @@ def test_demo_step_scores_both_structures_and_writes_pictures(tmp_path):
     liver = metrics["S3-Net: liver from one seed click (no labels)"]["labels"]["1"]
     lesion = metrics["S3-Net: skin lesion with no click"]["labels"]["6"]
     assert 0.2 < liver["dice"] <= 1.0 and 0.5 < lesion["dice"] <= 1.0  # even in quick mode both are found
+    # The click route beside region growing from the same click, with the benchmark's where-and-where-not.
+    click = metrics["S3-Net from a click: liver against region growing"]["labels"]["1"]
+    assert 0.5 < click["dice"] <= 1.0 and "region growing alone from that click: dice 0." in report.read_text().lower()
+    assert "does not work on the right kidney, stomach and pancreas" in report.read_text()
     for name in ("s3net_liver.png", "s3net_lesion.png", "s3net_liver.nii.gz", "s3net_clusters.nii.gz"):
         assert (tmp_path / name).exists()
     text = report.read_text()

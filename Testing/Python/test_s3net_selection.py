@@ -204,3 +204,22 @@ def test_central_component_is_empty_when_everything_touches_the_border():
 def test_central_component_is_for_2d_only():
     with pytest.raises(ValueError, match="2D"):
         select_central_component(np.ones((3, 4, 5), np.int64))
+
+
+def test_fill_holes_on_the_bounding_box_is_fill_holes_on_the_whole_array():
+    from scipy import ndimage
+
+    def everywhere(mask, slice_axis):
+        filled = ndimage.binary_fill_holes(mask)
+        if filled.ndim == 3:
+            moved = np.stack([ndimage.binary_fill_holes(plane) for plane in np.moveaxis(filled, slice_axis, 0)])
+            filled = np.moveaxis(moved, 0, slice_axis)
+        return filled
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        shape = tuple(int(n) for n in rng.integers(3, 12, size=int(rng.integers(2, 4))))
+        mask = rng.random(shape) < rng.uniform(0.3, 0.8)
+        slice_axis = int(rng.integers(0, mask.ndim)) if mask.ndim == 3 else 0
+        assert np.array_equal(fill_holes(mask, slice_axis), everywhere(mask, slice_axis)), trial
+    assert not fill_holes(np.zeros((4, 5, 6), bool)).any()

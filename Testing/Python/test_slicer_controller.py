@@ -335,6 +335,9 @@ def test_the_device_line_and_a_cpu_estimate_before_long_runs():
     assert controller.estimate_line("sam2", 100) == "On the CPU this takes about 6 min for 100 slices (a GPU is much faster)."
     assert controller.estimate_line("sam2", 10) == "" and controller.estimate_line("registration", 500) == ""
     assert controller.cpu_estimate("s3net", 100) == pytest.approx(6.0 + 72.0)
+    # S3-Net from a click: the run's own (likely, at most) seconds plus the start-up, always shown.
+    assert controller.estimate_line("s3net", 60, (11.4, 52.0)) == "On the CPU this takes about 15 s (at most 1 min)."
+    assert controller.estimate_line("s3net", 60, (30.0, 200.0)) == "On the CPU this takes about 35 s (at most 3 min)."
 
 
 def test_choices_are_saved_as_stable_keys_and_shown_as_labels():

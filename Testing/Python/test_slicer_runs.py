@@ -139,6 +139,13 @@ def test_segment_command_lines_carry_seeds_and_refuse_missing_inputs(mrml_scene,
     assert option(arguments, "--s3net-route") == "whole"  # clusters to pick from need the whole image's map
     clicked = runs.prepare_segment(volume, "S3-Net", "auto", seeds_node=seeds, work_parent=tmp_path)
     assert "--s3net-route" not in clicked.arguments and "--clusters-output" not in clicked.arguments
+    # The click route's time is known before it runs, from the volume's size and spacing and the clicks,
+    # and is what the command itself expects; the whole-image route keeps the per-slice rule.
+    from SegSSLLib.s3net.click_segment import estimate_click_seconds
+
+    expected = estimate_click_seconds(nodes.volume_size(volume), volume.GetSpacing(), [(10, 20, 5), (30, 12, 17)])
+    assert clicked.cpu_seconds == pytest.approx((expected.likely, expected.most)) and prepared.cpu_seconds is None
+    assert 0 < clicked.cpu_seconds[0] < clicked.cpu_seconds[1]
 
     with pytest.raises(SegSSLError, match="no input volume is selected"):
         runs.prepare_segment(None, "S3-Net", "CPU", seeds_node=seeds, work_parent=tmp_path)
