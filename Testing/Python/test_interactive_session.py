@@ -333,3 +333,27 @@ def test_one_drawing_tracks_forward_exactly_as_the_batch_propagation(phantom, pr
     session.propagate()
     assert np.array_equal(session.labels[10:], batch[10:])
     assert session.labels[:10].any()
+
+
+def test_the_batch_run_is_not_local_so_a_correction_there_reaches_every_slice(phantom, predictor):
+    """Why a corrected session cannot equal `segssl propagate` of the same drawings (docs/interactive.md):
+    the batch run conditions every slice on all drawings of an object, and its backward pass starts
+    from the forward pass's memory, so a drawing on slice 14 changes the batch's slices below 10 too;
+    the session keeps them, as documented, and the batch result there is not the session's."""
+    from SegSSLLib.propagation.annotation import find_annotation
+    from SegSSLLib.propagation.sam2 import propagate_with_sam2
+
+    image, truth = phantom
+    first, both = _drawing(truth, 10, values=(1, 5)), _drawing(truth, 10, 14, values=(1, 5))
+    batch_first = propagate_with_sam2(predictor, image, first, find_annotation(first)).labels
+    batch_both = propagate_with_sam2(predictor, image, both, find_annotation(both)).labels
+    assert _differing(batch_first[:10], batch_both[:10])  # the batch's correction reaches below slice 10
+
+    session = InteractiveSession(image, Sam2Backend(predictor), settings=SessionSettings(absent_slices=0))
+    session.annotate(first)
+    session.propagate()
+    before = session.labels
+    session.annotate(_drawing(truth, 14, values=(1, 5)))
+    session.propagate()
+    assert not _differing(before[:11], session.labels[:11])  # the session's does not
+    assert _differing(session.labels[:10], batch_both[:10])
