@@ -357,3 +357,26 @@ def test_the_batch_run_is_not_local_so_a_correction_there_reaches_every_slice(ph
     session.propagate()
     assert not _differing(before[:11], session.labels[:11])  # the session's does not
     assert _differing(session.labels[:10], batch_both[:10])
+
+
+@pytest.mark.slow
+def test_a_long_run_keeps_sam2s_state_bounded_and_the_masks_unchanged(predictor, monkeypatch):
+    """A run drops sam2's outputs of slices it will not read again: on a 27-slice run the state holds at
+    most the memory window, and the masks stay those of the batch forward pass (which keeps all)."""
+    import SegSSLLib.propagation.sam2 as sam2_module
+    from SegSSLLib.propagation.annotation import find_annotation
+
+    image, truth = make_ct_phantom(seed=4, size=(40, 36, 30), spacing=(7.0, 8.0, 6.0))
+    drawn = _drawing(truth, 2, values=(1, 5))
+    batch = sam2_module.propagate_with_sam2(predictor, image, drawn, find_annotation(drawn)).labels
+    states, original = [], sam2_module.in_memory_state
+    monkeypatch.setattr(sam2_module, "in_memory_state", lambda *a, **k: states.append(original(*a, **k)) or states[-1])
+    backend = Sam2Backend(predictor)
+    session = InteractiveSession(image, backend, settings=SessionSettings(absent_slices=0))
+    session.annotate(drawn)
+    report = session.propagate()
+    assert len(report.visited) == 29 and backend.memory_window() < 27
+    held = [len(out["non_cond_frame_outputs"]) for state in states for out in state["output_dict_per_obj"].values()]
+    assert held and max(held) <= backend.memory_window()  # 27 slices tracked upward, at most the window kept
+    assert np.array_equal(session.labels[2:], batch[2:])
+    assert session.labels[3:].any()
