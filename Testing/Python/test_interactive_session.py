@@ -335,6 +335,7 @@ def test_one_drawing_tracks_forward_exactly_as_the_batch_propagation(phantom, pr
     assert session.labels[:10].any()
 
 
+@pytest.mark.slow
 def test_the_batch_run_is_not_local_so_a_correction_there_reaches_every_slice(phantom, predictor):
     """Why a corrected session cannot equal `segssl propagate` of the same drawings (docs/interactive.md):
     the batch run conditions every slice on all drawings of an object, and its backward pass starts
