@@ -335,7 +335,6 @@ def test_one_drawing_tracks_forward_exactly_as_the_batch_propagation(phantom, pr
     assert session.labels[:10].any()
 
 
-@pytest.mark.slow
 def test_the_batch_run_is_not_local_so_a_correction_there_reaches_every_slice(phantom, predictor):
     """Why a corrected session cannot equal `segssl propagate` of the same drawings (docs/interactive.md):
     the batch run conditions every slice on all drawings of an object, and its backward pass starts
@@ -360,7 +359,6 @@ def test_the_batch_run_is_not_local_so_a_correction_there_reaches_every_slice(ph
     assert _differing(session.labels[:10], batch_both[:10])
 
 
-@pytest.mark.slow
 def test_a_long_run_keeps_sam2s_state_bounded_and_the_masks_unchanged(predictor, monkeypatch):
     """A run drops sam2's outputs of slices it will not read again: on a 27-slice run the state holds at
     most the memory window, and the masks stay those of the batch forward pass (which keeps all)."""
