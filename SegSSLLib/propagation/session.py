@@ -661,11 +661,15 @@ class Sam2Backend:
         runs = {need.obj: Run(direction, source) for need in members}
         absent = {need.obj: 0 for need in members}
         limit = self.absent_slices if kind != "between" else 0  # early stop on outward runs only
+        window = self.memory_window()
         done = 0
         generator = predictor.propagate_in_video(state, start_frame_idx=source, max_frame_num_to_track=steps, reverse=reverse)
         try:
             for frame, obj_ids, _ in generator:
                 _check(cancel)
+                for outputs in state["output_dict_per_obj"].values():
+                    # sam2 reads no tracked slice more than `window` behind the next one: let it go
+                    outputs["non_cond_frame_outputs"].pop(int(frame) - direction * window, None)
                 if frame in cond:
                     continue
                 visited.append(int(frame))
@@ -693,6 +697,18 @@ class Sam2Backend:
         finally:
             generator.close()
         return {need.key: runs[need.obj] for need in members}
+
+    def memory_window(self) -> int:
+        """How far back (in slices) sam2 reads a tracked slice's outputs when it tracks the next one: the
+        mask memories of the last ``num_maskmem - 1`` slices (every ``memory_temporal_stride_for_eval``-th,
+        and the last one) and the object pointers of the last ``max_obj_ptrs_in_encoder - 1``. A run
+        drops what lies further back, so its sam2 state stays the same size however long it runs
+        (about 0.2 MiB per slice at 512 px and 0.8 MiB at 1024 px for hiera-t otherwise)."""
+        model = self.predictor
+        stride = max(1, int(getattr(model, "memory_temporal_stride_for_eval", 1)))
+        masks = (int(getattr(model, "num_maskmem", 7)) + 1) * stride  # generous: the last frame plus the strided ones
+        pointers = int(getattr(model, "max_obj_ptrs_in_encoder", 16)) if getattr(model, "use_obj_ptrs_in_encoder", True) else 0
+        return max(masks, pointers, 1)
 
     def object_logits(self, low):
         """One object's (1, 1, s, s) low-resolution logits -> (rows, cols) logits on the slice grid, the way

@@ -19,6 +19,11 @@ feature cache bound (default 2048 MiB; pass several values to compare).
 
     OMP_NUM_THREADS=1 nice -n 10 /work/main/.venv/bin/python Testing/Benchmarks/bench_interactive.py --image-size 512
 
+``--slices N`` runs both routes on a slab of N slices around the volume's middle (written as its own
+file with the slab's geometry): at 1024 px a SAM 2 step costs several times a 512 px one, and a
+60-slice pass would not fit a shared 2-core machine. The prompts then go on slices ``m - 8`` (cold)
+and ``m - 5`` (warm) when ``m - 20`` lies outside the slab.
+
 On a shared machine compare the CPU seconds (user + system of each process, all threads), which the
 other jobs disturb far less than wall time; one torch thread per process (``OMP_NUM_THREADS=1``)
 keeps idle threads from spinning when the cores are oversubscribed.
@@ -42,6 +47,11 @@ sys.path.insert(0, str(ROOT))
 DEFAULT_VOLUME = Path("/work/shared/data/unlabeled_ct/chest_002.nii.gz")
 
 
+def _load() -> str:
+    """The machine's load averages (1, 5, 15 min): other jobs share it."""
+    return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def _environment() -> dict:
     return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
@@ -60,7 +70,7 @@ def _lung(slice_hu: np.ndarray) -> np.ndarray:
     return pieces == max(candidates)[1]
 
 
-def prepare(volume: Path, folder: Path, image_size: int) -> dict:
+def prepare(volume: Path, folder: Path, image_size: int, slab: int | None = None) -> dict:
     import SimpleITK as sitk
     import torch
 
@@ -68,6 +78,14 @@ def prepare(volume: Path, folder: Path, image_size: int) -> dict:
 
     image = sitk.ReadImage(str(volume))
     hu = sitk.GetArrayFromImage(image)
+    if slab:
+        if not 0 < slab <= hu.shape[0]:
+            raise SystemExit(f"--slices must be between 1 and {hu.shape[0]}")
+        start = (hu.shape[0] - slab) // 2
+        image = image[:, :, start : start + slab]  # SimpleITK slicing keeps the slab's geometry
+        volume = folder / "slab.nii.gz"
+        sitk.WriteImage(image, str(volume))
+        hu = sitk.GetArrayFromImage(image)
     middle = hu.shape[0] // 2
     drawings = {}
     for name, slices in (("first", (middle,)), ("both", (middle, middle + 10)), ("correction", (middle + 10,))):
@@ -83,13 +101,15 @@ def prepare(volume: Path, folder: Path, image_size: int) -> dict:
     predictor = load_sam2_video_predictor(None, "sam2.1_hiera_t", "cpu", image_size)
     checkpoint = folder / "sam2_random.pt"
     torch.save({"model": predictor.state_dict()}, checkpoint)
-    prompt_slices = (middle - 20, middle - 15)  # cold: not encoded yet; warm: encoded by the first propagation
+    # cold: not encoded yet; warm: encoded by the first propagation
+    prompt_slices = (middle - 20, middle - 15) if middle >= 20 else (middle - 8, middle - 5)
     prompts = {}
     for k in prompt_slices:
         rows, cols = np.nonzero(_lung(hu[k]))
         j, i = int(rows.mean()), int(cols.mean())
         prompts[k] = {"points": [[i, j, k]], "box": [[int(cols.min()), int(rows.min()), k], [int(cols.max()), int(rows.max()), k]]}
-    return {"middle": middle, "slices": hu.shape[0], "drawings": drawings, "checkpoint": checkpoint, "prompts": prompts}
+    return {"middle": middle, "slices": hu.shape[0], "drawings": drawings, "checkpoint": checkpoint, "prompts": prompts,
+            "volume": volume, "prompt_slices": prompt_slices}
 
 
 def run_cli(volume: Path, annotation: Path, output: Path, checkpoint: Path, image_size: int) -> dict:
@@ -187,24 +207,28 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--worker-cache-mb", type=int, nargs="+", default=[2048])
     parser.add_argument("--skip-first-cli", action="store_true", help="no CLI run of the first drawing alone")
+    parser.add_argument("--slices", type=int, default=None, help="a slab of this many slices around the middle")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        case = prepare(args.volume, folder, args.image_size)
-        print(f"SAM 2.1 hiera-t, random weights, CPU, {args.image_size} px; {args.volume.name}: {case['slices']} slices, "
-              f"drawn on {case['middle']}, correction on {case['middle'] + 10}; torch threads: default; "
+        case = prepare(args.volume, folder, args.image_size, args.slices)
+        print(f"SAM 2.1 hiera-t, random weights, CPU, {args.image_size} px; {args.volume.name}: {case['slices']} slices"
+              f"{' (slab around the middle)' if args.slices else ''}, drawn on {case['middle']}, correction on "
+              f"{case['middle'] + 10}, prompts on {case['prompt_slices']}; torch threads: default; "
               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}", flush=True)
+        args.volume = case["volume"]
+        print(f"before the worker: {_load()}", flush=True)
         workers = {}
         for cache_mb in args.worker_cache_mb:
             workers[cache_mb] = run_worker(args.volume, case, folder, args.image_size, cache_mb)
-            print(f"worker (feature cache {cache_mb} MiB): {json.dumps(workers[cache_mb])}", flush=True)
+            print(f"worker (feature cache {cache_mb} MiB): {json.dumps(workers[cache_mb])}; {_load()}", flush=True)
         both = run_cli(args.volume, case["drawings"]["both"], folder / "cli_both.nii.gz", case["checkpoint"], args.image_size)
-        print(f"cli, both drawings: {json.dumps(both)}", flush=True)
+        print(f"cli, both drawings: {json.dumps(both)}; {_load()}", flush=True)
         first = None
         if not args.skip_first_cli:
             first = run_cli(args.volume, case["drawings"]["first"], folder / "cli_first.nii.gz", case["checkpoint"],
                             args.image_size)
-            print(f"cli, first drawing: {json.dumps(first)}", flush=True)
+            print(f"cli, first drawing: {json.dumps(first)}; {_load()}", flush=True)
         print()
         print(f"{'cache MiB':>9} {'correction: cli s':>18} {'worker s':>9} {'ratio':>6} | {'first: cli s':>13} "
               f"{'worker propagate s':>19} {'ratio':>6} {'worker from start s':>20} | {'prompt cold/warm s':>19} | "

@@ -385,3 +385,49 @@ def test_partial_results_wait_for_their_interval(phantom):
     handed = []
     session.propagate(partial=handed.append, partial_seconds=3600)
     assert handed == [] and session.labels.any()
+
+
+def test_the_batch_run_is_not_local_so_a_correction_there_reaches_every_slice(phantom, predictor):
+    """Why a corrected session cannot equal `segssl propagate` of the same drawings (docs/interactive.md):
+    the batch run conditions every slice on all drawings of an object, and its backward pass starts
+    from the forward pass's memory, so a drawing on slice 14 changes the batch's slices below 10 too;
+    the session keeps them, as documented, and the batch result there is not the session's."""
+    from SegSSLLib.propagation.annotation import find_annotation
+    from SegSSLLib.propagation.sam2 import propagate_with_sam2
+
+    image, truth = phantom
+    first, both = _drawing(truth, 10, values=(1, 5)), _drawing(truth, 10, 14, values=(1, 5))
+    batch_first = propagate_with_sam2(predictor, image, first, find_annotation(first)).labels
+    batch_both = propagate_with_sam2(predictor, image, both, find_annotation(both)).labels
+    assert _differing(batch_first[:10], batch_both[:10])  # the batch's correction reaches below slice 10
+
+    session = InteractiveSession(image, Sam2Backend(predictor), settings=SessionSettings(absent_slices=0))
+    session.annotate(first)
+    session.propagate()
+    before = session.labels
+    session.annotate(_drawing(truth, 14, values=(1, 5)))
+    session.propagate()
+    assert not _differing(before[:11], session.labels[:11])  # the session's does not
+    assert _differing(session.labels[:10], batch_both[:10])
+
+
+def test_a_long_run_keeps_sam2s_state_bounded_and_the_masks_unchanged(predictor, monkeypatch):
+    """A run drops sam2's outputs of slices it will not read again: on a 27-slice run the state holds at
+    most the memory window, and the masks stay those of the batch forward pass (which keeps all)."""
+    import SegSSLLib.propagation.sam2 as sam2_module
+    from SegSSLLib.propagation.annotation import find_annotation
+
+    image, truth = make_ct_phantom(seed=4, size=(40, 36, 30), spacing=(7.0, 8.0, 6.0))
+    drawn = _drawing(truth, 2, values=(1, 5))
+    batch = sam2_module.propagate_with_sam2(predictor, image, drawn, find_annotation(drawn)).labels
+    states, original = [], sam2_module.in_memory_state
+    monkeypatch.setattr(sam2_module, "in_memory_state", lambda *a, **k: states.append(original(*a, **k)) or states[-1])
+    backend = Sam2Backend(predictor)
+    session = InteractiveSession(image, backend, settings=SessionSettings(absent_slices=0))
+    session.annotate(drawn)
+    report = session.propagate()
+    assert len(report.visited) == 29 and backend.memory_window() < 27
+    held = [len(out["non_cond_frame_outputs"]) for state in states for out in state["output_dict_per_obj"].values()]
+    assert held and max(held) <= backend.memory_window()  # 27 slices tracked upward, at most the window kept
+    assert np.array_equal(session.labels[2:], batch[2:])
+    assert session.labels[3:].any()
