@@ -57,7 +57,7 @@ def check_validation(options: FinetuneOptions) -> None:
     if options.validation_fraction <= 0:
         raise SegSSLError(
             "`validation_fraction` 0 leaves no validation slices to compare the pretrained start with scratch — "
-            "give `validation_fraction` above 0, or switch off `scratch_check`"
+            "give `validation_fraction` above 0, or do without the scratch check (`scratch_check`)"
         )
 
 
@@ -124,7 +124,7 @@ def finetune_checked(
     ``scratch_check_warning`` (the warning line, or None). Arguments as ``finetuning.finetune``.
     """
     if not applies(init):
-        raise SegSSLError("the scratch check needs a `segssl pretrain` file as `init` — leave out `scratch_check`")
+        raise SegSSLError("the scratch check (`scratch_check`) needs a `segssl pretrain` file as `init` — give one, or do without the check")
     check_validation(options)
     paths = candidate_paths(out)
     if distributed.is_main():
