@@ -8,6 +8,11 @@ the model that scores better on the validation slices is kept. Validation slices
 (``datasets.split_labelled_slices``; held-out test slices, ``excluded_items``, take part in neither),
 and both candidates' epochs are chosen on them by the same rule, so neither side gets an advantage.
 
+The two finished models are compared as ``segssl segment`` will use them (``inference_dice``):
+each validation case's slices go through the network, the foreground is the largest connected
+component of the whole stack, and the Dice is pooled over the validation slices. The per-slice
+Dice that ranks epochs counts every stray blob, which a user never sees.
+
 When scratch wins, one warning line says so and what to do; the choice, both scores and the
 candidate files go into the model's provenance (``scratch_check``). The cost is a second
 fine-tuning run: about twice the time. The two candidates stay next to ``out`` in
@@ -26,8 +31,15 @@ import numpy as np
 
 from SegSSLLib.checkpoints import load_checkpoint, save_checkpoint
 from SegSSLLib.errors import SegSSLError
+import torch
+
+from SegSSLLib.datasets import load_dataset
 from SegSSLLib.polycl import distributed
+from SegSSLLib.polycl.datasets import split_labelled_slices
 from SegSSLLib.polycl.finetuning import SEGMENTATION_KIND, FinetuneOptions, Initialisation, finetune, selection_score
+from SegSSLLib.polycl.inference import largest_component
+from SegSSLLib.polycl.model import SegmentationNet
+from SegSSLLib.polycl.slice_cache import cache_datasets
 from SegSSLLib.polycl.pretraining import PRETRAIN_KIND
 from SegSSLLib.progress import NO_PROGRESS, Progress
 
@@ -61,18 +73,28 @@ def check_validation(options: FinetuneOptions) -> None:
         )
 
 
-def choose(pretrained: dict, scratch: dict) -> dict:
+INFERENCE_RULE = "validation Dice of the largest component, as segmented"
+
+
+def choose(pretrained: dict, scratch: dict, segmented_dice: dict | None = None) -> dict:
     """Which candidate to keep, from the two fine-tuning summaries (``finetuning.finetune``'s return value).
 
-    Both were ranked on the same validation slices by the same rule (``model_selection``); each
-    candidate's score is its best epoch's. The pretrained model is kept only when it scores strictly
-    better: a pretraining that does not help on data the model never trained on is not used.
+    Both were ranked on the same validation slices by the same rule (``model_selection``).
+    ``segmented_dice`` ({"pretrained": d, "scratch": d}, ``inference_dice``) compares the finished
+    models as they will be used; without it (or when it is None: no validation slice shows the
+    structure) each candidate's best-epoch score decides. The pretrained model is kept only when it
+    scores strictly better: a pretraining that does not help on data the model never trained on is
+    not used.
     """
     rule = pretrained["model_selection"]
     if rule != scratch["model_selection"]:  # same data, split and label: cannot differ
         raise SegSSLError(f"the two candidates were ranked differently ({rule} vs {scratch['model_selection']})")
     scores = {name: _best_score(summary) for name, summary in (("pretrained", pretrained), ("scratch", scratch))}
     comparable = rule == "validation Dice" or rule.startswith("lowest validation loss")
+    if comparable and segmented_dice and None not in segmented_dice.values():
+        # Ties (equal Dice) go to the lower validation loss of the best epoch, as when ranking epochs.
+        scores = {name: (segmented_dice[name], *scores[name][1:]) for name in scores}
+        rule = INFERENCE_RULE
     kept = "pretrained" if comparable and scores["pretrained"] > scores["scratch"] else "scratch"
     if not comparable:
         kept = "pretrained"  # nothing to judge by: the user's choice stands
@@ -80,7 +102,10 @@ def choose(pretrained: dict, scratch: dict) -> dict:
         "kept": kept,
         "compared_by": rule if comparable else None,
         "validation_slices": pretrained["validation_slices"],
-        "validation_dice": {"pretrained": pretrained["best_validation_dice"], "scratch": scratch["best_validation_dice"]},
+        "validation_dice": ({"pretrained": segmented_dice["pretrained"], "scratch": segmented_dice["scratch"]}
+                            if rule == INFERENCE_RULE else
+                            {"pretrained": pretrained["best_validation_dice"], "scratch": scratch["best_validation_dice"]}),
+        "best_epoch_dice": {"pretrained": pretrained["best_validation_dice"], "scratch": scratch["best_validation_dice"]},
         "validation_loss": {"pretrained": _best_record(pretrained).get("validation_loss"),
                             "scratch": _best_record(scratch).get("validation_loss")},
         "best_epoch": {"pretrained": pretrained["best_epoch"], "scratch": scratch["best_epoch"]},
@@ -91,7 +116,7 @@ def warning_line(decision: dict) -> str | None:
     """The one line a user sees when the scratch model was kept (None when the pretrained one was)."""
     if decision["kept"] != "scratch":
         return None
-    if decision["compared_by"] == "validation Dice":
+    if decision["compared_by"] in ("validation Dice", INFERENCE_RULE):
         dice = decision["validation_dice"]
         measured = f"Dice {dice['pretrained']:.3f} from `init` vs {dice['scratch']:.3f} from scratch"
     else:
@@ -139,7 +164,8 @@ def finetune_checked(
             cache_dir=cache_dir, logdir=str(Path(logdir) / name) if logdir else None, excluded_items=excluded_items,
             resume=resume,
         )
-    decision = choose(summaries["pretrained"], summaries["scratch"])
+    segmented = _segmented_dice(folder, paths, options, model_config, slicing, device, cache_dir, excluded_items)
+    decision = choose(summaries["pretrained"], summaries["scratch"], segmented)
     decision["candidates"] = {name: str(path.resolve()) for name, path in paths.items()}
     warning = warning_line(decision)
     if warning:
@@ -150,6 +176,52 @@ def finetune_checked(
         _write_kept(paths[decision["kept"]], out, decision, warning)
     distributed.barrier()
     return {**summaries[decision["kept"]], "scratch_check": decision, "scratch_check_warning": warning}
+
+
+def _segmented_dice(folder, paths, options, model_config, slicing, device, cache_dir, excluded_items) -> dict:
+    """``inference_dice`` of both finished candidates on the validation slices (the split ``finetune`` used)."""
+    cases = cache_datasets([load_dataset(folder)], slicing, cache_dir)
+    _, validation = split_labelled_slices(
+        cases, options.label, options.validation_fraction, options.max_cases, options.max_slices, options.seed,
+        exclude=excluded_items,
+    )
+    scores = {}
+    for name, path in paths.items():
+        model = SegmentationNet(model_config)
+        model.load_state_dict(load_checkpoint(path, kinds=(SEGMENTATION_KIND,))["state_dict"])
+        scores[name] = inference_dice(model.to(device), cases, validation, options.label, device, excluded_items)
+    return scores
+
+
+@torch.no_grad()
+def inference_dice(model, cases, validation: np.ndarray, label: int, device, excluded_items=None, batch_size: int = 16):
+    """Dice pooled over the ``validation`` (case, slice) items, each case segmented as ``segssl segment`` does.
+
+    Every slice of a validation case that is not excluded goes through the network (excluded
+    slices stay background: held-out test slices are never looked at); the foreground is the
+    largest face-connected component of the case's whole stack; only validation slices are scored.
+    None when no validation slice shows the structure.
+    """
+    model.eval()
+    excluded = {tuple(item) for item in np.asarray(excluded_items).reshape(-1, 2).tolist()} if excluded_items is not None else set()
+    intersection = predicted_total = reference_total = 0
+    for case_index in np.unique(validation[:, 0]):
+        case = cases[case_index]
+        kept = np.array([(int(case_index), s) not in excluded for s in range(case.num_slices)])
+        mask = torch.zeros((case.num_slices, *case.images.shape[1:]), dtype=torch.bool)
+        indices = np.flatnonzero(kept)
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            images = torch.from_numpy(np.asarray(case.images[chunk], dtype=np.float32))[:, None].to(device)
+            mask[torch.from_numpy(chunk)] = (model(images).argmax(dim=1) == 1).cpu()
+        if mask.any():
+            mask = largest_component(mask)
+        slices = validation[validation[:, 0] == case_index, 1]
+        reference = torch.from_numpy(np.asarray(case.labels[slices]) == label)
+        intersection += int((mask[slices] & reference).sum())
+        predicted_total += int(mask[slices].sum())
+        reference_total += int(reference.sum())
+    return 2 * intersection / (predicted_total + reference_total) if reference_total else None
 
 
 def _write_kept(candidate: Path, out, decision: dict, warning: str | None) -> None:
@@ -171,7 +243,7 @@ def _best_score(summary: dict) -> tuple:
 
 def _scores_text(decision: dict) -> str:
     dice = decision["validation_dice"]
-    if decision["compared_by"] == "validation Dice":
+    if decision["compared_by"] in ("validation Dice", INFERENCE_RULE):
         return f"Dice {dice['pretrained']:.3f} from `init` vs {dice['scratch']:.3f} from scratch"
     if decision["compared_by"] is None:
         return "no validation slices to compare on"
