@@ -185,3 +185,45 @@ def test_the_cli_checks_by_default_and_the_model_file_loads_without_running_code
     result = run_segssl("finetune", "--init", bad, "--out", tmp_path / "none.pt", "--val-fraction", "0", *common)
     assert_one_line_error(result, "--val-fraction", "--no-scratch-check")
     assert not (tmp_path / "none.pt").exists()
+
+
+class _Case:
+    """What ``inference_dice`` reads of a cached case."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels, self.num_slices = images, labels, len(images)
+
+
+class _Threshold(torch.nn.Module):
+    """Foreground where the image is bright; remembers every slice it was shown."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, images):
+        self.seen.extend(images[:, 0, 0, 0].tolist())  # each test slice carries its index in a corner pixel
+        foreground = (images > 0.5).float()
+        return torch.cat([1 - foreground, foreground], dim=1)
+
+
+def test_models_are_compared_as_segmented_largest_component_and_never_on_held_out_slices():
+    images = np.zeros((6, 8, 8), np.float32)
+    images[:, 0, 0] = np.arange(6) / 100  # slice index, below the threshold
+    images[1:5, 2:5, 2:5] = 1.0  # the structure, connected through slices 1-4
+    images[3, 6:8, 6:8] = 1.0  # a stray blob on a validation slice
+    labels = np.zeros((6, 8, 8), np.int64)
+    labels[1:5, 2:5, 2:5] = 1
+    model, validation = _Threshold(), np.array([[0, 3], [0, 4]])
+    dice = scratch_check.inference_dice(model, [_Case(images, labels)], validation, 1, CPU,
+                                        excluded_items=np.array([[0, 5]]))
+    assert dice == 1.0  # the stray blob is not the largest component; the per-slice Dice would be 2·18/(22+18)
+    assert sorted(round(v * 100) for v in model.seen) == [0, 1, 2, 3, 4]  # slice 5 (held out) never went in
+    assert scratch_check.inference_dice(model, [_Case(images, np.zeros_like(labels))], validation, 1, CPU) is None
+    # The segmented Dice decides when given; the best-epoch Dice is kept for the record.
+    decision = scratch_check.choose(_summary(0.80, 0.4), _summary(0.60, 0.4), {"pretrained": 0.5, "scratch": 0.7})
+    assert decision["kept"] == "scratch" and decision["compared_by"] == scratch_check.INFERENCE_RULE
+    assert decision["validation_dice"] == {"pretrained": 0.5, "scratch": 0.7}
+    assert decision["best_epoch_dice"] == {"pretrained": 0.80, "scratch": 0.60}
+    assert "Dice 0.500 from `init` vs 0.700 from scratch" in scratch_check.warning_line(decision)
+    assert scratch_check.choose(_summary(0.6, 0.4), _summary(0.8, 0.4), {"pretrained": None, "scratch": None})["kept"] == "scratch"
