@@ -197,23 +197,21 @@ def _segmented_dice(folder, paths, options, model_config, slicing, device, cache
 def inference_dice(model, cases, validation: np.ndarray, label: int, device, excluded_items=None, batch_size: int = 16):
     """Dice pooled over the ``validation`` (case, slice) items, each case segmented as ``segssl segment`` does.
 
-    Every slice of a validation case that is not excluded goes through the network (excluded
-    slices stay background: held-out test slices are never looked at); the foreground is the
-    largest face-connected component of the case's whole stack; only validation slices are scored.
-    None when no validation slice shows the structure.
+    Every slice of a validation case goes through the network and the foreground is the largest
+    face-connected component of the case's whole stack, as at inference; only the validation slices
+    are scored. Slices in ``excluded_items`` (a benchmark's held-out test slices) are segmented too,
+    because leaving a gap in the stack would cut the structure in two and let the wrong part be the
+    largest, but their labels are never read. None when no validation slice shows the structure.
     """
     model.eval()
-    excluded = {tuple(item) for item in np.asarray(excluded_items).reshape(-1, 2).tolist()} if excluded_items is not None else set()
     intersection = predicted_total = reference_total = 0
     for case_index in np.unique(validation[:, 0]):
         case = cases[case_index]
-        kept = np.array([(int(case_index), s) not in excluded for s in range(case.num_slices)])
         mask = torch.zeros((case.num_slices, *case.images.shape[1:]), dtype=torch.bool)
-        indices = np.flatnonzero(kept)
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
+        for start in range(0, case.num_slices, batch_size):
+            chunk = np.arange(start, min(start + batch_size, case.num_slices))
             images = torch.from_numpy(np.asarray(case.images[chunk], dtype=np.float32))[:, None].to(device)
-            mask[torch.from_numpy(chunk)] = (model(images).argmax(dim=1) == 1).cpu()
+            mask[start : start + len(chunk)] = (model(images).argmax(dim=1) == 1).cpu()
         if mask.any():
             mask = largest_component(mask)
         slices = validation[validation[:, 0] == case_index, 1]
