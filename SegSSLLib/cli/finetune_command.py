@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from SegSSLLib.cli.common import add_device_option, add_random_seed_option
 from SegSSLLib.cli.polycl_options import add_network_options, add_training_options, check_before_training, network_settings, train
@@ -47,6 +48,11 @@ def configure(parser) -> None:
         "--layer-decay", type=float, default=1.0,
         help="each encoder block nearer the input learns at this further factor (default: 1)",
     )
+    parser.add_argument(
+        "--no-scratch-check", dest="scratch_check", action="store_false",
+        help="with --init PRETRAINED: do not also fine-tune from scratch. By default both are trained (about twice the "
+        "time) and the one with the better validation Dice is kept; a warning says when that is scratch",
+    )
     parser.add_argument("--no-augment", action="store_true", help="no random rotations, scalings and shifts")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out from its last epoch")
     add_network_options(parser, " (only without --init)")
@@ -70,12 +76,17 @@ def run(args, progress) -> int:
         workers=args.workers, unfreeze_epochs=args.unfreeze_epochs, encoder_lr_factor=args.encoder_lr_factor,
         layer_decay=args.layer_decay,
     )
-    summary = train(args, progress, model_config, slicing, finetune, args.data, args.out, options, init=init)
+    summary = train(
+        args, progress, model_config, slicing, finetune, args.data, args.out, options, init=init,
+        scratch_check=args.scratch_check,
+    )
     if summary is not None:
         dice = summary["best_validation_dice"]
+        kept = summary.get("scratch_check", {}).get("kept")
         log.info(
-            "wrote %s: %d training slices, best epoch %d, validation Dice %s", args.out, summary["training_slices"],
+            "wrote %s: %d training slices, best epoch %d, validation Dice %s%s", args.out, summary["training_slices"],
             summary["best_epoch"], "n/a" if dice is None else f"{dice:.4f}",
+            f" (the {kept} model; both candidates in {Path(args.out).stem}.candidates/)" if kept else "",
         )
         progress.output(args.out)
     return 0

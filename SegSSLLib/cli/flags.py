@@ -12,6 +12,7 @@ import re
 # parameter -> flag, where the flag is not just the name with dashes and two leading ones.
 FLAGS = {
     "max_cases": "--cases",
+    "scratch_check": "--no-scratch-check",
     "max_slices": "--slices",
     "validation_fraction": "--val-fraction",
     "window": "--s3net-window",

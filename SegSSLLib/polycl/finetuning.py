@@ -201,7 +201,7 @@ def finetune(
                 for name in ("loss", "validation_dice", "validation_loss"):
                     if record[name] is not None:
                         writer.add_scalar(f"finetune/{name}", record[name], epoch + 1)
-            score = _score(selection, record)
+            score = selection_score(selection, record)
             if best["score"] is None or score > best["score"]:
                 best = {"score": score, "epoch": epoch + 1, "dice": record["validation_dice"],
                         "state": copy.deepcopy(model.state_dict())}
@@ -223,8 +223,8 @@ def _selection_rule(cases, validation: np.ndarray, label: int) -> str:
     return f"lowest validation loss (no validation slice shows label {label})"
 
 
-def _score(selection: str, record: dict) -> tuple:
-    """Larger is better; ties in Dice go to the lower validation loss."""
+def selection_score(selection: str, record: dict) -> tuple:
+    """An epoch's rank under ``selection`` (``_selection_rule``): larger is better; ties in Dice go to the lower validation loss."""
     if selection == "validation Dice":
         return (record["validation_dice"], -record["validation_loss"])
     if selection.startswith("lowest validation loss"):

@@ -62,13 +62,18 @@ def finetune(
     settings: TrainingSettings = TrainingSettings(),
     init: str | os.PathLike | Initialisation | None = None,
     progress: Progress = NO_PROGRESS,
+    scratch_check: bool = True,
 ) -> dict:
     """Fine-tune the segmentation U-Net on the labelled volumes of ``data`` (an MSD folder); writes ``out``.
 
     ``init``: a ``pretrain`` (or ``finetune``) output to start from; its network and slicing are kept.
-    Returns a summary: training slices, best epoch, best validation Dice.
+    ``scratch_check`` (with a ``pretrain`` file as ``init``): also fine-tune the same network from
+    scratch and keep whichever scores better on the validation slices, with a warning when that is
+    scratch (``scratch_check.py``; about twice the time).
+    Returns a summary: training slices, best epoch, best validation Dice (and ``scratch_check``).
     """
     from SegSSLLib.polycl import distributed, finetuning
+    from SegSSLLib.polycl import scratch_check as check
 
     if init is not None and not isinstance(init, Initialisation):
         init = Initialisation.load(init)
@@ -76,9 +81,12 @@ def finetune(
         model, slicing = ModelConfig.from_dict(init.config["model"]), SlicingSettings.from_dict(init.config["slicing"])
     else:
         model, slicing = settings.model, settings.slicing_or_default()
+    checked = scratch_check and check.applies(init)
+    if checked:
+        check.check_validation(options)  # before any slicing
     device = _device(settings.device)
     with distributed.process_group(device):
-        return finetuning.finetune(
+        return (check.finetune_checked if checked else finetuning.finetune)(
             data, out, options, device, model, slicing, init, progress,
             cache_dir=settings.cache_dir, logdir=settings.logdir, resume=settings.resume,
         )

@@ -18,11 +18,20 @@ Starts (columns):
 - ``SegSSL P``: strategy P (position in the body across scans) on per-sample views at one common
   pixel size (``--spacing auto``, random zoom/shift/rotation/intensity), fine-tuned with the encoder
   at ``--encoder-lr-factor`` of the learning rate, unfrozen deepest block first over
-  ``--unfreeze-epochs``.
+  ``--unfreeze-epochs``;
+- ``S + check``, ``P + check``: the library's scratch check (``polycl/scratch_check.py``, the
+  default of ``segssl finetune --init``): of the pretrained run and the scratch run of the same
+  budget and seed, the one with the better Dice on the validation slices (never trained on, never
+  tested on) is kept. The two candidates are exactly the runs of the ``scratch`` and ``paper S`` /
+  ``SegSSL P`` columns (training is deterministic on a CPU), so they are handed to
+  ``finetune_checked`` as finished runs to ``resume``; ``--verify-reuse`` (default) also runs the
+  first cell's check from nothing and asserts the same model.
 
 Each pretraining run prints its loss, the nearest-neighbour probe and whether it warned; after the
 tables, each pretraining is called harmful when some budget's mean Dice is below scratch by more
-than the larger of the two seed spreads (sd over seeds).
+than the larger of the two seed spreads (sd over seeds). Each checked fine-tuning run prints both
+validation Dice values, which model it kept, whether it warned, and whether the pretrained run was
+worse than scratch on the test slices (the run the warning should catch).
 
     nice -n 10 /work/main/.venv/bin/python Testing/Benchmarks/bench_polycl_label_efficiency.py --seeds 0 1 2
 """
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -50,6 +60,7 @@ from SegSSLLib.polycl.finetuning import FinetuneOptions, Initialisation, finetun
 from SegSSLLib.polycl.inference import PolyCLSegmenter  # noqa: E402
 from SegSSLLib.polycl.model import ModelConfig  # noqa: E402
 from SegSSLLib.polycl.pretraining import PretrainOptions, pretrain  # noqa: E402
+from SegSSLLib.polycl.scratch_check import candidate_paths, finetune_checked  # noqa: E402
 from SegSSLLib.polycl.slice_cache import SlicingSettings  # noqa: E402
 from SegSSLLib.checkpoints import load_checkpoint  # noqa: E402
 
@@ -74,6 +85,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-phantoms", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--no-verify-reuse", dest="verify_reuse", action="store_false",
+                        help="do not re-run the first checked cell from nothing")
     parser.add_argument("--test-slab", type=int, nargs=2, default=(50, 90), metavar=("FIRST", "END"),
                         help="held-out axial slices FIRST..END-1 of abdomen_ct (default: 50 90)")
     args = parser.parse_args()
@@ -118,19 +131,108 @@ def run_pretraining(name, folders, args, work) -> dict:
     return {"path": out, "warned": report["warning"] is not None}
 
 
-def run_finetuning(folder, start, budget, seed, args, work, excluded=None) -> Path:
-    model, slicing = settings(args)
-    name, init_path = start
-    out = work / f"ft_{name.replace(' ', '_')}_{budget}_{seed}.pt"
+def finetune_options(name, budget, seed, args) -> FinetuneOptions:
     careful = name.startswith("SegSSL")
-    options = FinetuneOptions(
+    return FinetuneOptions(
         label=LIVER, epochs=args.finetune_epochs, epoch_samples=args.epoch_samples, max_slices=budget, seed=seed,
         batch_size=8, encoder_lr_factor=args.encoder_lr_factor if careful else 1.0,
         unfreeze_epochs=args.unfreeze_epochs if careful else 0,
     )
+
+
+def slug(name: str) -> str:
+    return name.replace(" ", "_").replace("+", "plus")
+
+
+def run_finetuning(folder, start, budget, seed, args, work, excluded=None) -> dict:
+    model, slicing = settings(args)
+    name, init_path = start
+    out = work / f"ft_{slug(name)}_{budget}_{seed}.pt"
     init = Initialisation.load(init_path) if init_path else None
-    finetune(folder, out, options, CPU, model, slicing, init, cache_dir=work / "cache", excluded_items=excluded)
-    return out
+    began = time.perf_counter()
+    summary = finetune(folder, out, finetune_options(name, budget, seed, args), CPU, model, slicing, init,
+                       cache_dir=work / "cache", excluded_items=excluded)
+    return {"path": out, "summary": summary, "seconds": time.perf_counter() - began}
+
+
+CHECKED = {"S + check": "paper S", "P + check": "SegSSL P"}
+
+
+def run_checked(folder, name, init_path, budget, seed, args, work, runs, excluded=None, fresh=False) -> dict:
+    """The scratch check over the finished scratch and pretrained runs of this cell (``fresh``: from nothing)."""
+    model, slicing = settings(args)
+    base = CHECKED[name]
+    out = work / f"ft_{slug(name)}{'_fresh' if fresh else ''}_{budget}_{seed}.pt"
+    if not fresh:
+        paths = candidate_paths(out)
+        paths["pretrained"].parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(runs[(base, budget, seed)]["path"], paths["pretrained"])
+        shutil.copyfile(runs[("scratch", budget, seed)]["path"], paths["scratch"])
+    began = time.perf_counter()
+    summary = finetune_checked(folder, out, finetune_options(base, budget, seed, args), CPU, model, slicing,
+                               Initialisation.load(init_path), cache_dir=work / "cache", excluded_items=excluded,
+                               resume=not fresh)
+    seconds = time.perf_counter() - began
+    if not fresh and args.verify_reuse and (budget, seed) == (BUDGETS[0], args.seeds[0]):
+        again = run_checked(folder, name, init_path, budget, seed, args, work, runs, excluded, fresh=True)
+        same = states_equal(load_checkpoint(out)["state_dict"], load_checkpoint(again["path"])["state_dict"])
+        print(f"  verify reuse ({name}, {budget} slices, seed {seed}): a check from nothing took "
+              f"{again['seconds']:.0f} s and gave {'the same' if same else 'A DIFFERENT'} model", flush=True)
+        assert same, "the check over reused runs differs from a check from nothing"
+    return {"path": out, "summary": summary, "seconds": seconds}
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def run_all_starts(folder, pretrained, args, work, test_dice, excluded=None):
+    """Every start × budget × seed; returns ({(start, budget): [Dice per seed]}, start names) and prints the runs."""
+    inits = {"scratch": None, **{name: run["path"] for name, run in pretrained.items()}}
+    runs, results, seconds = {}, {}, {}
+    for name, init in inits.items():
+        seconds[name] = 0.0
+        for budget in BUDGETS:
+            for seed in args.seeds:
+                run = run_finetuning(folder, (name, init), budget, seed, args, work, excluded)
+                run["dice"] = test_dice(run["path"])
+                runs[(name, budget, seed)] = run
+                seconds[name] += run["seconds"]
+            results[(name, budget)] = [runs[(name, budget, seed)]["dice"] for seed in args.seeds]
+            print(f"  {name:9s} {budget or 'all':>4} slices: Dice " + " ".join(f"{v:.3f}" for v in results[(name, budget)])
+                  + " (validation " + " ".join(f"{runs[(name, budget, s)]['summary']['best_validation_dice']:.3f}"
+                                               for s in args.seeds) + ")", flush=True)
+    for name, base in CHECKED.items():
+        for budget in BUDGETS:
+            for seed in args.seeds:
+                run = run_checked(folder, name, inits[base], budget, seed, args, work, runs, excluded)
+                run["dice"] = test_dice(run["path"])
+                runs[(name, budget, seed)] = run
+            results[(name, budget)] = [runs[(name, budget, seed)]["dice"] for seed in args.seeds]
+        seconds[name] = seconds["scratch"] + seconds[base]
+    print("  fine-tuning time per start (all budgets and seeds; a check = its two runs): "
+          + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()), flush=True)
+    print_checks(runs, args)
+    return results, list(inits) + list(CHECKED)
+
+
+def print_checks(runs, args):
+    """Per checked run: validation Dice of both candidates, the choice, the warning, and the truth on the test slices."""
+    for name, base in CHECKED.items():
+        counts = {"warned & harmful": 0, "warned, not harmful": 0, "silent & harmful": 0, "silent, not harmful": 0}
+        for budget in BUDGETS:
+            for seed in args.seeds:
+                decision = runs[(name, budget, seed)]["summary"]["scratch_check"]
+                warned = runs[(name, budget, seed)]["summary"]["scratch_check_warning"] is not None
+                pretrained_dice, scratch_dice = runs[(base, budget, seed)]["dice"], runs[("scratch", budget, seed)]["dice"]
+                harmful = pretrained_dice < scratch_dice
+                counts[("warned" if warned else "silent") + (" & harmful" if harmful else ", not harmful")] += 1
+                validation = decision["validation_dice"]
+                print(f"  {name} {budget or 'all':>4} slices seed {seed}: validation {base} {validation['pretrained']:.3f} "
+                      f"vs scratch {validation['scratch']:.3f} -> kept {decision['kept']}, warning "
+                      f"{'YES' if warned else 'no'}; test {base} {pretrained_dice:.3f} vs scratch {scratch_dice:.3f} "
+                      f"({'pretrained worse' if harmful else 'pretrained not worse'})", flush=True)
+        print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
 
 
 def print_table(title, results, starts):
@@ -160,6 +262,14 @@ def print_verdicts(results, pretrained):
         verdict = "agrees" if harmful == run["warned"] else "DISAGREES"
         print(f"  {name}: harmful {'yes: ' + ', '.join(below) if harmful else 'no'}; warned "
               f"{'yes' if run['warned'] else 'no'} -> warning {verdict}", flush=True)
+    for name in CHECKED:
+        gaps = []
+        for budget in BUDGETS:
+            ours, base = results[(name, budget)], results[("scratch", budget)]
+            spread = max(np.std(ours), np.std(base))
+            gaps.append(f"{budget or 'all'} {np.mean(ours) - np.mean(base):+.3f} (spread {spread:.3f}"
+                        + (", BELOW" if np.mean(ours) < np.mean(base) - spread else "") + ")")
+        print(f"  {name} vs scratch: " + ", ".join(gaps), flush=True)
 
 
 def phantom_experiment(work: Path, args) -> None:
@@ -171,24 +281,19 @@ def phantom_experiment(work: Path, args) -> None:
     labelled = write_msd_dataset(work / "labelled", [("train", *make_ct_phantom(seed=1, size=size, spacing=spacing))], PHANTOM_LABELS)
     tests = [make_ct_phantom(seed=200 + seed, size=size, spacing=spacing) for seed in range(args.test_phantoms)]
 
+    def test_dice(path):
+        model = PolyCLSegmenter.from_checkpoint(path, CPU)
+        per_volume = []
+        for image, truth in tests:
+            predicted = model.segment(image) > 0
+            dice, _ = dice_and_hd95(predicted, sitk.GetArrayViewFromImage(truth) == LIVER, (1, 1, 1))
+            per_volume.append(dice)
+        return float(np.mean(per_volume))
+
     pretrained = {name: run_pretraining(name, [unlabelled], args, work) for name in RECIPES}
-    starts = {"scratch": None, **{name: run["path"] for name, run in pretrained.items()}}
-    results = {}
-    for name, init in starts.items():
-        for budget in BUDGETS:
-            scores = []
-            for seed in args.seeds:
-                model = PolyCLSegmenter.from_checkpoint(run_finetuning(labelled, (name, init), budget, seed, args, work), CPU)
-                per_volume = []
-                for image, truth in tests:
-                    predicted = model.segment(image) > 0
-                    dice, _ = dice_and_hd95(predicted, sitk.GetArrayViewFromImage(truth) == LIVER, (1, 1, 1))
-                    per_volume.append(dice)
-                scores.append(float(np.mean(per_volume)))
-            results[(name, budget)] = scores
-            print(f"  {name:9s} {budget or 'all':>4} slices: Dice " + " ".join(f"{v:.3f}" for v in scores), flush=True)
+    results, starts = run_all_starts(labelled, pretrained, args, work, test_dice)
     print_table(f"Phantom liver Dice on {args.test_phantoms} held-out phantoms (mean over phantoms; mean ± sd over "
-                f"{len(args.seeds)} fine-tuning seeds)", results, list(starts))
+                f"{len(args.seeds)} fine-tuning seeds)", results, starts)
     print_verdicts(results, pretrained)
 
 
@@ -208,22 +313,15 @@ def real_experiment(work: Path, data: Path, args) -> None:
     print(f"  {slices} axial slices, {int(truth.any(axis=(1, 2)).sum())} with liver; {len(test_slices)} held out "
           f"({int(truth[test_slices].any(axis=(1, 2)).sum())} with liver)", flush=True)
 
+    def test_dice(path):
+        predicted = PolyCLSegmenter.from_checkpoint(path, CPU).probabilities(image).numpy() > 0.5
+        dice, _ = dice_and_hd95(predicted[test_slices], truth[test_slices], (1, 1, 1))
+        return float(dice)
+
     pretrained = {name: run_pretraining(name, every_ct, args, work) for name in RECIPES}
-    starts = {"scratch": None, **{name: run["path"] for name, run in pretrained.items()}}
-    results = {}
-    for name, init in starts.items():
-        for budget in BUDGETS:
-            scores = []
-            for seed in args.seeds:
-                path = run_finetuning(abdomen, (name, init), budget, seed, args, work, excluded)
-                model = PolyCLSegmenter.from_checkpoint(path, CPU)
-                predicted = model.probabilities(image).numpy() > 0.5
-                dice, _ = dice_and_hd95(predicted[test_slices], truth[test_slices], (1, 1, 1))
-                scores.append(dice)
-            results[(name, budget)] = scores
-            print(f"  {name:9s} {budget or 'all':>4} slices: Dice " + " ".join(f"{v:.3f}" for v in scores), flush=True)
+    results, starts = run_all_starts(abdomen, pretrained, args, work, test_dice, excluded)
     print_table(f"abdomen_ct liver Dice on held-out slices {args.test_slab[0]}-{args.test_slab[1] - 1} "
-                f"(mean ± sd over {len(args.seeds)} fine-tuning seeds)", results, list(starts))
+                f"(mean ± sd over {len(args.seeds)} fine-tuning seeds)", results, starts)
     print_verdicts(results, pretrained)
 
 

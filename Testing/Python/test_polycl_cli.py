@@ -49,7 +49,11 @@ def test_pretrain_finetune_segment_end_to_end_keeps_the_input_geometry(data, tin
         np.testing.assert_allclose(getattr(segmented, get)(), getattr(source, get)(), rtol=0, atol=1e-6)
     assert set(np.unique(sitk.GetArrayFromImage(segmented))) <= {0, 1}
     checkpoint = load_checkpoint(model, kinds=("polycl",))
-    assert checkpoint["provenance"]["initialisation"]["from"] == str(pretrained.resolve())
+    # The scratch check (on by default) kept one of its two candidates and says which.
+    kept = checkpoint["provenance"]["scratch_check"]["kept"]
+    started = checkpoint["provenance"]["initialisation"]["from"]
+    assert started == (str(pretrained.resolve()) if kept == "pretrained" else "scratch")
+    assert (tmp_path / "liver.candidates" / "pretrained.pt").exists() and (tmp_path / "liver.candidates" / "scratch.pt").exists()
     assert checkpoint["config"]["slicing"]["image_size"] == 32
     _assert_untouched(before, plain, msd, image_path)
 
