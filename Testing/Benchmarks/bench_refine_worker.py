@@ -32,22 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 DEFAULT_VOLUME = Path("/work/shared/data/unlabeled_ct/chest_002.nii.gz")
 
-
-def _environment() -> dict:
-    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
-def _lung(slice_hu: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    air = ndimage.binary_opening(slice_hu < -500, iterations=2)
-    pieces, count = ndimage.label(air)
-    border = set(np.unique(np.concatenate([pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1]])))
-    sizes = ndimage.sum(air, pieces, range(1, count + 1))
-    candidates = [(size, index) for index, size in enumerate(sizes, start=1) if index not in border]
-    if not candidates:
-        raise SystemExit("no lung found on a slice; pick another --volume")
-    return pieces == max(candidates)[1]
+from bench_interactive import _environment, _lung  # noqa: E402  (same folder: shared helpers)
 
 
 def prepare(volume: Path, folder: Path, slices: int, sam: str) -> dict:
