@@ -28,19 +28,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
-from SegSSLLib.checkpoints import load_checkpoint, save_checkpoint
-from SegSSLLib.errors import SegSSLError
 import torch
 
+from SegSSLLib.checkpoints import load_checkpoint, save_checkpoint
 from SegSSLLib.datasets import load_dataset
+from SegSSLLib.errors import SegSSLError
 from SegSSLLib.polycl import distributed
 from SegSSLLib.polycl.datasets import split_labelled_slices
 from SegSSLLib.polycl.finetuning import SEGMENTATION_KIND, FinetuneOptions, Initialisation, finetune, selection_score
 from SegSSLLib.polycl.inference import largest_component
 from SegSSLLib.polycl.model import SegmentationNet
-from SegSSLLib.polycl.slice_cache import cache_datasets
 from SegSSLLib.polycl.pretraining import PRETRAIN_KIND
+from SegSSLLib.polycl.slice_cache import cache_datasets
 from SegSSLLib.progress import NO_PROGRESS, Progress
 
 log = logging.getLogger(__name__)
