@@ -71,8 +71,8 @@ def _run(context: DemoContext) -> None:
             f"Pretrained (strategy S) on {len(pretrain_seeds)} unlabelled phantoms for {len(history)} epochs "
             f"(final InfoNCE loss {history[-1]['loss']:.3f}), fine-tuned on the liver of one other phantom "
             f"({summary['training_slices']} slices, best epoch {summary['best_epoch']} by {summary['model_selection']}"
-            f"{_dice_note(summary['best_validation_dice'])}), then applied to the demo phantom at "
-            f"{model_config.image_size}×{model_config.image_size} px.\n\n```\n{table}\n```",
+            f"{_dice_note(summary['best_validation_dice'])}){_check_note(summary.get('scratch_check'))}, then applied to "
+            f"the demo phantom at {model_config.image_size}×{model_config.image_size} px.\n\n```\n{table}\n```",
             metrics,
             [picture],
         )
@@ -81,3 +81,12 @@ def _run(context: DemoContext) -> None:
 
 def _dice_note(dice: float | None) -> str:
     return "" if dice is None else f", validation Dice {dice:.3f}"
+
+
+def _check_note(decision: dict | None) -> str:
+    """The scratch check's choice: the same network was also fine-tuned from scratch, the better kept."""
+    if not decision:
+        return ""
+    dice = decision["validation_dice"]
+    return (f"; the scratch check kept the {decision['kept']} model (validation Dice {dice['pretrained']:.3f} "
+            f"pretrained vs {dice['scratch']:.3f} from scratch)")
