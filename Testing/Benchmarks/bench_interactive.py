@@ -79,8 +79,8 @@ def prepare(volume: Path, folder: Path, image_size: int, slab: int | None = None
     image = sitk.ReadImage(str(volume))
     hu = sitk.GetArrayFromImage(image)
     if slab:
-        if not 0 < slab <= hu.shape[0]:
-            raise SystemExit(f"--slices must be between 1 and {hu.shape[0]}")
+        if not 21 <= slab <= hu.shape[0]:  # the correction lies 10 slices above the middle one
+            raise SystemExit(f"--slices must be between 21 and {hu.shape[0]} (a correction 10 slices above the middle)")
         start = (hu.shape[0] - slab) // 2
         image = image[:, :, start : start + slab]  # SimpleITK slicing keeps the slab's geometry
         volume = folder / "slab.nii.gz"
@@ -127,26 +127,35 @@ def run_cli(volume: Path, annotation: Path, output: Path, checkpoint: Path, imag
 
 
 class WorkerProcess:
-    def __init__(self, cache_mb: int):
+    """A `segssl serve` process driven over its JSON lines (shared by the worker benchmarks).
+
+    ``options`` follow ``serve``; ``program`` is what runs after the Python executable (a benchmark
+    may wrap the worker in a script of its own)."""
+
+    def __init__(self, *options: str, program: tuple[str, ...] = ("-m", "SegSSLLib")):
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "SegSSLLib", "serve", "--device", "cpu", "--absent-slices", "0",
-             "--feature-cache-mb", str(cache_mb)],
+            [sys.executable, *program, "serve", "--device", "cpu", *options],
             env=_environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         self.next_id = 0
 
-    def request(self, op: str, **fields) -> tuple[dict, float]:
+    def request(self, op: str, on_event=None, **fields) -> tuple[dict, float]:
+        """(done event, wall seconds) of one request; ``on_event`` sees its other events (progress, partial)."""
         self.next_id += 1
         started = time.perf_counter()
         self.process.stdin.write(json.dumps({"id": self.next_id, "op": op, **fields}) + "\n")
         self.process.stdin.flush()
         for line in self.process.stdout:
             event = json.loads(line)
-            if event.get("id") == self.next_id and event["event"] in ("done", "error"):
-                if event["event"] == "error":
-                    raise SystemExit(f"worker error on {op}: {event['message']}")
+            if event.get("id") != self.next_id:
+                continue
+            if event["event"] == "error":
+                raise SystemExit(f"worker error on {op}: {event['message']}")
+            if event["event"] == "done":
                 return event, time.perf_counter() - started
+            if on_event is not None:
+                on_event(event)
         raise SystemExit(f"the worker ended during {op}")
 
     def cpu_seconds(self) -> float:
@@ -168,7 +177,7 @@ class WorkerProcess:
 
 def run_worker(volume: Path, case: dict, folder: Path, image_size: int, cache_mb: int) -> dict:
     drawings, result = case["drawings"], {}
-    worker = WorkerProcess(cache_mb)
+    worker = WorkerProcess("--absent-slices", "0", "--feature-cache-mb", str(cache_mb))
     _, seconds = worker.request("open", input=str(volume), backend="sam2", sam2_checkpoint=str(case["checkpoint"]),
                                 sam2_config="sam2.1_hiera_t", image_size=image_size)
     result["start_and_open"] = time.perf_counter() - worker.started

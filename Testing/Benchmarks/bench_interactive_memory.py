@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -151,28 +150,16 @@ def drawings(volume: Path, folder: Path) -> tuple[int, Path, Path]:
 
 def run_worker(volume: Path, first: Path, correction: Path, checkpoint: Path, image_size: int, cache_mb: int,
                folder: Path) -> dict:
-    from bench_interactive import _environment
+    from bench_interactive import WorkerProcess
 
     stats = folder / f"stats_{volume.stem}_{cache_mb}.jsonl"
     stats.unlink(missing_ok=True)
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--child", str(stats), "serve", "--device", "cpu", "--absent-slices", "0",
-         "--feature-cache-mb", str(cache_mb)],
-        env=_environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    next_id = [0]
+    worker = WorkerProcess("--absent-slices", "0", "--feature-cache-mb", str(cache_mb),
+                           program=(__file__, "--child", str(stats)))
+    process = worker.process
 
     def request(op, **fields):
-        next_id[0] += 1
-        process.stdin.write(json.dumps({"id": next_id[0], "op": op, **fields}) + "\n")
-        process.stdin.flush()
-        for line in process.stdout:
-            event = json.loads(line)
-            if event.get("id") == next_id[0] and event["event"] in ("done", "error"):
-                if event["event"] == "error":
-                    raise SystemExit(f"worker error on {op}: {event['message']}")
-                return event
-        raise SystemExit(f"the worker ended during {op}")
+        return worker.request(op, **fields)[0]
 
     result = {"cache_mb": cache_mb}
     started = time.perf_counter()

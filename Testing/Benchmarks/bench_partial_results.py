@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,47 +24,25 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_refine_worker import DEFAULT_VOLUME, _environment, _lung  # noqa: E402
-
-
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from bench_interactive import WorkerProcess, _lung  # noqa: E402
+from bench_refine_worker import DEFAULT_VOLUME  # noqa: E402
 
 
 def propagate(volume: Path, drawing: Path, partial: dict | None) -> dict:
-    process = subprocess.Popen([sys.executable, "-m", "SegSSLLib", "serve", "--device", "cpu"], env=_environment(),
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-
-    def send(request: dict) -> None:
-        process.stdin.write(json.dumps(request) + "\n")
-        process.stdin.flush()
-
-    def until_done(request_id: int, on_partial=None) -> dict:
-        for line in process.stdout:
-            event = json.loads(line)
-            if event.get("id") != request_id:
-                continue
-            if event["event"] == "partial" and on_partial:
-                on_partial(event)
-            if event["event"] in ("done", "error"):
-                if event["event"] == "error":
-                    raise SystemExit(event["message"])
-                return event
-        raise SystemExit("the worker ended")
-
-    send({"id": 1, "op": "open", "input": str(volume), "backend": "registration"})
-    until_done(1)
-    send({"id": 2, "op": "annotate", "annotation": str(drawing)})
-    until_done(2)
+    worker = WorkerProcess()
+    worker.request("open", input=str(volume), backend="registration")
+    worker.request("annotate", annotation=str(drawing))
     firsts: list[float] = []
-    started, cpu = time.perf_counter(), _cpu(process.pid)
-    send({"id": 3, "op": "propagate", **(partial or {})})
-    done = until_done(3, lambda e: firsts.append(time.perf_counter() - started))
-    result = {"wall": time.perf_counter() - started, "cpu": _cpu(process.pid) - cpu, "partials": len(firsts),
+    started, cpu = time.perf_counter(), worker.cpu_seconds()
+
+    def on_event(event: dict) -> None:
+        if event["event"] == "partial":
+            firsts.append(time.perf_counter() - started)
+
+    done, wall = worker.request("propagate", on_event=on_event, **(partial or {}))
+    result = {"wall": wall, "cpu": worker.cpu_seconds() - cpu, "partials": len(firsts),
               "first_partial": firsts[0] if firsts else None, "computed": done["computed_slices"]}
-    send({"id": 4, "op": "close"})
-    process.wait(timeout=60)
+    worker.close()
     return result
 
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 DEFAULT_VOLUME = Path("/work/shared/data/unlabeled_ct/chest_002.nii.gz")
 
-from bench_interactive import _environment, _lung  # noqa: E402  (same folder: shared helpers)
+from bench_interactive import WorkerProcess, _environment, _lung  # noqa: E402  (same folder: shared helpers)
 
 
 def prepare(volume: Path, folder: Path, slices: int, sam: str) -> dict:
@@ -74,34 +74,12 @@ def run_cli(volume: Path, mask: Path, output: Path, checkpoint: Path) -> dict:
     return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime}
 
 
-class Worker:
-    def __init__(self):
-        self.started = time.perf_counter()
-        self.process = subprocess.Popen([sys.executable, "-m", "SegSSLLib", "serve", "--device", "cpu"],
-                                        env=_environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True)
-        self.next_id = 0
-
+class Worker(WorkerProcess):
     def request(self, op: str, **fields) -> dict:
-        self.next_id += 1
-        started, cpu = time.perf_counter(), self.cpu_seconds()
-        self.process.stdin.write(json.dumps({"id": self.next_id, "op": op, **fields}) + "\n")
-        self.process.stdin.flush()
-        for line in self.process.stdout:
-            event = json.loads(line)
-            if event.get("id") == self.next_id and event["event"] in ("done", "error"):
-                if event["event"] == "error":
-                    raise SystemExit(f"worker error on {op}: {event['message']}")
-                return {**event, "wall": time.perf_counter() - started, "cpu": self.cpu_seconds() - cpu}
-        raise SystemExit(f"the worker ended during {op}")
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def close(self) -> None:
-        self.request("close")
-        self.process.wait(timeout=60)
+        """The done event with the request's wall and worker CPU seconds."""
+        cpu = self.cpu_seconds()
+        event, wall = super().request(op, **fields)
+        return {**event, "wall": wall, "cpu": self.cpu_seconds() - cpu}
 
 
 def main() -> None:
