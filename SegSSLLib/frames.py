@@ -55,16 +55,52 @@ def resize_like_sam2(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize((shape[1], shape[0])))
 
 
-def frame_stack(image: sitk.Image, itk_axis: int, size: int, window: IntensityWindow | None = None):
+# Voxels windowed at a time when frames are prepared (8 slices at 512 px, 2 at 1024 px): the float
+# temporaries of windowing stay a few tens of MiB, however many slices the volume has.
+CHUNK_VOXELS = 2**21
+
+
+def frame_stack(image: sitk.Image, itk_axis: int, size: int, window: IntensityWindow | None = None,
+                chunk_voxels: int = CHUNK_VOXELS):
     """(SliceStack, uint8 frames (N, size, size)): every slice along ``itk_axis``, 8-bit at its native size,
-    resized like sam2 does to its physical proportions and centred in the square on black."""
-    pixels = to_uint8(windowed_array(image, window))  # windowed over the whole volume (percentiles are per volume)
-    stack = SliceStack(pixels.shape, image.GetSpacing(), axis=itk_axis, size=size)
+    resized like sam2 does to its physical proportions and centred in the square on black.
+
+    The window is resolved over the whole volume (percentiles are per volume), then applied a few
+    slices at a time (``chunk_voxels``): the frames are the same bytes as windowing the whole volume
+    at once, without its float copies."""
+    array = sitk.GetArrayViewFromImage(image)
+    window_range = (window or guess_window(array)).resolve(array)
+    stack = SliceStack(array.shape, image.GetSpacing(), axis=itk_axis, size=size)
     (top, left), (rows, cols) = stack.padding, stack.fitted_shape
     frames = np.zeros((stack.num_slices, size, size), np.uint8)
-    for k in range(stack.num_slices):
-        frames[k, top : top + rows, left : left + cols] = resize_like_sam2(slice_of(pixels, itk_axis, k), (rows, cols))
+    slices = np.moveaxis(array, array_axis(itk_axis), 0)  # a view: (slice, rows, cols)
+    step = max(1, int(chunk_voxels) // max(1, slices[0].size if len(slices) else 1))
+    for start in range(0, stack.num_slices, step):
+        pixels = to_uint8(window_range.apply(slices[start : start + step]))
+        for offset, slice_pixels in enumerate(pixels):
+            frames[start + offset, top : top + rows, left : left + cols] = resize_like_sam2(slice_pixels, (rows, cols))
     return stack, frames
+
+
+class WindowedSlices:
+    """Slices of one volume windowed as ``windowed_array`` windows them, each computed when asked.
+
+    The window is resolved once over the whole volume (a CT window, or the volume's percentiles);
+    a slice then costs only its own pixels. ``matches`` tells whether this is still the right object
+    for an image and window: the same image object (SimpleITK images are not changed in place here:
+    a new file gives a new image) and the same window."""
+
+    def __init__(self, image: sitk.Image, window: IntensityWindow | None = None):
+        self.image, self.window = image, window
+        array = sitk.GetArrayViewFromImage(image)
+        self.range = (window or guess_window(array)).resolve(array)
+
+    def matches(self, image: sitk.Image, window: IntensityWindow | None = None) -> bool:
+        return self.image is image and self.window == window
+
+    def slice(self, itk_axis: int, index: int) -> np.ndarray:
+        """Slice ``index`` perpendicular to ITK axis ``itk_axis``, mapped to [0, 1] (float32, rows x cols)."""
+        return self.range.apply(slice_of(sitk.GetArrayViewFromImage(self.image), itk_axis, index))
 
 
 def sam2_normalisation() -> tuple[tuple[float, ...], tuple[float, ...]]:

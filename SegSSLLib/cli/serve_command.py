@@ -48,6 +48,11 @@ def configure(parser) -> None:
         help="memory for SAM image embeddings kept per slice by refine (least recently used out; default 1024 MiB)",
     )
     parser.add_argument(
+        "--undo-mb", type=int, default=512,
+        help="memory for what undo / redo alone keep (e.g. the results a correction replaced); the oldest undo "
+             "steps are dropped first, the last one is always kept (default 512 MiB)",
+    )
+    parser.add_argument(
         "--absent-slices", type=int, default=3,
         help="an object absent on this many slices in a row is no longer tracked outward (0: never stop; default 3)",
     )
@@ -65,8 +70,8 @@ def run(args, progress) -> int:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    if args.feature_cache_mb < 0 or args.absent_slices < 0 or args.refine_cache_mb < 0:
-        raise SegSSLError("--feature-cache-mb, --refine-cache-mb and --absent-slices must be 0 or more")
+    if args.feature_cache_mb < 0 or args.absent_slices < 0 or args.refine_cache_mb < 0 or args.undo_mb < 0:
+        raise SegSSLError("--feature-cache-mb, --refine-cache-mb, --undo-mb and --absent-slices must be 0 or more")
     # torch is imported when SAM 2 is first opened: a registration-only worker runs on what Slicer
     # ships (the panel's first install tier), and starts without the 16 s torch import.
     worker = Worker(None, args, sys.stdout, device_for=lambda: setup_torch(args))
@@ -107,6 +112,7 @@ class Worker:
         self.predictors: dict = {}  # (checkpoint, config, image size) -> predictor: the model stays loaded
         self.sam_predictors: dict = {}  # (checkpoint, device, preprocessing) -> CachedEmbeddings: refine's SAM
         self._refine_source: tuple = (None, None)  # (file version, image) last refined on
+        self._refine_windowed = None  # WindowedSlices of that image: a repeated refine does not window it again
         self.running: tuple | None = None  # (id, cancel Event) of the operation in progress
         self.cancelled_ids: set = set()  # queued requests cancelled before they started
 
@@ -256,6 +262,7 @@ class Worker:
             feature_cache_bytes=(self.options.feature_cache_mb if cache_mb is None else cache_mb) * 2**20,
             cache_on_cpu=bool(request.get("cache_on_cpu", self.options.cache_on_cpu)),
             offload_state=bool(request.get("offload_state", self.options.offload_state)),
+            undo_bytes=getattr(self.options, "undo_mb", 512) * 2**20,
         )
         if backend_name == "auto":
             from SegSSLLib.weights.resolve import configured_checkpoint
@@ -379,7 +386,8 @@ class Worker:
         settings = self._refine_settings(request)
         predictor = self._sam_predictor(settings, progress)
         hits, misses = predictor.hits, predictor.misses
-        result = refine(image, mask, settings, progress, predictor=predictor, cancel=cancel)
+        result = refine(image, mask, settings, progress, predictor=predictor, cancel=cancel,
+                        windowed=self._windowed(image))
         write_image(result.label_map, output)
         return {"output": str(Path(output)), "encoded": predictor.misses - misses, "reused": predictor.hits - hits,
                 "kept_coarse": result.kept_coarse, "device": str(self.device), "embedding_cache": predictor.stats()}
@@ -396,7 +404,18 @@ class Worker:
         if key is None or self._refine_source[0] != key:
             image = read_image(path, "input")
             self._refine_source = (key, image)
+            self._refine_windowed = None
         return self._refine_source[1]
+
+    def _windowed(self, image):
+        """The windowed slices of a grey volume refined on, kept while the same image (file version) is used."""
+        if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+            return None
+        if self._refine_windowed is None or not self._refine_windowed.matches(image):
+            from SegSSLLib.frames import WindowedSlices
+
+            self._refine_windowed = WindowedSlices(image)  # a new file version is a new image object
+        return self._refine_windowed
 
     def _refine_settings(self, request: dict):
         from SegSSLLib.refinement.sam_refine import RefineSettings
@@ -459,7 +478,8 @@ class Worker:
             return {"open": False}
         session = self.session
         fields = {"open": True, "input": self.input_path, "backend": session.backend.name, "axis": session.axis,
-                  "drawn": _drawn(session), "undo": session.can_undo, "redo": session.can_redo}
+                  "drawn": _drawn(session), "undo": session.can_undo, "redo": session.can_redo,
+                  "undo_memory": session.undo_memory()}
         cache = getattr(session.backend, "cache", None)
         if cache is not None:
             fields["feature_cache"] = cache.stats()

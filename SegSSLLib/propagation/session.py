@@ -46,7 +46,10 @@ Undo / redo
 -----------
 ``undo`` takes back the last ``annotate`` / ``prompt`` and the propagations that followed it,
 exactly (the drawings, the runs and every label). Snapshots share unchanged data: label slices are
-kept zlib-compressed, one per slice, and a snapshot holds references to them.
+kept zlib-compressed, one per slice, and a snapshot holds references to them. What the history
+alone keeps (data no longer in the current state: above all the logits of runs a correction
+replaced) is bounded by ``SessionSettings.undo_bytes``: the oldest undo steps are dropped first, the
+newest one is always kept, and an undo beyond what is kept answers "nothing to undo" (None).
 
 Cancel
 ------
@@ -82,6 +85,7 @@ class SessionSettings:
     cache_on_cpu: bool = False  # keep the cached features in CPU memory (GPU memory stays free)
     offload_state: bool = False  # keep SAM 2's per-frame memory on the CPU during a run
     undo_depth: int = 50  # operations that can be taken back
+    undo_bytes: int = 512 * 2**20  # what undo / redo alone keep (runs, labels, drawings); oldest steps out first
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,8 @@ class InteractiveSession:
             raise SegSSLError(f"interactive propagation needs a 3D volume, got a {image.GetDimension()}D image")
         if axis is not None and axis not in (0, 1, 2):
             raise SegSSLError(f"axis must be 0, 1 or 2 (I, J, K), got {axis}")
+        if settings.undo_bytes < 0 or settings.undo_depth < 0:
+            raise SegSSLError("`undo_bytes` and `undo_depth` must be 0 or more")
         self.image = image
         self.backend = backend
         self.settings = settings
@@ -199,6 +205,7 @@ class InteractiveSession:
         self._state: _State | None = None
         self._undo: list[_State] = []
         self._redo: list[_State] = []
+        self.history_bytes = 0  # what undo / redo alone keep (``undo_memory``)
         self.last_report: PropagateReport | None = None
         self._prepared_axis: int | None = None
         if axis is not None:
@@ -416,6 +423,7 @@ class InteractiveSession:
         new.slice_range = None if (lo, hi) == (0, count - 1) else (lo, hi)
         changed = self._assemble(new, lo, hi, cancel)
         self._state = new  # commit: nothing above touched the session's state
+        self._trim_history()  # the runs this replaced now live in the history only
         self.last_report = PropagateReport(changed, visited, time.perf_counter() - started, len(missing))
         return self.last_report
 
@@ -425,19 +433,29 @@ class InteractiveSession:
             return None
         previous = self._undo.pop()
         self._redo.append(self._state)
-        return self._switch(previous)
+        changed = self._switch(previous)
+        self._trim_history()
+        return changed
 
     def redo(self) -> list[int] | None:
         if not self._redo:
             return None
         following = self._redo.pop()
         self._undo.append(self._state)
-        return self._switch(following)
+        changed = self._switch(following)
+        self._trim_history()
+        return changed
 
     def close(self) -> None:
         self._undo.clear()
         self._redo.clear()
+        self.history_bytes = 0
         self.backend.close()
+
+    def undo_memory(self) -> dict:
+        """What the undo / redo history alone keeps, in bytes, and its bound (``SessionSettings.undo_bytes``)."""
+        return {"bytes": self.history_bytes, "max_bytes": self.settings.undo_bytes, "undo_steps": len(self._undo),
+                "redo_steps": len(self._redo)}
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -456,6 +474,7 @@ class InteractiveSession:
         del self._undo[: max(0, len(self._undo) - self.settings.undo_depth)]
         self._redo.clear()
         self._state = new
+        self._trim_history()
 
     def _plan(self, drawings: dict, lo: int, hi: int) -> list[Need]:
         needs = []
@@ -508,6 +527,46 @@ class InteractiveSession:
             if state.labels._data[k] != before:
                 changed.append(k)
         return changed
+
+
+    def _trim_history(self) -> None:
+        """Drop the oldest undo steps while what the history alone keeps exceeds ``undo_bytes`` (the newest
+        undo step always stays), and count what it keeps. Data shared with the current state is not counted."""
+        current = _held(self._state)
+        sizes, users, steps = {}, {}, []
+        for snapshot in self._undo + self._redo:
+            held = {i: size for i, size in _held(snapshot).items() if i not in current}
+            steps.append(held)
+            sizes.update(held)
+            for i in held:
+                users[i] = users.get(i, 0) + 1
+        total = sum(sizes.values())
+        dropped = 0
+        while total > self.settings.undo_bytes and len(self._undo) - dropped > 1:
+            for i in steps[dropped]:
+                users[i] -= 1
+                if not users[i]:
+                    total -= sizes[i]
+            dropped += 1
+        if dropped:
+            del self._undo[:dropped]
+            log.info("undo history over %d MiB: the %d oldest step(s) can no longer be undone",
+                     self.settings.undo_bytes // 2**20, dropped)
+        self.history_bytes = total
+
+
+def _held(state: "_State | None") -> dict:
+    """id -> bytes of the data a state holds: each run's per-slice results, each label slice, each drawing."""
+    if state is None:
+        return {}
+    held = {id(run): sum(_nbytes(v) for v in run.frames.values()) for run in state.runs.values()}
+    held.update((id(data), len(data)) for data in state.labels._data if data is not None)
+    held.update((id(drawing.mask), drawing.mask.nbytes) for drawing in state.drawings.values())
+    return held
+
+
+def _nbytes(value) -> int:
+    return int(value.nbytes) if hasattr(value, "nbytes") else 0
 
 
 def _check(cancel) -> None:

@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from SegSSLLib.axes import array_axis
 from SegSSLLib.errors import OperationCancelled, SegSSLError
-from SegSSLLib.frames import rgb_slice, slice_of, windowed_array
+from SegSSLLib.frames import WindowedSlices, rgb_slice, slice_of, windowed_array
 from SegSSLLib.images import label_array, label_image, require_image
 from SegSSLLib.progress import NO_PROGRESS, Progress
 from SegSSLLib.refinement.medsam import PREPROCESSING
@@ -58,21 +58,23 @@ class RefineResult:
 
 def refine(
     image: sitk.Image, mask, settings: RefineSettings = RefineSettings(), progress: Progress = NO_PROGRESS,
-    predictor=None, cancel=None,
+    predictor=None, cancel=None, windowed: WindowedSlices | None = None,
 ) -> RefineResult:
     """A coarse label map sharpened by SAM: a box per connected component, slice by slice.
 
     ``image``: a volume, or a 2D grey or RGB picture. ``mask``: a label map on its grid (SimpleITK image)
     or a (k, j, i) array. ``predictor``: a SAM predictor already loaded (``load_sam_predictor``); by
     default the one for ``settings.sam_checkpoint`` is loaded. ``cancel``: a ``threading.Event`` checked
-    between slices; once set, ``OperationCancelled`` is raised and nothing is returned.
+    between slices; once set, ``OperationCancelled`` is raised and nothing is returned. ``windowed``:
+    ``WindowedSlices`` of ``image`` kept from an earlier call (a worker refining the same volume again);
+    used only if it ``matches`` ``image``, so a changed volume is never windowed from a stale one.
     """
     require_image(image, "image")
     labels = label_array(mask, image, "mask")
     settings.check()
     if predictor is None:
         predictor = load_refinement_predictor(settings, progress)
-    refined, kept = _refine_array(predictor, image, labels, settings, progress, cancel)
+    refined, kept = _refine_array(predictor, image, labels, settings, progress, cancel, windowed)
     result = RefineResult(label_image(refined, image), kept)
     if kept:
         result.warnings.append(_kept_warning(kept))
@@ -170,16 +172,18 @@ def refine_labels(
 
 
 def _refine_array(predictor, image: sitk.Image, labels: np.ndarray, settings: RefineSettings, progress: Progress,
-                  cancel=None):
+                  cancel=None, windowed: WindowedSlices | None = None):
     """(refined labels, components that kept their coarse shape)."""
     labels = np.asarray(labels)
-    normalised = windowed_array(image) if image.GetNumberOfComponentsPerPixel() == 1 else None
+    grey = image.GetNumberOfComponentsPerPixel() == 1
     if image.GetDimension() == 2:
-        rgb = sitk.GetArrayFromImage(image) if normalised is None else rgb_slice(normalised)
+        rgb = sitk.GetArrayFromImage(image) if not grey else rgb_slice(windowed_array(image))
         with progress.stage("refine (SAM)", total=1):
             refined, kept = refine_slice(predictor, rgb.astype(np.uint8), labels, settings)
             progress.advance()
         return refined, kept
+    if windowed is None or not windowed.matches(image):
+        windowed = WindowedSlices(image)  # the window over the whole volume; only the slices refined are windowed
     refined = np.zeros_like(labels)
     position = array_axis(settings.axis)
     busy = [int(k) for k in np.flatnonzero(np.any(labels != 0, axis=tuple(a for a in range(3) if a != position)))]
@@ -188,7 +192,7 @@ def _refine_array(predictor, image: sitk.Image, labels: np.ndarray, settings: Re
         for k in busy:
             if cancel is not None and cancel.is_set():
                 raise OperationCancelled("refine cancelled")
-            rgb = rgb_slice(slice_of(normalised, settings.axis, k))
+            rgb = rgb_slice(windowed.slice(settings.axis, k))
             result, kept = refine_slice(predictor, rgb, slice_of(labels, settings.axis, k), settings)
             slice_of(refined, settings.axis, k)[...] = result
             total_kept += kept

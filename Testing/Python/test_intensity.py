@@ -67,3 +67,24 @@ def test_window_round_trips_through_a_dict_and_guessing():
     assert guess_window(np.array([-1024, 40])).mode == "ct"
     assert guess_window(np.array([0, 812])).mode == "percentile"
     np.testing.assert_array_equal(to_uint8(np.array([-0.5, 0.0, 0.5, 1.0, 2.0])), [0, 0, 128, 255, 255])
+
+
+@pytest.mark.parametrize("window", [IntensityWindow(), IntensityWindow(mode="percentile", lower=2, upper=97)])
+def test_a_window_resolved_on_the_volume_maps_any_part_of_it_as_the_whole(window):
+    rng = np.random.default_rng(1)
+    volume = rng.normal(100, 300, (7, 13, 11)).astype(np.float64)  # float64: the float32 rounding is part of it
+    whole = window.apply(volume)
+    resolved = window.resolve(volume)
+    for part in (np.s_[:1], np.s_[2:5], np.s_[:, 3], np.s_[..., 10]):
+        assert resolved.apply(volume[part]).tobytes() == whole[part].tobytes(), part
+    constant = IntensityWindow(mode="percentile").resolve(np.full((3, 4, 5), 70, np.int16))
+    assert constant.constant and not constant.apply(np.full((2, 2), 70, np.int16)).any()
+    assert constant.apply(np.array([71])).tolist() == [1.0]
+
+
+def test_values_float32_cannot_hold_are_refused_like_nan():
+    big = np.zeros((3, 4), np.float64)
+    big[2, 3] = 1e300  # finite in float64, infinite once mapped as float32
+    for window in (IntensityWindow(), IntensityWindow(mode="percentile")):
+        with pytest.raises(SegSSLError, match="NaN or infinite"):
+            window.resolve(big)

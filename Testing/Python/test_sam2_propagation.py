@@ -66,6 +66,35 @@ def test_frames_keep_physical_proportions_on_black(phantom):
     assert frames[:, :, left : left + cols].mean() > 10
 
 
+def _whole_volume_frames(image, axis, size, window=None):
+    """The frames as prepared before they were prepared in chunks: the whole volume windowed at once."""
+    from SegSSLLib.frames import resize_like_sam2, slice_of
+
+    pixels = to_uint8(windowed_array(image, window))
+    stack = SliceStack(pixels.shape, image.GetSpacing(), axis=axis, size=SAM2_TEST_SIZE if size is None else size)
+    (top, left), (rows, cols) = stack.padding, stack.fitted_shape
+    frames = np.zeros((stack.num_slices, stack.size, stack.size), np.uint8)
+    for k in range(stack.num_slices):
+        frames[k, top : top + rows, left : left + cols] = resize_like_sam2(slice_of(pixels, axis, k), (rows, cols))
+    return frames
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_frames_prepared_a_few_slices_at_a_time_are_the_bytes_of_the_whole_volume_path(axis):
+    from SegSSLLib.intensity import IntensityWindow
+
+    # Anisotropic, oblique, odd sizes (so chunks end in a partial one); CT in HU, and an MR-like float64
+    # volume whose window is per-volume percentiles.
+    ct, _ = make_ct_phantom(seed=4, size=(37, 23, 11), spacing=(0.7, 1.3, 2.9), direction=oblique_direction())
+    mr = sitk.Cast(sitk.ShiftScale(ct, 1100.0, 0.37), sitk.sitkFloat64)
+    for image, window in ((ct, None), (mr, None), (ct, IntensityWindow(mode="percentile", lower=2, upper=97))):
+        expected = _whole_volume_frames(image, axis, SAM2_TEST_SIZE, window)
+        per_slice = sitk.GetArrayViewFromImage(image).size // image.GetSize()[axis]
+        for chunk_voxels in (1, 2 * per_slice + 5, 10**9):  # one slice, two and a bit, everything
+            _, frames = frame_stack(image, axis, SAM2_TEST_SIZE, window, chunk_voxels=chunk_voxels)
+            assert frames.tobytes() == expected.tobytes(), (window, chunk_voxels)
+
+
 def test_in_memory_state_has_the_layout_of_init_state(predictor, phantom, tmp_path):
     image, _ = phantom
     _, frames = frame_stack(image, 2, SAM2_TEST_SIZE)
