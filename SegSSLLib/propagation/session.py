@@ -434,7 +434,7 @@ class InteractiveSession:
         previous = self._undo.pop()
         self._redo.append(self._state)
         changed = self._switch(previous)
-        self._trim_history()
+        self._trim_history(drop=False)  # moves data, adds none
         return changed
 
     def redo(self) -> list[int] | None:
@@ -443,7 +443,7 @@ class InteractiveSession:
         following = self._redo.pop()
         self._undo.append(self._state)
         changed = self._switch(following)
-        self._trim_history()
+        self._trim_history(drop=False)
         return changed
 
     def close(self) -> None:
@@ -529,9 +529,11 @@ class InteractiveSession:
         return changed
 
 
-    def _trim_history(self) -> None:
-        """Drop the oldest undo steps while what the history alone keeps exceeds ``undo_bytes`` (the newest
-        undo step always stays), and count what it keeps. Data shared with the current state is not counted."""
+    def _trim_history(self, drop: bool = True) -> None:
+        """Count what the history alone keeps (data shared with the current state is not counted) and, with
+        ``drop``, drop the oldest undo steps while that exceeds ``undo_bytes`` (the newest undo step always
+        stays). Undo and redo only count: they move data between the history and the current state and add
+        none, so the steps counted when an operation ended can all be taken back."""
         current = _held(self._state)
         sizes, users, steps = {}, {}, []
         for snapshot in self._undo + self._redo:
@@ -542,7 +544,7 @@ class InteractiveSession:
                 users[i] = users.get(i, 0) + 1
         total = sum(sizes.values())
         dropped = 0
-        while total > self.settings.undo_bytes and len(self._undo) - dropped > 1:
+        while drop and total > self.settings.undo_bytes and len(self._undo) - dropped > 1:
             for i in steps[dropped]:
                 users[i] -= 1
                 if not users[i]:

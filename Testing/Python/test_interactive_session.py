@@ -162,6 +162,43 @@ def test_undo_and_redo_restore_the_labels_exactly(phantom, predictor, backend):
 
 
 @pytest.mark.parametrize("backend", ["registration", "sam2-stub"])
+def test_undo_history_keeps_its_byte_bound_by_dropping_the_oldest_steps(phantom, predictor, backend):
+    image, truth = phantom
+    steps = ((10,), (13,), (7,), (16,), (12,))  # each a correction that replaces runs: the history keeps the old ones
+
+    def session_with(undo_bytes):
+        session = InteractiveSession(image, _backend(backend, predictor), settings=SessionSettings(undo_bytes=undo_bytes))
+        history, kept = [session.labels], []
+        for slices in steps:
+            session.annotate(_drawing(truth, *slices))
+            session.propagate()
+            history.append(session.labels)
+            kept.append(session.undo_memory())
+        return session, history, kept
+
+    unbounded, history, kept = session_with(2**40)
+    assert unbounded.can_undo == len(steps) and kept[-1]["bytes"] > kept[1]["bytes"] > 0
+    for bound in (1, kept[-1]["bytes"] - 1):  # smaller than any step; just under what all steps keep
+        session, bounded_history, bounded_kept = session_with(bound)
+        assert all(np.array_equal(a, b) for a, b in zip(history, bounded_history))
+        assert all(m["max_bytes"] == bound and (m["bytes"] <= bound or m["undo_steps"] == 1) for m in bounded_kept)
+        steps_kept = session.can_undo
+        assert steps_kept < len(steps) and (steps_kept == 1 if bound == 1 else steps_kept > 1)
+        for expected in reversed(history[-1 - steps_kept : -1]):  # the newest steps, each exact
+            assert session.undo() is not None
+            assert np.array_equal(session.labels, expected)
+        labels, drawn = session.labels, session.drawn()
+        assert session.undo() is None  # the oldest steps are gone: nothing to undo, nothing changed
+        assert np.array_equal(session.labels, labels) and session.drawn() == drawn
+        for expected in history[-steps_kept:]:
+            assert session.redo() is not None
+            assert np.array_equal(session.labels, expected)
+        assert session.redo() is None
+        session.propagate()  # the state after redo is a working state: nothing left to compute
+        assert session.last_report.runs == 0 and np.array_equal(session.labels, history[-1])
+
+
+@pytest.mark.parametrize("backend", ["registration", "sam2-stub"])
 def test_drawn_slices_come_back_exactly_as_drawn(phantom, predictor, backend):
     image, truth = phantom
     session = InteractiveSession(image, _backend(backend, predictor))

@@ -68,6 +68,7 @@ def test_a_scripted_session_corrects_saves_and_undoes(case):
         {"id": 8, "op": "undo"},
         {"id": 9, "op": "status"},
         {"id": "last", "op": "close"},
+        args=("--undo-mb", "64"),
     )
     assert result.returncode == 0, result.stderr
     ends = final(events)
@@ -77,6 +78,10 @@ def test_a_scripted_session_corrects_saves_and_undoes(case):
     assert set(ends[6]["changed_slices"]) <= set(range(11, 20))  # the correction's interval only
     assert ends[8]["undone"] is True and set(ends[8]["changed_slices"]) <= set(range(11, 20))
     assert ends[9]["drawn"] == {"1": [10], "2": [10]} and ends[9]["redo"] == 1
+    # what undo / redo keep: the correction's drawings and results, now only in the redo step; the bound given
+    memory = ends[9]["undo_memory"]
+    assert memory["max_bytes"] == 64 * 2**20 and 0 < memory["bytes"] <= memory["max_bytes"], memory
+    assert (memory["undo_steps"], memory["redo_steps"]) == (ends[9]["undo"], 1)
     written = sitk.ReadImage(str(out))
     assert_same_geometry(written, sitk.ReadImage(str(case.image)))
     labels = sitk.GetArrayFromImage(written)

@@ -154,3 +154,37 @@ def test_a_running_refine_is_cancelled_and_writes_nothing(refine_case):
         cancel = threading.Event()
         cancel.set()
         refine(sitk.ReadImage(str(c.image)), sitk.ReadImage(str(c.mask)), RefineSettings(), predictor=inner, cancel=cancel)
+
+
+def test_a_repeated_refine_does_not_window_the_volume_again_and_a_changed_file_is_never_served_stale(
+        refine_case, monkeypatch):
+    from SegSSLLib.frames import WindowedSlices, windowed_array
+    from SegSSLLib.intensity import IntensityWindow
+
+    c = refine_case
+    resolved = []
+    original = IntensityWindow.resolve
+    monkeypatch.setattr(IntensityWindow, "resolve", lambda self, array: resolved.append(array.shape) or original(self, array))
+    out = Events()
+    worker = Worker("cpu", OPTIONS, out)
+    request = {"op": "refine", "input": str(c.image), "mask": str(c.mask), "sam_checkpoint": str(c.sam)}
+    assert worker.handle({"id": 1, **request, "output": str(c.tmp / "first.nrrd")})
+    kept = worker._refine_windowed
+    assert worker.handle({"id": 2, **request, "output": str(c.tmp / "second.nrrd")})
+    assert worker._refine_windowed is kept and len(resolved) == 1  # the whole volume was looked at once
+    image = sitk.ReadImage(str(c.image))
+    whole = windowed_array(image)
+    assert all(kept.slice(2, k).tobytes() == whole[k].tobytes() for k in (0, 8, 11))  # as the whole-volume path
+    # The file changes (a brighter scan, same grid): windowed from the new file, with its own window.
+    changed = sitk.Cast(sitk.ShiftScale(image, 600.0, 1.0), sitk.sitkInt16)
+    sitk.WriteImage(changed, str(c.image))
+    before = len(resolved)
+    assert worker.handle({"id": 3, **request, "output": str(c.tmp / "third.nrrd")})
+    assert worker._refine_windowed is not kept and len(resolved) == before + 1
+    fresh = Worker("cpu", OPTIONS, Events())
+    assert fresh.handle({"id": 4, **request, "output": str(c.tmp / "fresh.nrrd")})
+    ends = final(out.events())
+    assert [ends[i]["event"] for i in (1, 2, 3)] == ["done"] * 3, ends
+    third, expected = (sitk.GetArrayFromImage(sitk.ReadImage(str(c.tmp / n))) for n in ("third.nrrd", "fresh.nrrd"))
+    assert np.array_equal(third, expected)
+    assert not WindowedSlices(changed).matches(image)  # another image object is never served this one's slices
