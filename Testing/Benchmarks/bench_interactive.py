@@ -52,8 +52,9 @@ def _load() -> str:
     return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def _environment() -> dict:
-    return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def _environment(code: Path | None = None) -> dict:
+    """The environment of a child process: this tree's SegSSLLib first, or the tree ``code``."""
+    return dict(os.environ, PYTHONPATH=str(code or ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 def _lung(slice_hu: np.ndarray) -> np.ndarray:
@@ -130,13 +131,14 @@ class WorkerProcess:
     """A `segssl serve` process driven over its JSON lines (shared by the worker benchmarks).
 
     ``options`` follow ``serve``; ``program`` is what runs after the Python executable (a benchmark
-    may wrap the worker in a script of its own)."""
+    may wrap the worker in a script of its own); ``code``: another tree's SegSSLLib (e.g. main's, to
+    compare with this one; the worker then also starts in that folder, since ``-m`` imports from there)."""
 
-    def __init__(self, *options: str, program: tuple[str, ...] = ("-m", "SegSSLLib")):
+    def __init__(self, *options: str, program: tuple[str, ...] = ("-m", "SegSSLLib"), code: Path | None = None):
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, *program, "serve", "--device", "cpu", *options],
-            env=_environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [sys.executable, *program, "serve", "--device", "cpu", *options], cwd=str(code) if code else None,
+            env=_environment(code), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         self.next_id = 0
 

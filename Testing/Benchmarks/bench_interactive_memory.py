@@ -23,6 +23,15 @@ by wrapping ``Sam2Backend._run_group`` and then runs ``segssl serve`` unchanged.
 
 ``--cache-mb 0`` means no bound that can bind (64 GiB). Each bound is compared with the unbounded
 worker on the same volume, in the same run.
+
+``--open-only``: each worker only opens the volume (frames prepared, the model loaded, two slices
+encoded) and is closed; its peak RSS after ``open`` is the transient of preparing the frames plus
+the model. ``--code TREE ...`` runs the worker from each of these source trees in turn (the same
+volume, checkpoint and settings; interleaved per volume), to compare code before and after a change
+in one run:
+
+    OMP_NUM_THREADS=1 nice -n 10 /work/main/.venv/bin/python Testing/Benchmarks/bench_interactive_memory.py \\
+        --open-only --slices 60 200 --code /work/main .
 """
 
 from __future__ import annotations
@@ -188,6 +197,52 @@ def run_worker(volume: Path, first: Path, correction: Path, checkpoint: Path, im
     return result
 
 
+def imported_from(code: Path | None) -> str:
+    """Where a worker started for ``code`` imports SegSSLLib from (checked, not assumed)."""
+    import subprocess
+
+    from bench_interactive import _environment
+
+    return subprocess.run([sys.executable, "-c", "import SegSSLLib; print(SegSSLLib.__file__)"], cwd=str(code) if code else None,
+                          env=_environment(code), capture_output=True, text=True, check=True).stdout.strip()
+
+
+def open_only(volume: Path, checkpoint: Path, image_size: int, code: Path | None) -> dict:
+    """A fresh worker that opens ``volume`` with SAM 2 and closes: its peak RSS after open."""
+    from bench_interactive import WorkerProcess
+
+    worker = WorkerProcess("--absent-slices", "0", code=code)
+    worker.request("status")  # started (no torch yet)
+    before = _status(worker.process.pid)
+    cpu = worker.cpu_seconds()
+    event, seconds = worker.request("open", input=str(volume), backend="sam2", sam2_checkpoint=str(checkpoint),
+                                    sam2_config="sam2.1_hiera_t", image_size=image_size)
+    after = _status(worker.process.pid)
+    result = {"peak_after_open_mib": after["VmHWM"], "rss_after_open_mib": after["VmRSS"],
+              "peak_before_open_mib": before["VmHWM"], "open_seconds": seconds,
+              "open_cpu_seconds": worker.cpu_seconds() - cpu, "encode_seconds": event.get("encode_seconds")}
+    worker.close()
+    return result
+
+
+def main_open_only(args, folder: Path, checkpoint: Path, volumes: dict) -> None:
+    codes = [Path(c).resolve() for c in args.code] if args.code else [None]
+    for code in codes:
+        print(f"code {code or ROOT}: SegSSLLib from {imported_from(code)}", flush=True)
+    results = {}
+    for count, volume in volumes.items():
+        for code in codes:
+            result = open_only(volume, checkpoint, args.image_size, code)
+            results[(count, code)] = result
+            print(f"{count} slices, code {code or ROOT}: {json.dumps(result)}; {_load()}", flush=True)
+    print()
+    print(f"{'slices':>6} {'code':>28} {'peak RSS after open MiB':>24} {'RSS after open MiB':>19} "
+          f"{'open wall s':>11} {'open CPU s':>10}")
+    for (count, code), r in results.items():
+        print(f"{count:>6} {str(code or ROOT):>28} {r['peak_after_open_mib']:>24.0f} {r['rss_after_open_mib']:>19.0f} "
+              f"{r['open_seconds']:>11.1f} {r['open_cpu_seconds']:>10.1f}")
+
+
 def main() -> None:
     if "--child" in sys.argv:
         raise SystemExit(child(Path(sys.argv[sys.argv.index("--child") + 1])))
@@ -195,7 +250,11 @@ def main() -> None:
     parser.add_argument("--slices", type=int, nargs="+", default=[60, 200])
     parser.add_argument("--cache-mb", type=int, nargs="+", default=[128, 0], help="bounds to compare; 0: unbounded")
     parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--open-only", action="store_true", help="only open each volume: peak RSS after open")
+    parser.add_argument("--code", nargs="+", help="with --open-only: source trees to run the worker from, in turn")
     args = parser.parse_args()
+    if args.code and not args.open_only:
+        parser.error("--code needs --open-only (the full run measures the worker through this tree's wrapper)")
     import torch
 
     from SegSSLLib.weights.models import load_sam2_video_predictor
@@ -210,6 +269,8 @@ def main() -> None:
         volumes = build_volumes(folder, args.slices)
         print(f"SAM 2.1 hiera-t, random weights, CPU, {args.image_size} px, --absent-slices 0; "
               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; {_load()}", flush=True)
+        if args.open_only:
+            return main_open_only(args, folder, checkpoint, volumes)
         results = {}
         for count, volume in volumes.items():
             middle, first, correction = drawings(volume, folder)
