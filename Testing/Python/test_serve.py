@@ -180,6 +180,9 @@ class SlowSession:
     def drawn(self):
         return {}
 
+    def undo_memory(self):
+        return {"bytes": 0, "max_bytes": 0, "undo_steps": 0, "redo_steps": 0}
+
     can_undo = can_redo = 0
 
     def close(self):
