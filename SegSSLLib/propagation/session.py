@@ -528,7 +528,6 @@ class InteractiveSession:
                 changed.append(k)
         return changed
 
-
     def _trim_history(self, drop: bool = True) -> None:
         """Count what the history alone keeps (data shared with the current state is not counted) and, with
         ``drop``, drop the oldest undo steps while that exceeds ``undo_bytes`` (the newest undo step always
@@ -552,8 +551,8 @@ class InteractiveSession:
             dropped += 1
         if dropped:
             del self._undo[:dropped]
-            log.info("undo history over %d MiB: the %d oldest step(s) can no longer be undone",
-                     self.settings.undo_bytes // 2**20, dropped)
+            log.info("undo history over %.1f MiB (`undo_bytes`): the %d oldest step(s) can no longer be undone",
+                     self.settings.undo_bytes / 2**20, dropped)
         self.history_bytes = total
 
 
