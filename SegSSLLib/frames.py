@@ -74,7 +74,8 @@ def frame_stack(image: sitk.Image, itk_axis: int, size: int, window: IntensityWi
     (top, left), (rows, cols) = stack.padding, stack.fitted_shape
     frames = np.zeros((stack.num_slices, size, size), np.uint8)
     slices = np.moveaxis(array, array_axis(itk_axis), 0)  # a view: (slice, rows, cols)
-    step = max(1, int(chunk_voxels) // max(1, slices[0].size if len(slices) else 1))
+    rows_in, cols_in = stack.slice_shape
+    step = max(1, int(chunk_voxels) // max(1, rows_in * cols_in))  # whole slices per chunk
     for start in range(0, stack.num_slices, step):
         pixels = to_uint8(window_range.apply(slices[start : start + step]))
         for offset, slice_pixels in enumerate(pixels):

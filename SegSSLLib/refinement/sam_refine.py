@@ -177,7 +177,7 @@ def _refine_array(predictor, image: sitk.Image, labels: np.ndarray, settings: Re
     labels = np.asarray(labels)
     grey = image.GetNumberOfComponentsPerPixel() == 1
     if image.GetDimension() == 2:
-        rgb = sitk.GetArrayFromImage(image) if not grey else rgb_slice(windowed_array(image))
+        rgb = rgb_slice(windowed_array(image)) if grey else sitk.GetArrayFromImage(image)
         with progress.stage("refine (SAM)", total=1):
             refined, kept = refine_slice(predictor, rgb.astype(np.uint8), labels, settings)
             progress.advance()
