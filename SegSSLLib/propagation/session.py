@@ -206,6 +206,7 @@ class InteractiveSession:
         self._undo: list[_State] = []
         self._redo: list[_State] = []
         self.history_bytes = 0  # what undo / redo alone keep (``undo_memory``)
+        self._run_bytes: dict = {}  # id(run) -> (run, slices it held, bytes): each run's size computed once
         self.last_report: PropagateReport | None = None
         self._prepared_axis: int | None = None
         if axis is not None:
@@ -533,10 +534,11 @@ class InteractiveSession:
         ``drop``, drop the oldest undo steps while that exceeds ``undo_bytes`` (the newest undo step always
         stays). Undo and redo only count: they move data between the history and the current state and add
         none, so the steps counted when an operation ended can all be taken back."""
-        current = _held(self._state)
+        known, seen = self._run_bytes, {}
+        current = _held(self._state, known, seen)
         sizes, users, steps = {}, {}, []
         for snapshot in self._undo + self._redo:
-            held = {i: size for i, size in _held(snapshot).items() if i not in current}
+            held = {i: size for i, size in _held(snapshot, known, seen).items() if i not in current}
             steps.append(held)
             sizes.update(held)
             for i in held:
@@ -554,13 +556,22 @@ class InteractiveSession:
             log.info("undo history over %.1f MiB (`undo_bytes`): the %d oldest step(s) can no longer be undone",
                      self.settings.undo_bytes / 2**20, dropped)
         self.history_bytes = total
+        self._run_bytes = seen  # only runs still held (a dropped step's runs may be gone)
 
 
-def _held(state: "_State | None") -> dict:
-    """id -> bytes of the data a state holds: each run's per-slice results, each label slice, each drawing."""
+def _held(state: "_State | None", known: dict, seen: dict) -> dict:
+    """id -> bytes of the data a state holds: each run's per-slice results, each label slice, each drawing.
+
+    ``known`` / ``seen``: id(run) -> (run, slices it held, bytes), sizes already computed / computed now."""
     if state is None:
         return {}
-    held = {id(run): sum(_nbytes(v) for v in run.frames.values()) for run in state.runs.values()}
+    held = {}
+    for run in state.runs.values():
+        entry = seen.get(id(run)) or known.get(id(run))
+        if entry is None or entry[0] is not run or entry[1] != len(run.frames):
+            entry = (run, len(run.frames), sum(_nbytes(v) for v in run.frames.values()))
+        seen[id(run)] = entry
+        held[id(run)] = entry[2]
     held.update((id(data), len(data)) for data in state.labels._data if data is not None)
     held.update((id(drawing.mask), drawing.mask.nbytes) for drawing in state.drawings.values())
     return held
