@@ -119,7 +119,8 @@ class Run:
     frames: dict = field(default_factory=dict)
     # Convergence stop: the slice where the run agreed with the previous result for the N-th slice in a
     # row (None: it computed every slice it covers). Slices beyond it hold the previous result's payloads.
-    converged: dict | None = None  # {"at": slice, "kept": slices, "both_empty": agreeing slices empty in both}
+    # {"at": slice, "kept": slices, "both_empty": agreeing slices empty in both, "iou": per agreeing slice}
+    converged: dict | None = None
     anchors: frozenset = frozenset()  # (slice, digest) of the drawings its payloads came from
     serial: int = field(default_factory=lambda: next(_RUN_SERIAL))
 
@@ -148,7 +149,7 @@ class PropagateReport:
     runs: int
     # Convergence stop: one entry per run that stopped early, {"object", "kind", "from", "converged_at",
     # "kept": slices left with the previous result, "both_empty": of the agreeing slices, how many were
-    # empty in both}.
+    # empty in both, "iou": each agreeing slice's IoU with the previous result (None: both empty)}.
     converged: list = field(default_factory=list)
 
 
@@ -385,15 +386,21 @@ class InteractiveSession:
         return k, mask
 
     def propagate(self, slice_range: tuple[int, int] | None = None, cancel=None,
-                  progress: Progress = NO_PROGRESS, partial=None, partial_seconds: float = 1.0) -> PropagateReport:
+                  progress: Progress = NO_PROGRESS, partial=None, partial_seconds: float = 1.0,
+                  converge_slices: int | None = None) -> PropagateReport:
         """Bring the result up to date with every drawing so far, computing only what is missing.
 
         ``partial``: called while the runs go on, at most every ``partial_seconds``, with
         ``{slice: labels}`` (slice-grid uint16) for the slices whose labels are already final and differ
         from the labels before this call — each slice once. Nothing of the session changes until
         ``propagate`` returns: a cancelled or failed call leaves the session as it was, whatever was
-        handed out."""
+        handed out.
+
+        ``converge_slices``: the convergence stop for this call (None: ``settings.converge_slices``)."""
         started = time.perf_counter()
+        converge = self.settings.converge_slices if converge_slices is None else int(converge_slices)
+        if converge < 0:
+            raise SegSSLError(f"`converge_slices` must be 0 (off) or more, got {converge}")
         if self._state is None or not self._state.drawings:
             raise SegSSLError("nothing is drawn yet — annotate a slice (a label map, points or a box) before propagating")
         count = self.num_slices
@@ -422,8 +429,9 @@ class InteractiveSession:
         visited: list[int] = []
         _check(cancel)
         extra = {}
-        if self.settings.converge_slices > 0 and getattr(self.backend, "converges", False):
+        if converge > 0 and getattr(self.backend, "converges", False):
             missing, extra["prior"] = self._priors(state, missing)
+            extra["converge"] = (converge, self.settings.converge_iou)
         if partial is not None:
             extra["on_slice"] = _FinalSlices(self, state, runs, missing, (lo, hi), partial, partial_seconds)
         computed = self.backend.run(missing, state.drawings, cancel, progress, visited, **extra)
@@ -434,7 +442,8 @@ class InteractiveSession:
         changed = self._assemble(new, lo, hi, cancel)
         self._state = new  # commit: nothing above touched the session's state
         converged = [{"object": n.obj, "kind": n.kind, "from": n.source, "converged_at": computed[n.key].converged["at"],
-                      "kept": computed[n.key].converged["kept"], "both_empty": computed[n.key].converged["both_empty"]}
+                      "kept": computed[n.key].converged["kept"], "both_empty": computed[n.key].converged["both_empty"],
+                      "iou": computed[n.key].converged["iou"]}
                      for n in missing if computed[n.key].converged is not None]
         self.last_report = PropagateReport(changed, visited, time.perf_counter() - started, len(missing), converged)
         return self.last_report
@@ -629,7 +638,6 @@ class Sam2Backend:
         self.frames = None
         self.offload_state = False
         self.absent_slices = 0
-        self.converge = (0, 1.0)
 
     def prepare(self, image: sitk.Image, axis: int, settings: SessionSettings) -> None:
         import torch
@@ -646,7 +654,6 @@ class Sam2Backend:
             self.cache.clear()  # another axis: other frames
         self.offload_state = settings.offload_state
         self.absent_slices = settings.absent_slices
-        self.converge = (settings.converge_slices, settings.converge_iou)
 
     def close(self) -> None:
         if self.cache is not None:
@@ -689,10 +696,11 @@ class Sam2Backend:
     # running
 
     def run(self, needs: list[Need], drawings: dict, cancel, progress: Progress, visited: list[int],
-            on_slice=None, prior=None) -> dict:
+            on_slice=None, prior=None, converge=(0, 1.0)) -> dict:
         """Compute ``needs``; ``on_slice(runs)`` after every slice, with the runs (key -> Run) being filled.
 
-        ``prior``: key -> ({slice: previous payload}, anchors) for the convergence stop (see ``_priors``)."""
+        ``prior``: key -> ({slice: previous payload}, anchors) for the convergence stop (see ``_priors``);
+        ``converge``: (slices that must agree in a row, IoU threshold)."""
         import torch
 
         from SegSSLLib.propagation.feature_cache import use_feature_cache
@@ -709,11 +717,12 @@ class Sam2Backend:
             for (kind, source, target, cond), members in groups.items():
                 _check(cancel)
                 results.update(self._run_group(kind, source, target, cond, members, drawings, cancel, progress, visited,
-                                               on_slice, {n.obj: prior[n.key] for n in members if n.key in prior}))
+                                               on_slice, {n.obj: prior[n.key] for n in members if n.key in prior},
+                                               converge))
         return results
 
     def _run_group(self, kind, source, target, cond, members, drawings, cancel, progress, visited, on_slice=None,
-                   prior=None) -> dict:
+                   prior=None, converge=(0, 1.0)) -> dict:
         from SegSSLLib.propagation.sam2 import _mask_prompt, in_memory_state
 
         predictor = self.predictor
@@ -731,7 +740,7 @@ class Sam2Backend:
         runs = {need.obj: Run(direction, source, anchors=frozenset((c, drawings[(need.obj, c)].digest) for c in cond))
                 for need in members}
         absent = {need.obj: 0 for need in members}
-        prior, (agree_needed, agree_iou) = prior or {}, self.converge
+        prior, (agree_needed, agree_iou) = prior or {}, converge
         agreeing = {need.obj: [] for need in members}  # per object: the current streak, True where both were empty
         limit = self.absent_slices if kind != "between" else 0  # early stop on outward runs only
         window = self.memory_window()
@@ -785,14 +794,15 @@ class Sam2Backend:
         old = known[frame]
         old_mask = self.object_logits(old) > 0 if old is not None else None
         if old_mask is None or not old_mask.any():
-            agree, empty = not mask.any(), True
+            agree, overlap = not mask.any(), None  # both empty agree
         else:
             union = int((mask | old_mask).sum())
-            agree, empty = int((mask & old_mask).sum()) >= iou * union, False
+            overlap = int((mask & old_mask).sum()) / union
+            agree = overlap >= iou
         if not agree:
             streak.clear()
             return
-        streak.append(empty)
+        streak.append(overlap)
         if len(streak) < needed:
             return
         kept = 0
@@ -802,7 +812,8 @@ class Sam2Backend:
                 run.frames[k] = known[k]
         run.reached = target
         run.anchors = run.anchors | anchors
-        run.converged = {"at": frame, "kept": kept, "both_empty": sum(streak)}
+        run.converged = {"at": frame, "kept": kept, "both_empty": streak.count(None),
+                         "iou": [None if v is None else round(v, 4) for v in streak]}
 
     def memory_window(self) -> int:
         """How far back (in slices) sam2 reads a tracked slice's outputs when it tracks the next one: the

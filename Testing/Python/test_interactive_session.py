@@ -488,8 +488,8 @@ def test_the_convergence_stop_ends_after_n_agreeing_slices_and_keeps_the_old_lab
     assert stub.starts == [(10, True), (10, False)]
     assert stub.visited == [9, 8, 7, 11, 12, 13]
     assert sorted(report.visited) == [7, 8, 9, 11, 12, 13]
-    assert sorted((c["kind"], c["converged_at"], c["kept"], c["both_empty"]) for c in report.converged) == [
-        ("between", 7, 2, 0), ("up", 13, 6, 0)]
+    assert sorted((c["kind"], c["converged_at"], c["kept"], c["both_empty"], c["iou"]) for c in report.converged) == [
+        ("between", 7, 2, 0, [1.0, 1.0]), ("up", 13, 6, 0, [1.0, 1.0])]
     after = session.labels
     assert np.array_equal(after[:7], before[:7]) and np.array_equal(after[14:], before[14:])  # kept exactly
     assert not np.array_equal(after[5], after[6])  # slice 5 keeps its old (shifted) mask: the old result

@@ -77,6 +77,9 @@ def test_a_scripted_session_corrects_saves_and_undoes(case):
     assert set(ends[6]["changed_slices"]) <= set(range(11, 20))  # the correction's interval only
     assert ends[8]["undone"] is True and set(ends[8]["changed_slices"]) <= set(range(11, 20))
     assert ends[9]["drawn"] == {"1": [10], "2": [10]} and ends[9]["redo"] == 1
+    # The convergence stop is on by default (3 slices); the registration backend never uses it.
+    assert ends[9]["converge_slices"] == 3 and ends[6]["converged"] == []
+    assert ends[9]["last_propagate"] == {"computed_slices": ends[6]["computed_slices"], "converged": []}
     written = sitk.ReadImage(str(out))
     assert_same_geometry(written, sitk.ReadImage(str(case.image)))
     labels = sitk.GetArrayFromImage(written)
@@ -112,6 +115,8 @@ def test_bad_requests_get_one_line_errors_and_the_worker_goes_on(case):
         {"id": 15, "op": "redo"},
         {"id": 16, "op": "propagate", "slice_range": [8, 12]},
         {"id": 17, "op": "save", "output": str(out)},
+        {"id": 18, "op": "open", "input": str(case.image), "backend": "registration", "converge_slices": -1},
+        {"id": 19, "op": "propagate", "converge_slices": -2},
     )
     assert result.returncode == 0, result.stderr
     ends = final(events)
@@ -121,7 +126,8 @@ def test_bad_requests_get_one_line_errors_and_the_worker_goes_on(case):
     for request_id, fragment in ((1, "unknown op"), (2, "no volume is open"), (3, "missing \"input\""),
                                  (4, "not found"), (5, "telepathy"), (7, "nothing is drawn"), (8, "different grid"),
                                  (9, "sam2 backend"), (11, "slice range"), (12, "slice_range must be"),
-                                 (13, "extension"), (14, "also an input")):
+                                 (13, "extension"), (14, "also an input"), (18, "converge_slices"),
+                                 (19, "`converge_slices`")):
         assert ends[request_id]["event"] == "error", (request_id, ends[request_id])
         assert fragment.lower() in ends[request_id]["message"].lower(), (request_id, ends[request_id]["message"])
     for request_id in (6, 10, 15, 16, 17):
