@@ -6,7 +6,8 @@ only the slices it can change, and no slice's image features are computed twice 
 
 Model
 -----
-The result is a pure function of the drawings and the slice range: the same drawings give the same
+With the convergence stop off (``converge_slices`` 0, the default; see below), the result is a pure
+function of the drawings and the slice range: the same drawings give the same
 labels, bit for bit, whether they were made in one step or in many (tested). Per object, its drawn
 slices inside the range are the *sources*; the slices between two neighbouring sources, and those
 beyond the first and the last source (up to the range's ends), are each filled by one run:
@@ -32,7 +33,26 @@ and the one just above it — or the range's (volume's) ends where there is none
 itself. Every other slice stays bit-identical, and ``propagate`` computes nothing outside that
 interval. An outward run that is cut short or extended by a correction or by a new range reuses the
 part already computed (tracking never looks ahead, so a run's first slices do not depend on where it
-ends).
+ends). That is the rule with the convergence stop off; with it on, see below.
+
+Convergence stop (SAM 2: ``SessionSettings.converge_slices`` N > 0, ``converge_iou``)
+------------------------------------------------------------------------------------
+Each run a ``propagate`` computes is compared, per object and slice, with the object's previous
+result there (what the runs of the state before this ``propagate`` gave; not a drawing), on the
+stretch of the run's slices that reaches its far end with a previous result on every slice. A slice
+agrees when the IoU of the new and the previous mask is at least ``converge_iou``, or both are empty.
+After N agreeing slices in a row the run stops; the slices beyond it, up to its far end, keep the
+previous result (the run holds the previous payloads there; ``Run.converged`` says where and how).
+A run between sources ``a < b`` is tracked from the source the previous result did not come from
+toward the one it did (from ``b`` with ``reverse=True`` when the previous result came from ``a``
+only; otherwise forward from ``a``), both drawings conditioning it, so the slices it skips are those
+near the older drawing. A correction then changes no slice outside the interval above, and inside
+it only the slices from the corrected slice up to where its runs converged. The result depends on
+the history of the drawings, not only on them; a turned-around run between two drawings that never
+converges gives other masks than the forward run (tracking is not symmetric in time). Undo / redo,
+cancel, partial results, range and early stop behave as with the stop off. The registration backend
+ignores the setting (its result stays a pure function of the drawings). Off by default here; on
+(N = 3) in ``segssl serve`` and the Slicer panel (docs/interactive.md says why).
 
 Early stop and range
 --------------------
