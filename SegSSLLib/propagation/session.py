@@ -761,7 +761,7 @@ class Sam2Backend:
                 for need in members}
         absent = {need.obj: 0 for need in members}
         prior, (agree_needed, agree_iou) = prior or {}, converge
-        agreeing = {need.obj: [] for need in members}  # per object: the current streak, True where both were empty
+        agreeing = {need.obj: [] for need in members}  # per object: its streak of IoUs (None: both empty)
         limit = self.absent_slices if kind != "between" else 0  # early stop on outward runs only
         window = self.memory_window()
         done = 0
