@@ -351,8 +351,9 @@ class Worker:
                 and all(isinstance(v, int) and not isinstance(v, bool) for v in slice_range)):
             raise SegSSLError("slice_range must be [first, last] slice indices (inclusive)")
         partial = _PartialWriter.requested(self, request, session)
+        converge = _optional_int(request, "converge_slices")
         report = session.propagate(slice_range=slice_range, cancel=cancel, progress=progress,
-                                   converge_slices=_optional_int(request, "converge_slices"),
+                                   **({} if converge is None else {"converge_slices": converge}),
                                    **(partial.arguments() if partial else {}))
         computed = len(report.visited)
         fields = {"changed_slices": report.changed_slices, "computed_slices": computed, "runs": report.runs,

@@ -168,6 +168,8 @@ class SlowSession:
         self.started = threading.Event()
         self.backend = SimpleNamespace(name="stub")
         self.axis = 2
+        self.settings = SimpleNamespace(converge_slices=0)
+        self.last_report = None
 
     def propagate(self, slice_range=None, cancel=None, progress=None):
         self.started.set()
