@@ -165,6 +165,9 @@ class InteractivePanel:
         self.last_refine: dict = {}
         # Partial results of a propagation at most this often (None: none, the result arrives at the end).
         self.partial_seconds: float | None = 1.0
+        # SAM 2's convergence stop for corrections (slices that must agree with the previous result in a
+        # row; 0: off). None: the worker's default (3, `segssl serve --converge-slices`).
+        self.converge_slices: int | None = None
 
     # -- lifetime --------------------------------------------------------------------------------
 
@@ -244,6 +247,8 @@ class InteractivePanel:
             fields.update(sam2_checkpoint=str(sam2_checkpoint), sam2_config=sam2_config)
             if self.sam2_image_size:
                 fields["image_size"] = self.sam2_image_size
+            if self.converge_slices is not None:
+                fields["converge_slices"] = int(self.converge_slices)
 
         def opened(event):
             self.client.session = {"key": key, "axis": event.get("axis", axis), "drawn": {}}
@@ -324,6 +329,9 @@ class InteractivePanel:
                 line += _(" ({computed} slices computed").format(computed=report["computed_slices"])
                 if report.get("seconds_per_slice"):
                     line += _(", {seconds:.2f} s per slice").format(seconds=report["seconds_per_slice"])
+                kept = sum(c.get("kept", 0) for c in report.get("converged") or [])
+                if kept:
+                    line += _("; matched the previous result, kept it on {kept} slices").format(kept=kept)
                 line += ")"
             return line
 

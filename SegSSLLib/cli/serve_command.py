@@ -56,6 +56,12 @@ def configure(parser) -> None:
         "--absent-slices", type=int, default=3,
         help="an object absent on this many slices in a row is no longer tracked outward (0: never stop; default 3)",
     )
+    parser.add_argument(
+        "--converge-slices", type=int, default=3,
+        help="SAM 2: a correction stops re-tracking once its masks agree with the previous result on this many "
+             "slices in a row, and keeps the previous result beyond (0: off, the result depends only on the "
+             "drawings; default 3)",
+    )
     add_device_option(parser)
 
 
@@ -70,8 +76,9 @@ def run(args, progress) -> int:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    if args.feature_cache_mb < 0 or args.absent_slices < 0 or args.refine_cache_mb < 0 or args.undo_mb < 0:
-        raise SegSSLError("--feature-cache-mb, --refine-cache-mb, --undo-mb and --absent-slices must be 0 or more")
+    if min(args.feature_cache_mb, args.absent_slices, args.refine_cache_mb, args.converge_slices, args.undo_mb) < 0:
+        raise SegSSLError("--feature-cache-mb, --refine-cache-mb, --undo-mb, --absent-slices and --converge-slices "
+                          "must be 0 or more")
     # torch is imported when SAM 2 is first opened: a registration-only worker runs on what Slicer
     # ships (the panel's first install tier), and starts without the 16 s torch import.
     worker = Worker(None, args, sys.stdout, device_for=lambda: setup_torch(args))
@@ -253,12 +260,16 @@ class Worker:
             raise SegSSLError(f"backend {backend_name!r} — use \"sam2\" or \"registration\"")
         axis = _optional_int(request, "axis")
         absent = _optional_int(request, "absent_slices")
+        converge = _optional_int(request, "converge_slices")
+        if converge is not None and converge < 0:
+            raise SegSSLError(f"\"converge_slices\" must be 0 (off) or more, got {converge}")
         cache_mb = _optional_int(request, "feature_cache_mb")
         image = read_volume(path, "input")
         if image.GetDimension() != 3:
             raise SegSSLError(f"input {path} is a {image.GetDimension()}D image; the worker works on 3D volumes")
         settings = SessionSettings(
             absent_slices=self.options.absent_slices if absent is None else absent,
+            converge_slices=getattr(self.options, "converge_slices", 0) if converge is None else converge,
             feature_cache_bytes=(self.options.feature_cache_mb if cache_mb is None else cache_mb) * 2**20,
             cache_on_cpu=bool(request.get("cache_on_cpu", self.options.cache_on_cpu)),
             offload_state=bool(request.get("offload_state", self.options.offload_state)),
@@ -348,10 +359,13 @@ class Worker:
                 and all(isinstance(v, int) and not isinstance(v, bool) for v in slice_range)):
             raise SegSSLError("slice_range must be [first, last] slice indices (inclusive)")
         partial = _PartialWriter.requested(self, request, session)
+        converge = _optional_int(request, "converge_slices")
         report = session.propagate(slice_range=slice_range, cancel=cancel, progress=progress,
+                                   **({} if converge is None else {"converge_slices": converge}),
                                    **(partial.arguments() if partial else {}))
         computed = len(report.visited)
-        fields = {"changed_slices": report.changed_slices, "computed_slices": computed, "runs": report.runs}
+        fields = {"changed_slices": report.changed_slices, "computed_slices": computed, "runs": report.runs,
+                  "converged": report.converged}
         if partial is not None:
             fields["partials"] = partial.sequence
         if computed:
@@ -479,7 +493,11 @@ class Worker:
         session = self.session
         fields = {"open": True, "input": self.input_path, "backend": session.backend.name, "axis": session.axis,
                   "drawn": _drawn(session), "undo": session.can_undo, "redo": session.can_redo,
-                  "undo_memory": session.undo_memory()}
+                  "undo_memory": session.undo_memory(),
+                  "converge_slices": session.settings.converge_slices}
+        if session.last_report is not None:  # the last propagate: slices re-tracked, where runs converged
+            fields["last_propagate"] = {"computed_slices": len(session.last_report.visited),
+                                        "converged": session.last_report.converged}
         cache = getattr(session.backend, "cache", None)
         if cache is not None:
             fields["feature_cache"] = cache.stats()

@@ -6,7 +6,8 @@ only the slices it can change, and no slice's image features are computed twice 
 
 Model
 -----
-The result is a pure function of the drawings and the slice range: the same drawings give the same
+With the convergence stop off (``converge_slices`` 0, the default; see below), the result is a pure
+function of the drawings and the slice range: the same drawings give the same
 labels, bit for bit, whether they were made in one step or in many (tested). Per object, its drawn
 slices inside the range are the *sources*; the slices between two neighbouring sources, and those
 beyond the first and the last source (up to the range's ends), are each filled by one run:
@@ -32,7 +33,26 @@ and the one just above it — or the range's (volume's) ends where there is none
 itself. Every other slice stays bit-identical, and ``propagate`` computes nothing outside that
 interval. An outward run that is cut short or extended by a correction or by a new range reuses the
 part already computed (tracking never looks ahead, so a run's first slices do not depend on where it
-ends).
+ends). That is the rule with the convergence stop off; with it on, see below.
+
+Convergence stop (SAM 2: ``SessionSettings.converge_slices`` N > 0, ``converge_iou``)
+------------------------------------------------------------------------------------
+Each run a ``propagate`` computes is compared, per object and slice, with the object's previous
+result there (what the runs of the state before this ``propagate`` gave; not a drawing), on the
+stretch of the run's slices that reaches its far end with a previous result on every slice. A slice
+agrees when the IoU of the new and the previous mask is at least ``converge_iou``, or both are empty.
+After N agreeing slices in a row the run stops; the slices beyond it, up to its far end, keep the
+previous result (the run holds the previous payloads there; ``Run.converged`` says where and how).
+A run between sources ``a < b`` is tracked from the source the previous result did not come from
+toward the one it did (from ``b`` with ``reverse=True`` when the previous result came from ``a``
+only; otherwise forward from ``a``), both drawings conditioning it, so the slices it skips are those
+near the older drawing. A correction then changes no slice outside the interval above, and inside
+it only the slices from the corrected slice up to where its runs converged. The result depends on
+the history of the drawings, not only on them; a turned-around run between two drawings that never
+converges gives other masks than the forward run (tracking is not symmetric in time). Undo / redo,
+cancel, partial results, range and early stop behave as with the stop off. The registration backend
+ignores the setting (its result stays a pure function of the drawings). Off by default here; on
+(N = 3) in ``segssl serve`` and the Slicer panel (docs/interactive.md says why).
 
 Early stop and range
 --------------------
@@ -61,6 +81,7 @@ which never changes a result, may have grown).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import time
 import zlib
@@ -76,6 +97,7 @@ from SegSSLLib.axes import AXIS_NAMES, array_axis
 log = logging.getLogger(__name__)
 
 MAX_LABEL = 65535  # labels are kept as uint16
+_RUN_SERIAL = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,10 @@ class SessionSettings:
     offload_state: bool = False  # keep SAM 2's per-frame memory on the CPU during a run
     undo_depth: int = 50  # operations that can be taken back
     undo_bytes: int = 512 * 2**20  # what undo / redo alone keep (runs, labels, drawings); oldest steps out first
+    # Convergence stop (SAM 2): a correction's re-tracking ends once its masks agree with the previous
+    # result on this many consecutive slices (0: off, the result is a pure function of the drawings).
+    converge_slices: int = 0
+    converge_iou: float = 0.9  # agreement of one object on one slice: IoU at least this (both empty agree)
 
 
 @dataclass(frozen=True)
@@ -115,6 +141,12 @@ class Run:
     reached: int
     stopped: bool = False
     frames: dict = field(default_factory=dict)
+    # Convergence stop: the slice where the run agreed with the previous result for the N-th slice in a
+    # row (None: it computed every slice it covers). Slices beyond it hold the previous result's payloads.
+    # {"at": slice, "kept": slices, "both_empty": agreeing slices empty in both, "iou": per agreeing slice}
+    converged: dict | None = None
+    anchors: frozenset = frozenset()  # (slice, digest) of the drawings its payloads came from
+    serial: int = field(default_factory=lambda: next(_RUN_SERIAL))
 
     def covers(self, target: int) -> bool:
         return self.stopped or (self.reached - target) * self.direction >= 0
@@ -139,6 +171,10 @@ class PropagateReport:
     visited: list[int]  # slices computed (once per run group and slice, in order)
     seconds: float
     runs: int
+    # Convergence stop: one entry per run that stopped early, {"object", "kind", "from", "converged_at",
+    # "kept": slices left with the previous result, "both_empty": of the agreeing slices, how many were
+    # empty in both, "iou": each agreeing slice's IoU with the previous result (None: both empty)}.
+    converged: list = field(default_factory=list)
 
 
 @dataclass
@@ -378,15 +414,21 @@ class InteractiveSession:
         return k, mask
 
     def propagate(self, slice_range: tuple[int, int] | None = None, cancel=None,
-                  progress: Progress = NO_PROGRESS, partial=None, partial_seconds: float = 1.0) -> PropagateReport:
+                  progress: Progress = NO_PROGRESS, partial=None, partial_seconds: float = 1.0,
+                  converge_slices: int | None = None) -> PropagateReport:
         """Bring the result up to date with every drawing so far, computing only what is missing.
 
         ``partial``: called while the runs go on, at most every ``partial_seconds``, with
         ``{slice: labels}`` (slice-grid uint16) for the slices whose labels are already final and differ
         from the labels before this call — each slice once. Nothing of the session changes until
         ``propagate`` returns: a cancelled or failed call leaves the session as it was, whatever was
-        handed out."""
+        handed out.
+
+        ``converge_slices``: the convergence stop for this call (None: ``settings.converge_slices``)."""
         started = time.perf_counter()
+        converge = self.settings.converge_slices if converge_slices is None else int(converge_slices)
+        if converge < 0:
+            raise SegSSLError(f"`converge_slices` must be 0 (off) or more, got {converge}")
         if self._state is None or not self._state.drawings:
             raise SegSSLError("nothing is drawn yet — annotate a slice (a label map, points or a box) before propagating")
         count = self.num_slices
@@ -415,6 +457,9 @@ class InteractiveSession:
         visited: list[int] = []
         _check(cancel)
         extra = {}
+        if converge > 0 and getattr(self.backend, "converges", False):
+            missing, extra["prior"] = self._priors(state, missing)
+            extra["converge"] = (converge, self.settings.converge_iou)
         if partial is not None:
             extra["on_slice"] = _FinalSlices(self, state, runs, missing, (lo, hi), partial, partial_seconds)
         computed = self.backend.run(missing, state.drawings, cancel, progress, visited, **extra)
@@ -425,7 +470,11 @@ class InteractiveSession:
         changed = self._assemble(new, lo, hi, cancel)
         self._state = new  # commit: nothing above touched the session's state
         self._trim_history()  # the runs this replaced now live in the history only
-        self.last_report = PropagateReport(changed, visited, time.perf_counter() - started, len(missing))
+        converged = [{"object": n.obj, "kind": n.kind, "from": n.source, "converged_at": computed[n.key].converged["at"],
+                      "kept": computed[n.key].converged["kept"], "both_empty": computed[n.key].converged["both_empty"],
+                      "iou": computed[n.key].converged["iou"]}
+                     for n in missing if computed[n.key].converged is not None]
+        self.last_report = PropagateReport(changed, visited, time.perf_counter() - started, len(missing), converged)
         return self.last_report
 
     def undo(self) -> list[int] | None:
@@ -486,6 +535,44 @@ class InteractiveSession:
                                            self.settings)
         return needs
 
+    def _priors(self, state: _State, missing: list[Need]) -> tuple[list[Need], dict]:
+        """For the convergence stop: per run to compute, the previous result of its object on the slices it
+        will compute — the stretch, in tracking order, that reaches the run's far end with a previous result
+        on every slice — and the drawings that result came from. A run between two drawings is turned
+        around to track from the drawing the previous result did not come from (the newer one) toward the
+        one it did, so the slices it can skip are those near the older drawing."""
+        needs, prior = [], {}
+        for need in missing:
+            if need.kind == "between":
+                a, b = need.cond
+                old = {k: self._previous(state, need.obj, k) for k in range(a + 1, b)}
+                anchors = frozenset().union(*(run.anchors for _, run in filter(None, old.values())))
+                if ((b, state.drawings[(need.obj, b)].digest) not in anchors
+                        and (a, state.drawings[(need.obj, a)].digest) in anchors):
+                    need = Need(need.key, need.obj, need.kind, b, a + 1, -1, need.cond)
+            else:
+                old = {k: self._previous(state, need.obj, k)
+                       for k in range(need.source + need.direction, need.target + need.direction, need.direction)}
+            known, anchors = {}, frozenset()
+            for k in reversed(range(need.source + need.direction, need.target + need.direction, need.direction)):
+                if old.get(k) is None:
+                    break
+                known[k] = old[k][0]
+                anchors |= old[k][1].anchors
+            if known:
+                prior[need.key] = (known, anchors)
+            needs.append(need)
+        return needs, prior
+
+    @staticmethod
+    def _previous(state: _State, obj: int, k: int):
+        """(payload or None for empty, run) of ``obj`` on slice ``k`` in ``state``'s labels; None where no run gave them."""
+        for o, kind, key, *_ in state.signatures[k]:
+            if o == obj:
+                run = state.runs.get(key) if kind == "run" else None
+                return (run.frames.get(k), run) if run is not None and run.covers(k) else None
+        return None
+
     def _signature(self, state: _State, k: int, lo: int, hi: int) -> tuple:
         """What slice ``k``'s labels are made of: per object the run that covers it, or its drawing."""
         parts = []
@@ -502,13 +589,15 @@ class InteractiveSession:
             digests = {s: state.drawings[(obj, s)].digest for s in sources}
             key = self.backend.cover(obj, k, sources, digests, self.settings)
             if key is not None and key in state.runs:
-                parts.append((obj, "run", key))
+                run = state.runs[key]
+                # A converged run depends on the result before it: the same key may hold other payloads.
+                parts.append((obj, "run", key) if run.converged is None else (obj, "run", key, run.serial))
         return tuple(parts)
 
     def _slice(self, state: _State, k: int, signature: tuple) -> np.ndarray:
-        contributions = [(obj, state.runs[key].frames.get(k)) for obj, kind, key in signature if kind == "run"]
+        contributions = [(obj, state.runs[key].frames.get(k)) for obj, kind, key, *_ in signature if kind == "run"]
         out = self.backend.assemble(k, contributions, state.labels.shape)
-        for obj, kind, _ in signature:  # every drawn object exactly as drawn on its slices
+        for obj, kind, *_ in signature:  # every drawn object exactly as drawn on its slices
             if kind == "drawn":
                 mask = state.drawings[(obj, k)].mask
                 out[out == obj] = 0
@@ -613,7 +702,7 @@ class _FinalSlices:
             return
         ready = {}
         for k, signature in list(self.pending.items()):
-            if all(self.provisional.runs[key].covers(k) for _, kind, key in signature if kind == "run"):
+            if all(self.provisional.runs[key].covers(k) for _, kind, key, *_ in signature if kind == "run"):
                 del self.pending[k]
                 labels = self.session._slice(self.provisional, k, signature)
                 if not np.array_equal(labels, self.state.labels.get(k)):
@@ -631,6 +720,7 @@ class Sam2Backend:
     features from a shared per-slice cache."""
 
     name = "sam2"
+    converges = True  # supports the convergence stop (SessionSettings.converge_slices)
 
     def __init__(self, predictor):
         self.predictor = predictor
@@ -697,8 +787,11 @@ class Sam2Backend:
     # running
 
     def run(self, needs: list[Need], drawings: dict, cancel, progress: Progress, visited: list[int],
-            on_slice=None) -> dict:
-        """Compute ``needs``; ``on_slice(runs)`` after every slice, with the runs (key -> Run) being filled."""
+            on_slice=None, prior=None, converge=(0, 1.0)) -> dict:
+        """Compute ``needs``; ``on_slice(runs)`` after every slice, with the runs (key -> Run) being filled.
+
+        ``prior``: key -> ({slice: previous payload}, anchors) for the convergence stop (see ``_priors``);
+        ``converge``: (slices that must agree in a row, IoU threshold)."""
         import torch
 
         from SegSSLLib.propagation.feature_cache import use_feature_cache
@@ -708,16 +801,19 @@ class Sam2Backend:
         for need in needs:  # objects with the same run geometry share one inference state
             groups.setdefault((need.kind, need.source, need.target, need.cond), []).append(need)
         total = sum(abs(target - source) for (_, source, target, _) in groups)
+        prior = prior or {}
         results = {}
         with torch.inference_mode(), _quiet_sam2(), use_feature_cache(self.predictor, self.cache), \
                 progress.stage("propagate (SAM 2)", total=total):
             for (kind, source, target, cond), members in groups.items():
                 _check(cancel)
                 results.update(self._run_group(kind, source, target, cond, members, drawings, cancel, progress, visited,
-                                               on_slice))
+                                               on_slice, {n.obj: prior[n.key] for n in members if n.key in prior},
+                                               converge))
         return results
 
-    def _run_group(self, kind, source, target, cond, members, drawings, cancel, progress, visited, on_slice=None) -> dict:
+    def _run_group(self, kind, source, target, cond, members, drawings, cancel, progress, visited, on_slice=None,
+                   prior=None, converge=(0, 1.0)) -> dict:
         from SegSSLLib.propagation.sam2 import _mask_prompt, in_memory_state
 
         predictor = self.predictor
@@ -726,11 +822,17 @@ class Sam2Backend:
             for c in cond:
                 predictor.add_new_mask(state, frame_idx=c, obj_id=need.obj,
                                        mask=_mask_prompt(drawings[(need.obj, c)].mask, self.stack))
-        reverse = kind == "down"
-        direction = -1 if reverse else +1
-        steps = abs(cond[-1] - source) if kind == "between" else abs(target - source)
-        runs = {need.obj: Run(direction, source) for need in members}
+        direction = members[0].direction  # a run between drawings may go down (convergence stop)
+        reverse = direction < 0
+        if kind == "between":  # to the other drawing, a conditioning frame
+            steps = abs((cond[0] if source == cond[-1] else cond[-1]) - source)
+        else:
+            steps = abs(target - source)
+        runs = {need.obj: Run(direction, source, anchors=frozenset((c, drawings[(need.obj, c)].digest) for c in cond))
+                for need in members}
         absent = {need.obj: 0 for need in members}
+        prior, (agree_needed, agree_iou) = prior or {}, converge
+        agreeing = {need.obj: [] for need in members}  # per object: its streak of IoUs (None: both empty)
         limit = self.absent_slices if kind != "between" else 0  # early stop on outward runs only
         window = self.memory_window()
         done = 0
@@ -746,28 +848,63 @@ class Sam2Backend:
                 visited.append(int(frame))
                 for index, obj in enumerate(obj_ids):
                     run = runs[obj]
-                    if run.stopped:
+                    if run.stopped or run.converged is not None:
                         continue
                     low = state["output_dict_per_obj"][index]["non_cond_frame_outputs"][frame]["pred_masks"]
                     low = low.detach().to("cpu", copy=True).float()
                     run.reached = int(frame)
-                    if (self.object_logits(low) > 0).any():
+                    mask = self.object_logits(low) > 0
+                    if mask.any():
                         run.frames[int(frame)] = low
                         absent[obj] = 0
                     else:
                         absent[obj] += 1
                         if limit and absent[obj] >= limit:
                             run.stopped = True
+                    if obj in prior and agree_needed and not run.stopped:
+                        self._converge(run, int(frame), mask, prior[obj], agreeing[obj], agree_needed, agree_iou, target)
                 progress.advance(slice=int(frame))
                 done += 1
                 if on_slice is not None:
                     on_slice({need.key: runs[need.obj] for need in members})
-                if all(run.stopped for run in runs.values()):
+                if all(run.stopped or run.converged is not None for run in runs.values()):
                     progress.advance(abs(target - source) - done)  # the slices no longer needed count as done
                     break
         finally:
             generator.close()
         return {need.key: runs[need.obj] for need in members}
+
+    def _converge(self, run: Run, frame: int, mask, prior: tuple, streak: list, needed: int, iou: float,
+                  target: int) -> None:
+        """The convergence stop for one object on one slice: extend or break its streak of slices that agree
+        with the previous result; at ``needed`` in a row, end the run and keep the previous payloads beyond."""
+        known, anchors = prior
+        if frame not in known:
+            streak.clear()
+            return
+        old = known[frame]
+        old_mask = self.object_logits(old) > 0 if old is not None else None
+        if old_mask is None or not old_mask.any():
+            agree, overlap = not mask.any(), None  # both empty agree
+        else:
+            union = int((mask | old_mask).sum())
+            overlap = int((mask & old_mask).sum()) / union
+            agree = overlap >= iou
+        if not agree:
+            streak.clear()
+            return
+        streak.append(overlap)
+        if len(streak) < needed:
+            return
+        kept = 0
+        for k in range(frame + run.direction, target + run.direction, run.direction):
+            kept += 1
+            if known.get(k) is not None:
+                run.frames[k] = known[k]
+        run.reached = target
+        run.anchors = run.anchors | anchors
+        run.converged = {"at": frame, "kept": kept, "both_empty": streak.count(None),
+                         "iou": [None if v is None else round(v, 4) for v in streak]}
 
     def memory_window(self) -> int:
         """How far back (in slices) sam2 reads a tracked slice's outputs when it tracks the next one: the

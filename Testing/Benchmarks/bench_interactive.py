@@ -6,6 +6,8 @@ painted on the middle slice ``m``, and a correction painted on slice ``m + 10``.
 
 - correction round-trip: in the worker, annotate the correction + propagate + save (the first drawing
   already propagated), vs a fresh ``segssl propagate`` of both drawings (process start to exit);
+  ``--converge-slices N`` times it twice in the same worker: without the convergence stop, then (after
+  an exact undo) with it, and compares the two results;
 - first propagation: the worker's first propagate (model already loaded) and its whole first
   round-trip (process start, open, annotate, propagate, save), vs a fresh ``segssl propagate`` of the
   first drawing;
@@ -177,7 +179,43 @@ class WorkerProcess:
         self.process.wait(timeout=60)
 
 
-def run_worker(volume: Path, case: dict, folder: Path, image_size: int, cache_mb: int) -> dict:
+def _correction(worker: WorkerProcess, drawings: dict, output: Path, converge: int) -> dict:
+    """One correction round-trip (annotate + propagate + save) with the convergence stop at ``converge``."""
+    result = {}
+    started, cpu = time.perf_counter(), worker.cpu_seconds()
+    worker.request("annotate", annotation=str(drawings["correction"]))
+    event, result["propagate"] = worker.request("propagate", converge_slices=converge)
+    worker.request("save", output=str(output))
+    result["round_trip"] = time.perf_counter() - started
+    result["round_trip_cpu"] = worker.cpu_seconds() - cpu
+    result["computed"] = event["computed_slices"]
+    result["converged"] = event["converged"]
+    result["cache"] = event["feature_cache"]
+    return result
+
+
+def _compare(off: Path, on: Path) -> dict:
+    """How the result with the convergence stop differs from the one without (same drawings)."""
+    import SimpleITK as sitk
+
+    a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(p))) != 0 for p in (off, on))
+    differing = [int(k) for k in np.flatnonzero((a != b).any(axis=(1, 2)))]
+    dice = 2 * (a & b).sum() / max(1, a.sum() + b.sum())
+    return {"slices_differing": differing, "dice_on_vs_off": round(float(dice), 4),
+            "labelled_slices_off": int(a.any(axis=(1, 2)).sum()), "labelled_slices_on": int(b.any(axis=(1, 2)).sum())}
+
+
+def _correction_iou(result: Path, correction: Path) -> float:
+    """IoU of the correction's drawing with the first result on its slice: how much the correction corrects."""
+    import SimpleITK as sitk
+
+    drawn = sitk.GetArrayFromImage(sitk.ReadImage(str(correction))) != 0
+    k = int(np.flatnonzero(drawn.any(axis=(1, 2)))[0])
+    before = sitk.GetArrayFromImage(sitk.ReadImage(str(result)))[k] != 0
+    return round(float((before & drawn[k]).sum() / max(1, (before | drawn[k]).sum())), 4)
+
+
+def run_worker(volume: Path, case: dict, folder: Path, image_size: int, cache_mb: int, converge: int = 0) -> dict:
     drawings, result = case["drawings"], {}
     worker = WorkerProcess("--absent-slices", "0", "--feature-cache-mb", str(cache_mb))
     _, seconds = worker.request("open", input=str(volume), backend="sam2", sam2_checkpoint=str(case["checkpoint"]),
@@ -195,15 +233,20 @@ def run_worker(volume: Path, case: dict, folder: Path, image_size: int, cache_mb
     result["first_computed"] = event["computed_slices"]
     worker.request("save", output=str(folder / f"worker_first_{cache_mb}.nii.gz"))
     result["first_round_trip"] = time.perf_counter() - started
+    result["correction_slice_iou_vs_first_result"] = _correction_iou(folder / f"worker_first_{cache_mb}.nii.gz",
+                                                                     drawings["correction"])
     result["first_from_start"] = time.perf_counter() - worker.started
-    started, cpu = time.perf_counter(), worker.cpu_seconds()
-    worker.request("annotate", annotation=str(drawings["correction"]))
-    event, result["correction_propagate"] = worker.request("propagate")
-    result["correction_computed"] = event["computed_slices"]
-    worker.request("save", output=str(folder / f"worker_both_{cache_mb}.nii.gz"))
-    result["correction_round_trip"] = time.perf_counter() - started
-    result["correction_round_trip_cpu"] = worker.cpu_seconds() - cpu
-    result["cache_after_correction"] = event["feature_cache"]
+    # The correction without the convergence stop, taken back (undo is exact), then with it: both on
+    # a cache that holds every slice's features since the first propagation.
+    off = _correction(worker, drawings, folder / f"worker_both_{cache_mb}.nii.gz", 0)
+    result["correction_propagate"], result["correction_computed"] = off["propagate"], off["computed"]
+    result["correction_round_trip"], result["correction_round_trip_cpu"] = off["round_trip"], off["round_trip_cpu"]
+    result["cache_after_correction"] = off["cache"]
+    if converge:
+        worker.request("undo")
+        result["converge"] = _correction(worker, drawings, folder / f"worker_converged_{cache_mb}.nii.gz", converge)
+        result["converge"]["vs_off"] = _compare(folder / f"worker_both_{cache_mb}.nii.gz",
+                                                folder / f"worker_converged_{cache_mb}.nii.gz")
     event, seconds = worker.request("annotate", object=2, **case["prompts"][warm])
     result["prompt_warm"], result["prompt_warm_model"] = seconds, event["model_seconds"]
     worker.request("undo")
@@ -219,6 +262,8 @@ def main() -> None:
     parser.add_argument("--worker-cache-mb", type=int, nargs="+", default=[2048])
     parser.add_argument("--skip-first-cli", action="store_true", help="no CLI run of the first drawing alone")
     parser.add_argument("--slices", type=int, default=None, help="a slab of this many slices around the middle")
+    parser.add_argument("--converge-slices", type=int, default=0,
+                        help="also time the correction with the convergence stop at this many slices (0: not)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -231,7 +276,7 @@ def main() -> None:
         print(f"before the worker: {_load()}", flush=True)
         workers = {}
         for cache_mb in args.worker_cache_mb:
-            workers[cache_mb] = run_worker(args.volume, case, folder, args.image_size, cache_mb)
+            workers[cache_mb] = run_worker(args.volume, case, folder, args.image_size, cache_mb, args.converge_slices)
             print(f"worker (feature cache {cache_mb} MiB): {json.dumps(workers[cache_mb])}; {_load()}", flush=True)
         both = run_cli(args.volume, case["drawings"]["both"], folder / "cli_both.nii.gz", case["checkpoint"], args.image_size)
         print(f"cli, both drawings: {json.dumps(both)}; {_load()}", flush=True)
@@ -256,6 +301,13 @@ def main() -> None:
                   f"{w['correction_round_trip_cpu']:.1f} = {both['cpu_seconds'] / w['correction_round_trip_cpu']:.1f}x; "
                   f"first propagation cli {first['cpu_seconds'] if first else float('nan'):.1f} / worker "
                   f"{w['first_propagate_cpu']:.1f}; worker start + open {w['start_and_open_cpu']:.1f}")
+            c = w.get("converge")
+            if c:
+                print(f"{'':>9} convergence stop {args.converge_slices}: correction cli {both['seconds']:.1f} s / worker "
+                      f"{c['round_trip']:.1f} s = {both['seconds'] / c['round_trip']:.1f}x wall, CPU {both['cpu_seconds']:.1f}"
+                      f" / {c['round_trip_cpu']:.1f} = {both['cpu_seconds'] / c['round_trip_cpu']:.1f}x; slices re-tracked "
+                      f"{c['computed']} (off: {w['correction_computed']}); converged {json.dumps(c['converged'])}; "
+                      f"vs off {json.dumps(c['vs_off'])}")
 
 
 if __name__ == "__main__":

@@ -468,3 +468,121 @@ def test_a_long_run_keeps_sam2s_state_bounded_and_the_masks_unchanged(predictor,
     assert held and max(held) <= backend.memory_window()  # 27 slices tracked upward, at most the window kept
     assert np.array_equal(session.labels[2:], batch[2:])
     assert session.labels[3:].any()
+
+
+# -- convergence stop (SessionSettings.converge_slices) ---------------------------------------------------
+
+
+class ShiftStub(PresenceStub):
+    """A stub whose square (present on every slice) is shifted by ``shift(frame, start, conds)`` pixels
+    of the 16-pixel low-resolution grid (a shift of 2 gives IoU 0.6 with the unshifted square)."""
+
+    def __init__(self, shift, image_size: int = 64):
+        super().__init__(present=range(0, 10_000), image_size=image_size)
+        self.shift, self.starts = shift, []
+
+    def propagate_in_video(self, state, start_frame_idx, max_frame_num_to_track, reverse=False):
+        self.starts.append((start_frame_idx, reverse))
+        conds = frozenset(f for out in state["output_dict_per_obj"].values() for f in out["cond_frame_outputs"])
+        size = self.image_size // 4
+        for frame, obj_ids, _ in super().propagate_in_video(state, start_frame_idx, max_frame_num_to_track, reverse):
+            s = self.shift(frame, start_frame_idx, conds)
+            for index in range(len(obj_ids)):
+                outputs = state["output_dict_per_obj"][index]["non_cond_frame_outputs"]
+                if frame in outputs and s:
+                    logits = torch.full((1, 1, size, size), -10.0)
+                    logits[..., size // 4 + s: 3 * size // 4 + s, size // 4: 3 * size // 4] = 10.0
+                    outputs[frame] = {"pred_masks": logits}
+            yield frame, obj_ids, None
+
+
+def _near_the_start(frame, start, conds):  # differs only on the slice next to where tracking starts
+    return 2 if abs(frame - start) == 1 else 0
+
+
+def _by_drawings(frame, start, conds):  # every run differs from every other, whatever its direction
+    return {frozenset({4}): 0, frozenset({10}): 2, frozenset({4, 10}): 4}.get(conds, 3)
+
+
+def _converging_session(phantom, shift, n):
+    image, truth = phantom
+    stub = ShiftStub(shift)
+    session = InteractiveSession(image, Sam2Backend(stub), settings=SessionSettings(absent_slices=0, converge_slices=n))
+    session.annotate(_drawing(truth, 4, values=(5,)))  # the vertebra: on every slice
+    session.propagate()
+    return session, stub
+
+
+def test_the_convergence_stop_ends_after_n_agreeing_slices_and_keeps_the_old_labels_beyond(phantom):
+    image, truth = phantom
+    session, stub = _converging_session(phantom, _near_the_start, 2)
+    before = session.labels  # up from 4: slice 5 shifted, 6..19 not; down: slice 3 shifted
+    stub.visited.clear(), stub.starts.clear()
+    session.annotate(_drawing(truth, 10, values=(5,)))
+    report = session.propagate()
+    # Between 4 and 10: tracked down from the new drawing (10): 9 differs, 8 and 7 agree -> stop; 6, 5 kept.
+    # Above 10: 11 differs, 12 and 13 agree -> stop; 14..19 kept.
+    assert stub.starts == [(10, True), (10, False)]
+    assert stub.visited == [9, 8, 7, 11, 12, 13]
+    assert sorted(report.visited) == [7, 8, 9, 11, 12, 13]
+    assert sorted((c["kind"], c["converged_at"], c["kept"], c["both_empty"], c["iou"]) for c in report.converged) == [
+        ("between", 7, 2, 0, [1.0, 1.0]), ("up", 13, 6, 0, [1.0, 1.0])]
+    after = session.labels
+    assert np.array_equal(after[:7], before[:7]) and np.array_equal(after[14:], before[14:])  # kept exactly
+    assert not np.array_equal(after[5], after[6])  # slice 5 keeps its old (shifted) mask: the old result
+    assert set(_differing(before, after)) == {9, 10, 11}
+    assert set(report.changed_slices) == {9, 11}
+    assert np.array_equal(after[10] == 5, _drawing(truth, 10, values=(5,))[10] == 5)  # as drawn
+
+    # Undo restores exactly, redo gives the converged result back, and off (N = 0) is the pure result.
+    assert session.undo() is not None and np.array_equal(session.labels, before)
+    assert session.redo() is not None and np.array_equal(session.labels, after)
+    off, _ = _converging_session(phantom, _near_the_start, 0)
+    off.annotate(_drawing(truth, 10, values=(5,)))
+    off.propagate()
+    assert _differing(off.labels, after) == [9]  # off: tracked forward from 4, so 9 is not shifted, 5 is
+
+
+def test_a_run_that_never_converges_tracks_its_whole_interval_and_equals_the_stop_off(phantom):
+    image, truth = phantom
+    results = {}
+    for n in (0, 3):
+        session, stub = _converging_session(phantom, _by_drawings, n)
+        stub.visited.clear()
+        session.annotate(_drawing(truth, 10, values=(5,)))
+        report = session.propagate()
+        assert sorted(stub.visited) == [5, 6, 7, 8, 9] + list(range(11, SLICES)) and report.converged == []
+        results[n] = session.labels
+    assert np.array_equal(results[0], results[3])
+
+
+def test_the_convergence_stop_cancels_cleanly_and_hands_out_final_partial_slices(phantom):
+    image, truth = phantom
+    session, stub = _converging_session(phantom, _near_the_start, 2)
+    session.annotate(_drawing(truth, 10, values=(5,)))
+    labels, undo = session.labels, session.can_undo
+    cancel = threading.Event()
+    with pytest.raises(OperationCancelled):
+        session.propagate(cancel=cancel, progress=CancelAfter(cancel, 2))
+    assert np.array_equal(session.labels, labels) and session.can_undo == undo
+    handed = {}
+    session.propagate(partial=handed.update, partial_seconds=0)
+    assert handed and set(handed) == {9, 11}
+    for k, slice_labels in handed.items():
+        assert np.array_equal(slice_labels, session.labels[k]), k
+
+    converged = session.labels
+
+    # A range cuts the converged result; widening it again reuses the converged run as it was.
+    session.propagate(slice_range=(0, 15))
+    assert not session.labels[16:].any() and np.array_equal(session.labels[:16], converged[:16])
+    assert session.propagate().visited == [] and np.array_equal(session.labels, converged)
+
+    # A correction propagated inside a range, then without it: the slices the range left out have no
+    # previous result, so the run above the correction is tracked whole (never converged there).
+    session.annotate(_drawing(truth, 12, values=(5,)))
+    session.propagate(slice_range=(0, 15))
+    stub.visited.clear()
+    report = session.propagate()
+    assert sorted(stub.visited) == list(range(13, SLICES)) and report.converged == []
+    assert session.labels[16:].any()

@@ -82,6 +82,9 @@ def test_a_scripted_session_corrects_saves_and_undoes(case):
     memory = ends[9]["undo_memory"]
     assert memory["max_bytes"] == 64 * 2**20 and 0 < memory["bytes"] <= memory["max_bytes"], memory
     assert (memory["undo_steps"], memory["redo_steps"]) == (ends[9]["undo"], 1)
+    # The convergence stop is on by default (3 slices); the registration backend never uses it.
+    assert ends[9]["converge_slices"] == 3 and ends[6]["converged"] == []
+    assert ends[9]["last_propagate"] == {"computed_slices": ends[6]["computed_slices"], "converged": []}
     written = sitk.ReadImage(str(out))
     assert_same_geometry(written, sitk.ReadImage(str(case.image)))
     labels = sitk.GetArrayFromImage(written)
@@ -117,6 +120,8 @@ def test_bad_requests_get_one_line_errors_and_the_worker_goes_on(case):
         {"id": 15, "op": "redo"},
         {"id": 16, "op": "propagate", "slice_range": [8, 12]},
         {"id": 17, "op": "save", "output": str(out)},
+        {"id": 18, "op": "open", "input": str(case.image), "backend": "registration", "converge_slices": -1},
+        {"id": 19, "op": "propagate", "converge_slices": -2},
     )
     assert result.returncode == 0, result.stderr
     ends = final(events)
@@ -126,7 +131,8 @@ def test_bad_requests_get_one_line_errors_and_the_worker_goes_on(case):
     for request_id, fragment in ((1, "unknown op"), (2, "no volume is open"), (3, "missing \"input\""),
                                  (4, "not found"), (5, "telepathy"), (7, "nothing is drawn"), (8, "different grid"),
                                  (9, "sam2 backend"), (11, "slice range"), (12, "slice_range must be"),
-                                 (13, "extension"), (14, "also an input")):
+                                 (13, "extension"), (14, "also an input"), (18, "converge_slices"),
+                                 (19, "`converge_slices`")):
         assert ends[request_id]["event"] == "error", (request_id, ends[request_id])
         assert fragment.lower() in ends[request_id]["message"].lower(), (request_id, ends[request_id]["message"])
     for request_id in (6, 10, 15, 16, 17):
@@ -167,6 +173,8 @@ class SlowSession:
         self.started = threading.Event()
         self.backend = SimpleNamespace(name="stub")
         self.axis = 2
+        self.settings = SimpleNamespace(converge_slices=0)
+        self.last_report = None
 
     def propagate(self, slice_range=None, cancel=None, progress=None):
         self.started.set()

@@ -221,6 +221,7 @@ def test_a_point_prompt_is_answered_by_sam2_in_the_worker_and_painted_as_one_und
     torch.save({"model": random_sam2().state_dict()}, weights)
     panel = interactive.InteractivePanel(work_parent=tmp_path, sam2_image_size=SAM2_TEST_SIZE,
                                          client=WorkerClient(sys.executable, env={"OMP_NUM_THREADS": "1"}))
+    panel.converge_slices = 2  # the convergence stop's setting goes with the open
     try:
         view = mrml_scene.AddNewNodeByClass("vtkMRMLSliceNode")
         view.SetOrientation("Axial")
@@ -236,6 +237,7 @@ def test_a_point_prompt_is_answered_by_sam2_in_the_worker_and_painted_as_one_und
         outcome = run(jobs, prepared, history.SaveState, timeout=300)
         assert not outcome.error, outcome
         assert [r["op"] for r in panel.client.sent] == ["open", "annotate", "annotate", "save"]
+        assert panel.client.sent[0]["converge_slices"] == 2
         assert panel.client.sent[2]["points"] == [[i, j, k + 2]] and panel.client.sent[2]["object"] == 1
         answer = prepared.job.results["annotate"]
         assert answer["slice"] == k + 2 and f"painted with {answer['pixels']} pixels" in outcome.status
@@ -251,6 +253,7 @@ def test_a_point_prompt_is_answered_by_sam2_in_the_worker_and_painted_as_one_und
                                             sam2_config="sam2.1_hiera_t"), history.SaveState, timeout=300)
         assert not outcome.error, outcome
         assert ops(panel.client, sent) == ["annotate", "propagate", "save"] and panel.client.starts == 1
+        assert panel.last_propagate["converged"] == []  # a first propagation has no previous result to meet
     finally:
         panel.stop()
 
