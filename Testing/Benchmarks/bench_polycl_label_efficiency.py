@@ -30,8 +30,12 @@ Starts (columns):
 Each pretraining run prints its loss, the nearest-neighbour probe and whether it warned; after the
 tables, each pretraining is called harmful when some budget's mean Dice is below scratch by more
 than the larger of the two seed spreads (sd over seeds). Each checked fine-tuning run prints both
-validation Dice values, which model it kept, whether it warned, and whether the pretrained run was
-worse than scratch on the test slices (the run the warning should catch).
+validation Dice values, the check's verdict (paired bootstrap, ``scratch_check.compare``), which
+model it kept, whether it warned, and whether the pretrained run was harmful on the test data (the
+run the warning should catch; ``print_checks`` defines it), then a confusion table of verdicts
+against harm. The checked columns are also shown under each rule for an inconclusive verdict
+(``INCONCLUSIVE_RULES``): the kept candidate is one of the two finished runs, so this needs no
+extra training.
 
     nice -n 10 /work/main/.venv/bin/python Testing/Benchmarks/bench_polycl_label_efficiency.py --seeds 0 1 2
 """
@@ -60,7 +64,9 @@ from SegSSLLib.polycl.finetuning import FinetuneOptions, Initialisation, finetun
 from SegSSLLib.polycl.inference import PolyCLSegmenter  # noqa: E402
 from SegSSLLib.polycl.model import ModelConfig  # noqa: E402
 from SegSSLLib.polycl.pretraining import PretrainOptions, pretrain  # noqa: E402
-from SegSSLLib.polycl.scratch_check import candidate_paths, finetune_checked  # noqa: E402
+from SegSSLLib.polycl.scratch_check import (  # noqa: E402
+    INCONCLUSIVE, INCONCLUSIVE_KEEPS, INCONCLUSIVE_RULES, candidate_paths, finetune_checked,
+)
 from SegSSLLib.polycl.slice_cache import SlicingSettings  # noqa: E402
 from SegSSLLib.checkpoints import load_checkpoint  # noqa: E402
 
@@ -212,27 +218,64 @@ def run_all_starts(folder, pretrained, args, work, test_dice, excluded=None):
         seconds[name] = seconds["scratch"] + seconds[base]
     print("  fine-tuning time per start (all budgets and seeds; a check = its two runs): "
           + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()), flush=True)
-    print_checks(runs, args)
+    for name, base in CHECKED.items():  # the same checks under each rule for an inconclusive verdict
+        for rule in INCONCLUSIVE_RULES:
+            for budget in BUDGETS:
+                results[(policy_name(name, rule), budget)] = [
+                    runs[(base if kept_under(runs[(name, budget, seed)], rule) == "pretrained" else "scratch", budget, seed)]["dice"]
+                    for seed in args.seeds]
+    print_checks(runs, results, args)
     return results, list(inits) + list(CHECKED)
 
 
-def print_checks(runs, args):
-    """Per checked run: validation Dice of both candidates, the choice, the warning, and the truth on the test slices."""
+def policy_name(name: str, rule: str) -> str:
+    return f"{name} ({'inconclusive keeps ' + rule})"
+
+
+def kept_under(run: dict, rule: str) -> str:
+    """Which candidate the check keeps when an inconclusive verdict keeps ``rule`` (a confident one decides)."""
+    decision = run["summary"]["scratch_check"]
+    if decision["verdict"] != INCONCLUSIVE:
+        return decision["kept"]
+    return "pretrained" if rule == "pretrained" else decision["better_mean"]
+
+
+def print_checks(runs, results, args):
+    """Per checked run: the verdict, the choice, the warning, and the truth on the test slices; then confusion tables.
+
+    Harmful (defined before the run): the pretrained run WITHOUT the check (the ``paper S`` / ``SegSSL P``
+    column) scored below the scratch run of the same budget and seed on the held-out test data —
+    "any drop" — or by more than the larger of the two columns' seed sd at that budget — "beyond sd".
+    The warning should fire on harmful runs; the verdict is "scratch better" exactly when it fires.
+    """
     for name, base in CHECKED.items():
-        counts = {"warned & harmful": 0, "warned, not harmful": 0, "silent & harmful": 0, "silent, not harmful": 0}
+        verdicts = ("pretrained better", INCONCLUSIVE, "scratch better")
+        tables = {kind: {(v, h): 0 for v in verdicts for h in (True, False)} for kind in ("any drop", "beyond sd")}
         for budget in BUDGETS:
+            spread = max(np.std(results[(base, budget)]), np.std(results[("scratch", budget)]))
             for seed in args.seeds:
-                decision = runs[(name, budget, seed)]["summary"]["scratch_check"]
-                warned = runs[(name, budget, seed)]["summary"]["scratch_check_warning"] is not None
+                summary = runs[(name, budget, seed)]["summary"]
+                decision = summary["scratch_check"]
+                warned = summary["scratch_check_warning"] is not None
+                assert warned == (decision["verdict"] == "scratch better")
                 pretrained_dice, scratch_dice = runs[(base, budget, seed)]["dice"], runs[("scratch", budget, seed)]["dice"]
-                harmful = pretrained_dice < scratch_dice
-                counts[("warned" if warned else "silent") + (" & harmful" if harmful else ", not harmful")] += 1
-                validation = decision["validation_dice"]
+                harmful = {"any drop": pretrained_dice < scratch_dice, "beyond sd": pretrained_dice < scratch_dice - spread}
+                for kind, value in harmful.items():
+                    tables[kind][(decision["verdict"], value)] += 1
+                validation, bootstrap = decision["validation_dice"], decision["bootstrap"] or {}
+                interval = bootstrap.get("interval")
                 print(f"  {name} {budget or 'all':>4} slices seed {seed}: validation {base} {validation['pretrained']:.3f} "
-                      f"vs scratch {validation['scratch']:.3f} -> kept {decision['kept']}, warning "
-                      f"{'YES' if warned else 'no'}; test {base} {pretrained_dice:.3f} vs scratch {scratch_dice:.3f} "
-                      f"({'pretrained worse' if harmful else 'pretrained not worse'})", flush=True)
-        print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
+                      f"vs scratch {validation['scratch']:.3f}"
+                      + (f", 95% interval {interval[0]:+.3f}..{interval[1]:+.3f}" if interval else "")
+                      + f", {bootstrap.get('slices_with_structure', 0)} of {bootstrap.get('slices', '?')} validation slices "
+                      f"with liver -> {decision['verdict']}, kept {decision['kept']} (better mean {decision['better_mean']}), "
+                      f"warning {'YES' if warned else 'no'}; test {base} {pretrained_dice:.3f} vs scratch {scratch_dice:.3f} "
+                      f"({'harmful' if harmful['any drop'] else 'not harmful'}"
+                      f"{', beyond sd ' + format(spread, '.3f') if harmful['beyond sd'] else ''})", flush=True)
+        for kind, table in tables.items():
+            print(f"  {name}, harmful = {kind}: " + "; ".join(
+                f"{verdict}: {table[(verdict, True)]} harmful, {table[(verdict, False)]} not" for verdict in verdicts),
+                flush=True)
 
 
 def print_table(title, results, starts):
@@ -247,6 +290,17 @@ def print_table(title, results, starts):
             values = results[(start, budget)]
             cells.append(f"{np.mean(values):.3f}" + (f" ± {np.std(values):.3f}" if len(values) > 1 else ""))
         print(f"| {budget or 'all'} | " + " | ".join(cells) + " |", flush=True)
+
+
+def print_policies(results):
+    """The checked columns under each rule for an inconclusive verdict (the library's is ``INCONCLUSIVE_KEEPS``)."""
+    starts = ["scratch"] + [policy_name(name, rule) for name in CHECKED for rule in INCONCLUSIVE_RULES]
+    print_table(f"the same checks under each rule for an inconclusive verdict (library default: {INCONCLUSIVE_KEEPS})",
+                results, starts)
+    for name in CHECKED:
+        for rule in INCONCLUSIVE_RULES:
+            gains = [np.mean(results[(policy_name(name, rule), b)]) - np.mean(results[("scratch", b)]) for b in BUDGETS]
+            print(f"  {policy_name(name, rule)} vs scratch: " + " / ".join(f"{g:+.3f}" for g in gains), flush=True)
 
 
 def print_verdicts(results, pretrained):
@@ -294,6 +348,7 @@ def phantom_experiment(work: Path, args) -> None:
     results, starts = run_all_starts(labelled, pretrained, args, work, test_dice)
     print_table(f"Phantom liver Dice on {args.test_phantoms} held-out phantoms (mean over phantoms; mean ± sd over "
                 f"{len(args.seeds)} fine-tuning seeds)", results, starts)
+    print_policies(results)
     print_verdicts(results, pretrained)
 
 
@@ -322,6 +377,7 @@ def real_experiment(work: Path, data: Path, args) -> None:
     results, starts = run_all_starts(abdomen, pretrained, args, work, test_dice, excluded)
     print_table(f"abdomen_ct liver Dice on held-out slices {args.test_slab[0]}-{args.test_slab[1] - 1} "
                 f"(mean ± sd over {len(args.seeds)} fine-tuning seeds)", results, starts)
+    print_policies(results)
     print_verdicts(results, pretrained)
 
 
