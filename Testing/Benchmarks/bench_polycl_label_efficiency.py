@@ -61,7 +61,7 @@ from SegSSLLib.evaluation import dice_and_hd95  # noqa: E402
 from SegSSLLib.intensity import IntensityWindow  # noqa: E402
 from SegSSLLib.phantoms import PHANTOM_LABELS, make_ct_phantom  # noqa: E402
 from SegSSLLib.polycl.finetuning import FinetuneOptions, Initialisation, finetune  # noqa: E402
-from SegSSLLib.polycl.inference import PolyCLSegmenter  # noqa: E402
+from SegSSLLib.polycl.inference import PolyCLSegmenter, largest_component  # noqa: E402
 from SegSSLLib.polycl.model import ModelConfig  # noqa: E402
 from SegSSLLib.polycl.pretraining import PretrainOptions, pretrain  # noqa: E402
 from SegSSLLib.polycl.scratch_check import (  # noqa: E402
@@ -93,9 +93,15 @@ def main() -> None:
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--no-verify-reuse", dest="verify_reuse", action="store_false",
                         help="do not re-run the first checked cell from nothing")
+    parser.add_argument("--budgets", nargs="+", default=["5", "10", "all"],
+                        help="labelled-slice budgets (numbers or all; default: 5 10 all)")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="also score the mean of the pretrained and scratch candidates' probabilities")
     parser.add_argument("--test-slab", type=int, nargs=2, default=(50, 90), metavar=("FIRST", "END"),
                         help="held-out axial slices FIRST..END-1 of abdomen_ct (default: 50 90)")
     args = parser.parse_args()
+    global BUDGETS
+    BUDGETS = tuple(None if budget == "all" else int(budget) for budget in args.budgets)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -218,6 +224,17 @@ def run_all_starts(folder, pretrained, args, work, test_dice, excluded=None):
         seconds[name] = seconds["scratch"] + seconds[base]
     print("  fine-tuning time per start (all budgets and seeds; a check = its two runs): "
           + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()), flush=True)
+    if args.ensemble:  # the two candidates' probabilities averaged, and a check that averages when inconclusive
+        for name, base in CHECKED.items():
+            for budget in BUDGETS:
+                for seed in args.seeds:
+                    pair = [runs[(base, budget, seed)]["path"], runs[("scratch", budget, seed)]["path"]]
+                    runs[(ensemble_name(base), budget, seed)] = {"dice": test_dice(pair)}
+                results[(ensemble_name(base), budget)] = [runs[(ensemble_name(base), budget, s)]["dice"] for s in args.seeds]
+                results[(policy_name(name, "ensemble"), budget)] = [
+                    runs[(ensemble_name(base), budget, seed)]["dice"]
+                    if runs[(name, budget, seed)]["summary"]["scratch_check"]["verdict"] == INCONCLUSIVE
+                    else runs[(name, budget, seed)]["dice"] for seed in args.seeds]
     for name, base in CHECKED.items():  # the same checks under each rule for an inconclusive verdict
         for rule in INCONCLUSIVE_RULES:
             for budget in BUDGETS:
@@ -226,6 +243,10 @@ def run_all_starts(folder, pretrained, args, work, test_dice, excluded=None):
                     for seed in args.seeds]
     print_checks(runs, results, args)
     return results, list(inits) + list(CHECKED)
+
+
+def ensemble_name(base: str) -> str:
+    return f"{base} + scratch, averaged"
 
 
 def policy_name(name: str, rule: str) -> str:
@@ -299,11 +320,12 @@ def print_table(title, results, starts):
 
 def print_policies(results):
     """The checked columns under each rule for an inconclusive verdict (the library's is ``INCONCLUSIVE_KEEPS``)."""
-    starts = ["scratch"] + [policy_name(name, rule) for name in CHECKED for rule in INCONCLUSIVE_RULES]
+    rules = INCONCLUSIVE_RULES + (("ensemble",) if (policy_name(next(iter(CHECKED)), "ensemble"), BUDGETS[0]) in results else ())
+    starts = ["scratch"] + [policy_name(name, rule) for name in CHECKED for rule in rules]
     print_table(f"the same checks under each rule for an inconclusive verdict (library default: {INCONCLUSIVE_KEEPS})",
                 results, starts)
     for name in CHECKED:
-        for rule in INCONCLUSIVE_RULES:
+        for rule in rules:
             gains = [np.mean(results[(policy_name(name, rule), b)]) - np.mean(results[("scratch", b)]) for b in BUDGETS]
             print(f"  {policy_name(name, rule)} vs scratch: " + " / ".join(f"{g:+.3f}" for g in gains), flush=True)
 
@@ -341,11 +363,14 @@ def phantom_experiment(work: Path, args) -> None:
     tests = [make_ct_phantom(seed=200 + seed, size=size, spacing=spacing) for seed in range(args.test_phantoms)]
 
     def test_dice(path):
-        model = PolyCLSegmenter.from_checkpoint(path, CPU)
+        """As ``segssl segment``: probability > 0.5, largest component (several paths: their probabilities averaged)."""
+        models = [PolyCLSegmenter.from_checkpoint(p, CPU) for p in (path if isinstance(path, list) else [path])]
         per_volume = []
         for image, truth in tests:
-            predicted = model.segment(image) > 0
-            dice, _ = dice_and_hd95(predicted, sitk.GetArrayViewFromImage(truth) == LIVER, (1, 1, 1))
+            predicted = sum(model.probabilities(image) for model in models) / len(models) > 0.5
+            if predicted.any():
+                predicted = largest_component(predicted)
+            dice, _ = dice_and_hd95(predicted.numpy(), sitk.GetArrayViewFromImage(truth) == LIVER, (1, 1, 1))
             per_volume.append(dice)
         return float(np.mean(per_volume))
 
@@ -374,7 +399,8 @@ def real_experiment(work: Path, data: Path, args) -> None:
           f"({int(truth[test_slices].any(axis=(1, 2)).sum())} with liver)", flush=True)
 
     def test_dice(path):
-        predicted = PolyCLSegmenter.from_checkpoint(path, CPU).probabilities(image).numpy() > 0.5
+        models = [PolyCLSegmenter.from_checkpoint(p, CPU) for p in (path if isinstance(path, list) else [path])]
+        predicted = (sum(model.probabilities(image) for model in models) / len(models)).numpy() > 0.5
         dice, _ = dice_and_hd95(predicted[test_slices], truth[test_slices], (1, 1, 1))
         return float(dice)
 
