@@ -95,6 +95,8 @@ def main() -> None:
                         help="do not re-run the first checked cell from nothing")
     parser.add_argument("--budgets", nargs="+", default=["5", "10", "all"],
                         help="labelled-slice budgets (numbers or all; default: 5 10 all)")
+    parser.add_argument("--validation-fraction", type=float, default=0.2,
+                        help="share of the labelled slices that validate (the library's default: 0.2)")
     parser.add_argument("--ensemble", action="store_true",
                         help="also score the mean of the pretrained and scratch candidates' probabilities")
     parser.add_argument("--test-slab", type=int, nargs=2, default=(50, 90), metavar=("FIRST", "END"),
@@ -147,6 +149,7 @@ def finetune_options(name, budget, seed, args) -> FinetuneOptions:
     careful = name.startswith("SegSSL")
     return FinetuneOptions(
         label=LIVER, epochs=args.finetune_epochs, epoch_samples=args.epoch_samples, max_slices=budget, seed=seed,
+        validation_fraction=args.validation_fraction,
         batch_size=8, encoder_lr_factor=args.encoder_lr_factor if careful else 1.0,
         unfreeze_epochs=args.unfreeze_epochs if careful else 0,
     )
