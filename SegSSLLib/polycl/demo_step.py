@@ -88,5 +88,6 @@ def _check_note(decision: dict | None) -> str:
     if not decision:
         return ""
     dice = decision["validation_dice"]
+    verdict = decision.get("verdict_text", "")
     return (f"; the scratch check kept the {decision['kept']} model (validation Dice {dice['pretrained']:.3f} "
-            f"pretrained vs {dice['scratch']:.3f} from scratch)")
+            f"pretrained vs {dice['scratch']:.3f} from scratch{'; ' + verdict if verdict else ''})")

@@ -13,8 +13,15 @@ each validation case's slices go through the network, the foreground is the larg
 component of the whole stack, and the Dice is pooled over the validation slices. The per-slice
 Dice that ranks epochs counts every stray blob, which a user never sees.
 
-When scratch wins, one warning line says so and what to do; the choice, both scores and the
-candidate files go into the model's provenance (``scratch_check``). The cost is a second
+Whether the validation slices can tell the two apart at all is tested (``compare``): a paired
+bootstrap over the validation slices of the pooled-Dice difference gives a ``CONFIDENCE`` interval,
+and the verdict is "pretrained better", "scratch better" or "inconclusive" — inconclusive also
+whenever fewer than ``minimum_slices()`` validation slices show the structure, because below that
+not even a unanimous result is significant (a sign test). A confident verdict decides; an
+inconclusive one keeps the candidate named by ``INCONCLUSIVE_KEEPS`` (docs/polycl.md says why).
+When scratch is better with confidence, one warning line says so and what to do; an inconclusive
+verdict gets its own one line that says what would make it conclusive. The verdict, the choice,
+both scores and the candidate files go into the model's provenance (``scratch_check``). The cost is a second
 fine-tuning run: about twice the time. The two candidates stay next to ``out`` in
 ``<out stem>.candidates/`` (``pretrained.pt``, ``scratch.pt``), so ``resume`` continues either, and
 a user can look at the other one.
@@ -74,31 +81,124 @@ def check_validation(options: FinetuneOptions) -> None:
 
 INFERENCE_RULE = "validation Dice of the largest component, as segmented"
 
+CONFIDENCE = 0.95  # two-sided: a verdict needs the whole 95 % interval of the difference on one side of 0
+RESAMPLES = 2000
+PRETRAINED_BETTER, SCRATCH_BETTER, INCONCLUSIVE = "pretrained better", "scratch better", "inconclusive"
+# What an inconclusive verdict keeps: "better mean" (the candidate with the higher validation Dice,
+# ties to scratch) or "pretrained" (the start the user asked for). Chosen by the benchmark
+# (Testing/Benchmarks/RESULTS.md, *Scratch check with a verdict*; docs/polycl.md).
+INCONCLUSIVE_RULES = ("better mean", "pretrained")
+INCONCLUSIVE_KEEPS = "better mean"
 
-def choose(pretrained: dict, scratch: dict, segmented_dice: dict | None = None) -> dict:
+
+def minimum_slices(confidence: float = CONFIDENCE) -> int:
+    """Fewest validation slices with the structure for a confident verdict: 6 at 95 %.
+
+    With n slices, even when every slice favours the same candidate a two-sided sign test gives
+    p = 2·0.5ⁿ; below this n that is above 1 − ``confidence``, whatever the bootstrap says (a
+    percentile bootstrap over 2 slices that agree gives an interval that excludes 0).
+    """
+    n = 1
+    while 2 * 0.5**n > 1 - confidence:
+        n += 1
+    return n
+
+
+def pooled_dice(counts: np.ndarray) -> float | None:
+    """Dice pooled over per-slice (intersection, predicted, reference) counts; None without reference voxels."""
+    intersection, predicted, reference = np.asarray(counts).reshape(-1, 3).sum(axis=0)
+    return 2 * float(intersection) / float(predicted + reference) if reference else None
+
+
+def compare(pretrained_counts: np.ndarray, scratch_counts: np.ndarray, confidence: float = CONFIDENCE,
+            resamples: int = RESAMPLES, seed: int = 0) -> dict:
+    """The verdict of the two candidates' per-slice counts on the same validation slices (``slice_counts``).
+
+    Paired bootstrap: the validation slices are drawn with replacement ``resamples`` times (the
+    same draw for both candidates), the pooled Dice difference (pretrained − scratch) is computed
+    on each draw, and its central ``confidence`` interval decides: above 0 "pretrained better",
+    below 0 "scratch better", otherwise — or with fewer than ``minimum_slices`` slices showing the
+    structure — "inconclusive". A draw without reference or predicted voxels scores Dice 1 (nothing
+    to find, nothing found). Slices of one case are not independent, so the interval is if anything
+    too narrow; the slice floor guards the smallest sets. Deterministic for a given ``seed``.
+    """
+    pretrained_counts = np.asarray(pretrained_counts, dtype=np.int64).reshape(-1, 3)
+    scratch_counts = np.asarray(scratch_counts, dtype=np.int64).reshape(-1, 3)
+    if pretrained_counts.shape != scratch_counts.shape or not len(pretrained_counts):
+        raise SegSSLError("the two candidates must be scored on the same, non-empty validation slices")
+    if not np.array_equal(pretrained_counts[:, 2], scratch_counts[:, 2]):
+        raise SegSSLError("the two candidates were scored against different reference slices")
+    with_structure = int((pretrained_counts[:, 2] > 0).sum())
+    dice = {"pretrained": pooled_dice(pretrained_counts), "scratch": pooled_dice(scratch_counts)}
+    result = {"confidence": confidence, "resamples": resamples, "slices": len(pretrained_counts),
+              "slices_with_structure": with_structure, "minimum_slices": minimum_slices(confidence),
+              "dice": dice, "difference": None, "interval": None, "verdict": INCONCLUSIVE}
+    if not with_structure:
+        return result
+    draws = np.random.default_rng(seed).integers(0, len(pretrained_counts), (resamples, len(pretrained_counts)))
+
+    def resampled(counts):
+        intersection, predicted, reference = (counts[draws].sum(axis=1)).T.astype(np.float64)
+        total = predicted + reference
+        return np.where(total > 0, 2 * intersection / np.maximum(total, 1), 1.0)
+
+    differences = resampled(pretrained_counts) - resampled(scratch_counts)
+    low, high = np.quantile(differences, [(1 - confidence) / 2, (1 + confidence) / 2])
+    result["difference"] = dice["pretrained"] - dice["scratch"]
+    result["interval"] = [float(low), float(high)]
+    if with_structure >= result["minimum_slices"]:
+        if low > 0:
+            result["verdict"] = PRETRAINED_BETTER
+        elif high < 0:
+            result["verdict"] = SCRATCH_BETTER
+    return result
+
+
+def choose(pretrained: dict, scratch: dict, segmented_dice: dict | None = None, comparison: dict | None = None,
+           inconclusive_keeps: str = INCONCLUSIVE_KEEPS) -> dict:
     """Which candidate to keep, from the two fine-tuning summaries (``finetuning.finetune``'s return value).
 
     Both were ranked on the same validation slices by the same rule (``model_selection``).
-    ``segmented_dice`` ({"pretrained": d, "scratch": d}, ``inference_dice``) compares the finished
-    models as they will be used; without it (or when it is None: no validation slice shows the
-    structure) each candidate's best-epoch score decides. The pretrained model is kept only when it
-    scores strictly better: a pretraining that does not help on data the model never trained on is
-    not used.
+    ``comparison`` (``compare``'s result on the finished models' per-slice counts) gives the
+    verdict: a confident one decides. Without it, or when it is inconclusive, ``inconclusive_keeps``
+    decides: "pretrained" keeps the pretrained model; "better mean" keeps the one with the better
+    score — ``segmented_dice`` ({"pretrained": d, "scratch": d}, ``inference_dice``: the finished
+    models as they will be used) when given and not None, else each candidate's best-epoch score —
+    and the pretrained one only when it is strictly better (ties go to the lower validation loss of
+    the best epoch, then to scratch).
     """
+    if inconclusive_keeps not in INCONCLUSIVE_RULES:
+        raise SegSSLError(f"`inconclusive_keeps` must be one of {', '.join(INCONCLUSIVE_RULES)}, got {inconclusive_keeps!r}")
     rule = pretrained["model_selection"]
     if rule != scratch["model_selection"]:  # same data, split and label: cannot differ
         raise SegSSLError(f"the two candidates were ranked differently ({rule} vs {scratch['model_selection']})")
+    if comparison is not None and segmented_dice is None:
+        segmented_dice = comparison["dice"]
     scores = {name: _best_score(summary) for name, summary in (("pretrained", pretrained), ("scratch", scratch))}
     comparable = rule == "validation Dice" or rule.startswith("lowest validation loss")
     if comparable and segmented_dice and None not in segmented_dice.values():
-        # Ties (equal Dice) go to the lower validation loss of the best epoch, as when ranking epochs.
         scores = {name: (segmented_dice[name], *scores[name][1:]) for name in scores}
         rule = INFERENCE_RULE
-    kept = "pretrained" if comparable and scores["pretrained"] > scores["scratch"] else "scratch"
+    better_mean = "pretrained" if comparable and scores["pretrained"] > scores["scratch"] else "scratch"
     if not comparable:
-        kept = "pretrained"  # nothing to judge by: the user's choice stands
+        better_mean = "pretrained"  # nothing to judge by: the user's choice stands
+    verdict = comparison["verdict"] if comparison is not None and rule == INFERENCE_RULE else INCONCLUSIVE
+    if verdict == PRETRAINED_BETTER:
+        kept = "pretrained"
+    elif verdict == SCRATCH_BETTER:
+        kept = "scratch"
+    else:
+        kept = "pretrained" if inconclusive_keeps == "pretrained" else better_mean
+    bootstrap = comparison if comparison is not None and rule == INFERENCE_RULE else None
     return {
         "kept": kept,
+        "verdict": verdict,
+        "verdict_text": _verdict_text(verdict, bootstrap),
+        "inconclusive_keeps": inconclusive_keeps,
+        "better_mean": better_mean,
+        "bootstrap": ({key: bootstrap[key] for key in ("confidence", "resamples", "difference", "interval",
+                                                        "slices", "slices_with_structure", "minimum_slices")}
+                      if bootstrap else None),
         "compared_by": rule if comparable else None,
         "validation_slices": pretrained["validation_slices"],
         "validation_dice": ({"pretrained": segmented_dice["pretrained"], "scratch": segmented_dice["scratch"]}
@@ -111,21 +211,55 @@ def choose(pretrained: dict, scratch: dict, segmented_dice: dict | None = None) 
     }
 
 
+def _verdict_text(verdict: str, bootstrap: dict | None) -> str:
+    """"pretrained better", "scratch better" or "inconclusive (n validation slices with the structure)"."""
+    if verdict != INCONCLUSIVE:
+        return verdict
+    return f"inconclusive ({bootstrap['slices_with_structure'] if bootstrap else 0} validation slices with the structure)"
+
+
 def warning_line(decision: dict) -> str | None:
-    """The one line a user sees when the scratch model was kept (None when the pretrained one was)."""
-    if decision["kept"] != "scratch":
+    """The one warning line a user sees when scratch is better with confidence (None otherwise)."""
+    if decision.get("verdict") != SCRATCH_BETTER:
         return None
-    if decision["compared_by"] in ("validation Dice", INFERENCE_RULE):
-        dice = decision["validation_dice"]
-        measured = f"Dice {dice['pretrained']:.3f} from `init` vs {dice['scratch']:.3f} from scratch"
-    else:
-        loss = decision["validation_loss"]
-        measured = f"validation loss {loss['pretrained']:.4f} from `init` vs {loss['scratch']:.4f} from scratch"
+    dice, bootstrap = decision["validation_dice"], decision["bootstrap"]
+    measured = (f"Dice {dice['pretrained']:.3f} from `init` vs {dice['scratch']:.3f} from scratch, "
+                f"{_interval_text(bootstrap)}, {bootstrap['slices_with_structure']} of {decision['validation_slices']} "
+                "validation slices with the structure")
     return (
-        f"pretraining did not help on your validation slices ({measured}, {decision['validation_slices']} slices "
-        "that never trained): kept the scratch model — pretrain on more unlabelled scans of the body region you "
-        "segment, try `strategy` P (or O/M with organ flags), or fine-tune without `init`"
+        f"pretraining made fine-tuning worse on your validation slices ({measured}; they never trained): kept the "
+        "scratch model — pretrain on more unlabelled scans of the body region you segment, try `strategy` P "
+        "(or O/M with organ flags), or fine-tune without `init`"
     )
+
+
+def inconclusive_line(decision: dict) -> str | None:
+    """The one line for an inconclusive verdict: what was kept and what would make it conclusive (None otherwise)."""
+    if decision.get("verdict") != INCONCLUSIVE:
+        return None
+    bootstrap = decision["bootstrap"]
+    kept = "the pretrained model you asked for" if decision["inconclusive_keeps"] == "pretrained" else (
+        f"the {decision['kept']} model (better validation Dice, not significantly)")
+    dice = decision["validation_dice"]
+    if bootstrap is None and decision["compared_by"] == INFERENCE_RULE:
+        measured = f"Dice {dice['pretrained']:.3f} from `init` vs {dice['scratch']:.3f} from scratch, not tested per slice"
+    elif bootstrap is None:
+        measured = "no validation slice shows the structure"
+    else:
+        dice = decision["validation_dice"]
+        measured = (f"Dice {dice['pretrained']:.3f} from `init` vs {dice['scratch']:.3f} from scratch, "
+                    f"{_interval_text(bootstrap)}, {bootstrap['slices_with_structure']} validation slices with the "
+                    f"structure")
+    return (
+        f"the scratch check is inconclusive ({measured}): kept {kept} — to decide, give validation at least "
+        f"{minimum_slices(bootstrap['confidence'] if bootstrap else CONFIDENCE)} slices with the structure, more for "
+        "a small difference (more labelled slices or cases, or a higher `validation_fraction`)"
+    )
+
+
+def _interval_text(bootstrap: dict) -> str:
+    low, high = bootstrap["interval"]
+    return f"{round(100 * bootstrap['confidence'])}% interval of the difference {low:+.3f} to {high:+.3f}"
 
 
 def finetune_checked(
@@ -163,22 +297,26 @@ def finetune_checked(
             cache_dir=cache_dir, logdir=str(Path(logdir) / name) if logdir else None, excluded_items=excluded_items,
             resume=resume,
         )
-    segmented = _segmented_dice(folder, paths, options, model_config, slicing, device, cache_dir, excluded_items)
-    decision = choose(summaries["pretrained"], summaries["scratch"], segmented)
+    counts = _segmented_counts(folder, paths, options, model_config, slicing, device, cache_dir, excluded_items)
+    comparison = compare(counts["pretrained"], counts["scratch"], seed=options.seed)
+    decision = choose(summaries["pretrained"], summaries["scratch"], comparison=comparison)
     decision["candidates"] = {name: str(path.resolve()) for name, path in paths.items()}
-    warning = warning_line(decision)
+    warning, note = warning_line(decision), inconclusive_line(decision)
     if warning:
         log.warning("%s", warning)
+    elif note:
+        log.info("%s", note)
     else:
         log.info("pretraining helped on the validation slices (%s): kept the pretrained model", _scores_text(decision))
     if distributed.is_main():
-        _write_kept(paths[decision["kept"]], out, decision, warning)
+        _write_kept(paths[decision["kept"]], out, decision, warning, note)
     distributed.barrier()
-    return {**summaries[decision["kept"]], "scratch_check": decision, "scratch_check_warning": warning}
+    return {**summaries[decision["kept"]], "scratch_check": decision, "scratch_check_warning": warning,
+            "scratch_check_note": note}
 
 
-def _segmented_dice(folder, paths, options, model_config, slicing, device, cache_dir, excluded_items) -> dict:
-    """``inference_dice`` of both finished candidates on the validation slices (the split ``finetune`` used)."""
+def _segmented_counts(folder, paths, options, model_config, slicing, device, cache_dir, excluded_items) -> dict:
+    """``slice_counts`` of both finished candidates on the validation slices (the split ``finetune`` used)."""
     cases = cache_datasets([load_dataset(folder)], slicing, cache_dir)
     _, validation = split_labelled_slices(
         cases, options.label, options.validation_fraction, options.max_cases, options.max_slices, options.seed,
@@ -188,22 +326,31 @@ def _segmented_dice(folder, paths, options, model_config, slicing, device, cache
     for name, path in paths.items():
         model = SegmentationNet(model_config)
         model.load_state_dict(load_checkpoint(path, kinds=(SEGMENTATION_KIND,))["state_dict"])
-        scores[name] = inference_dice(model.to(device), cases, validation, options.label, device, excluded_items)
+        scores[name] = slice_counts(model.to(device), cases, validation, options.label, device, excluded_items)
     return scores
 
 
-@torch.no_grad()
 def inference_dice(model, cases, validation: np.ndarray, label: int, device, excluded_items=None, batch_size: int = 16):
-    """Dice pooled over the ``validation`` (case, slice) items, each case segmented as ``segssl segment`` does.
+    """Dice pooled over the ``validation`` (case, slice) items as segmented (``slice_counts``); None when no
+    validation slice shows the structure."""
+    return pooled_dice(slice_counts(model, cases, validation, label, device, excluded_items, batch_size))
+
+
+@torch.no_grad()
+def slice_counts(model, cases, validation: np.ndarray, label: int, device, excluded_items=None,
+                 batch_size: int = 16) -> np.ndarray:
+    """(intersection, predicted, reference) voxel counts per ``validation`` (case, slice) item, in its order,
+    each case segmented as ``segssl segment`` does.
 
     Every slice of a validation case goes through the network and the foreground is the largest
     face-connected component of the case's whole stack, as at inference; only the validation slices
     are scored. Slices in ``excluded_items`` (a benchmark's held-out test slices) are segmented too,
     because leaving a gap in the stack would cut the structure in two and let the wrong part be the
-    largest, but their labels are never read. None when no validation slice shows the structure.
+    largest, but their labels are never read.
     """
     model.eval()
-    intersection = predicted_total = reference_total = 0
+    validation = np.asarray(validation).reshape(-1, 2)
+    counts = np.zeros((len(validation), 3), dtype=np.int64)
     for case_index in np.unique(validation[:, 0]):
         case = cases[case_index]
         mask = torch.zeros((case.num_slices, *case.images.shape[1:]), dtype=torch.bool)
@@ -213,18 +360,20 @@ def inference_dice(model, cases, validation: np.ndarray, label: int, device, exc
             mask[start : start + len(chunk)] = (model(images).argmax(dim=1) == 1).cpu()
         if mask.any():
             mask = largest_component(mask)
-        slices = validation[validation[:, 0] == case_index, 1]
+        rows = np.flatnonzero(validation[:, 0] == case_index)
+        slices = validation[rows, 1]
         reference = torch.from_numpy(np.asarray(case.labels[slices]) == label)
-        intersection += int((mask[slices] & reference).sum())
-        predicted_total += int(mask[slices].sum())
-        reference_total += int(reference.sum())
-    return 2 * intersection / (predicted_total + reference_total) if reference_total else None
+        predicted = mask[slices]
+        counts[rows, 0] = (predicted & reference).flatten(1).sum(dim=1).numpy()
+        counts[rows, 1] = predicted.flatten(1).sum(dim=1).numpy()
+        counts[rows, 2] = reference.flatten(1).sum(dim=1).numpy()
+    return counts
 
 
-def _write_kept(candidate: Path, out, decision: dict, warning: str | None) -> None:
+def _write_kept(candidate: Path, out, decision: dict, warning: str | None, note: str | None = None) -> None:
     """``out`` = the kept candidate, with the decision in its provenance (read back safely, weights only)."""
     checkpoint = load_checkpoint(candidate, kinds=(SEGMENTATION_KIND,), purpose="the scratch check needs")
-    info = {**checkpoint["provenance"], "scratch_check": {**decision, "warning": warning}}
+    info = {**checkpoint["provenance"], "scratch_check": {**decision, "warning": warning, "note": note}}
     save_checkpoint(out, SEGMENTATION_KIND, checkpoint["config"], checkpoint["state_dict"], info, checkpoint["extra"])
 
 

@@ -30,8 +30,12 @@ Starts (columns):
 Each pretraining run prints its loss, the nearest-neighbour probe and whether it warned; after the
 tables, each pretraining is called harmful when some budget's mean Dice is below scratch by more
 than the larger of the two seed spreads (sd over seeds). Each checked fine-tuning run prints both
-validation Dice values, which model it kept, whether it warned, and whether the pretrained run was
-worse than scratch on the test slices (the run the warning should catch).
+validation Dice values, the check's verdict (paired bootstrap, ``scratch_check.compare``), which
+model it kept, whether it warned, and whether the pretrained run was harmful on the test data (the
+run the warning should catch; ``print_checks`` defines it), then a confusion table of verdicts
+against harm. The checked columns are also shown under each rule for an inconclusive verdict
+(``INCONCLUSIVE_RULES``): the kept candidate is one of the two finished runs, so this needs no
+extra training.
 
     nice -n 10 /work/main/.venv/bin/python Testing/Benchmarks/bench_polycl_label_efficiency.py --seeds 0 1 2
 """
@@ -57,10 +61,12 @@ from SegSSLLib.evaluation import dice_and_hd95  # noqa: E402
 from SegSSLLib.intensity import IntensityWindow  # noqa: E402
 from SegSSLLib.phantoms import PHANTOM_LABELS, make_ct_phantom  # noqa: E402
 from SegSSLLib.polycl.finetuning import FinetuneOptions, Initialisation, finetune  # noqa: E402
-from SegSSLLib.polycl.inference import PolyCLSegmenter  # noqa: E402
+from SegSSLLib.polycl.inference import PolyCLSegmenter, largest_component  # noqa: E402
 from SegSSLLib.polycl.model import ModelConfig  # noqa: E402
 from SegSSLLib.polycl.pretraining import PretrainOptions, pretrain  # noqa: E402
-from SegSSLLib.polycl.scratch_check import candidate_paths, finetune_checked  # noqa: E402
+from SegSSLLib.polycl.scratch_check import (  # noqa: E402
+    INCONCLUSIVE, INCONCLUSIVE_KEEPS, INCONCLUSIVE_RULES, candidate_paths, finetune_checked,
+)
 from SegSSLLib.polycl.slice_cache import SlicingSettings  # noqa: E402
 from SegSSLLib.checkpoints import load_checkpoint  # noqa: E402
 
@@ -87,9 +93,17 @@ def main() -> None:
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--no-verify-reuse", dest="verify_reuse", action="store_false",
                         help="do not re-run the first checked cell from nothing")
+    parser.add_argument("--budgets", nargs="+", default=["5", "10", "all"],
+                        help="labelled-slice budgets (numbers or all; default: 5 10 all)")
+    parser.add_argument("--validation-fraction", type=float, default=0.2,
+                        help="share of the labelled slices that validate (the library's default: 0.2)")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="also score the mean of the pretrained and scratch candidates' probabilities")
     parser.add_argument("--test-slab", type=int, nargs=2, default=(50, 90), metavar=("FIRST", "END"),
                         help="held-out axial slices FIRST..END-1 of abdomen_ct (default: 50 90)")
     args = parser.parse_args()
+    global BUDGETS
+    BUDGETS = tuple(None if budget == "all" else int(budget) for budget in args.budgets)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -135,6 +149,7 @@ def finetune_options(name, budget, seed, args) -> FinetuneOptions:
     careful = name.startswith("SegSSL")
     return FinetuneOptions(
         label=LIVER, epochs=args.finetune_epochs, epoch_samples=args.epoch_samples, max_slices=budget, seed=seed,
+        validation_fraction=args.validation_fraction,
         batch_size=8, encoder_lr_factor=args.encoder_lr_factor if careful else 1.0,
         unfreeze_epochs=args.unfreeze_epochs if careful else 0,
     )
@@ -212,27 +227,84 @@ def run_all_starts(folder, pretrained, args, work, test_dice, excluded=None):
         seconds[name] = seconds["scratch"] + seconds[base]
     print("  fine-tuning time per start (all budgets and seeds; a check = its two runs): "
           + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()), flush=True)
-    print_checks(runs, args)
+    if args.ensemble:  # the two candidates' probabilities averaged, and a check that averages when inconclusive
+        for name, base in CHECKED.items():
+            for budget in BUDGETS:
+                for seed in args.seeds:
+                    pair = [runs[(base, budget, seed)]["path"], runs[("scratch", budget, seed)]["path"]]
+                    runs[(ensemble_name(base), budget, seed)] = {"dice": test_dice(pair)}
+                results[(ensemble_name(base), budget)] = [runs[(ensemble_name(base), budget, s)]["dice"] for s in args.seeds]
+                results[(policy_name(name, "ensemble"), budget)] = [
+                    runs[(ensemble_name(base), budget, seed)]["dice"]
+                    if runs[(name, budget, seed)]["summary"]["scratch_check"]["verdict"] == INCONCLUSIVE
+                    else runs[(name, budget, seed)]["dice"] for seed in args.seeds]
+    for name, base in CHECKED.items():  # the same checks under each rule for an inconclusive verdict
+        for rule in INCONCLUSIVE_RULES:
+            for budget in BUDGETS:
+                results[(policy_name(name, rule), budget)] = [
+                    runs[(base if kept_under(runs[(name, budget, seed)], rule) == "pretrained" else "scratch", budget, seed)]["dice"]
+                    for seed in args.seeds]
+    print_checks(runs, results, args)
     return results, list(inits) + list(CHECKED)
 
 
-def print_checks(runs, args):
-    """Per checked run: validation Dice of both candidates, the choice, the warning, and the truth on the test slices."""
+def ensemble_name(base: str) -> str:
+    return f"{base} + scratch, averaged"
+
+
+def policy_name(name: str, rule: str) -> str:
+    return f"{name} ({'inconclusive keeps ' + rule})"
+
+
+def kept_under(run: dict, rule: str) -> str:
+    """Which candidate the check keeps when an inconclusive verdict keeps ``rule`` (a confident one decides)."""
+    decision = run["summary"]["scratch_check"]
+    if decision["verdict"] != INCONCLUSIVE:
+        return decision["kept"]
+    return "pretrained" if rule == "pretrained" else decision["better_mean"]
+
+
+def print_checks(runs, results, args):
+    """Per checked run: the verdict, the choice, the warning, and the truth on the test slices; then confusion tables.
+
+    Harmful (defined before the run): the pretrained run WITHOUT the check (the ``paper S`` / ``SegSSL P``
+    column) scored below the scratch run of the same budget and seed on the held-out test data —
+    "any drop" — or by more than the larger of the two columns' seed sd at that budget — "beyond sd".
+    The warning should fire on harmful runs; the verdict is "scratch better" exactly when it fires.
+    """
     for name, base in CHECKED.items():
-        counts = {"warned & harmful": 0, "warned, not harmful": 0, "silent & harmful": 0, "silent, not harmful": 0}
+        verdicts = ("pretrained better", INCONCLUSIVE, "scratch better")
+        kinds = ("any drop", "beyond sd", "any drop, bootstrap alone", "beyond sd, bootstrap alone")
+        tables = {kind: {(v, h): 0 for v in verdicts for h in (True, False)} for kind in kinds}
         for budget in BUDGETS:
+            spread = max(np.std(results[(base, budget)]), np.std(results[("scratch", budget)]))
             for seed in args.seeds:
-                decision = runs[(name, budget, seed)]["summary"]["scratch_check"]
-                warned = runs[(name, budget, seed)]["summary"]["scratch_check_warning"] is not None
+                summary = runs[(name, budget, seed)]["summary"]
+                decision = summary["scratch_check"]
+                warned = summary["scratch_check_warning"] is not None
+                assert warned == (decision["verdict"] == "scratch better")
                 pretrained_dice, scratch_dice = runs[(base, budget, seed)]["dice"], runs[("scratch", budget, seed)]["dice"]
-                harmful = pretrained_dice < scratch_dice
-                counts[("warned" if warned else "silent") + (" & harmful" if harmful else ", not harmful")] += 1
-                validation = decision["validation_dice"]
+                harmful = {"any drop": pretrained_dice < scratch_dice, "beyond sd": pretrained_dice < scratch_dice - spread}
+                validation, bootstrap = decision["validation_dice"], decision["bootstrap"] or {}
+                interval = bootstrap.get("interval")
+                # Sensitivity only (not the library's rule): the verdict without the floor on slices with the structure.
+                alone = (INCONCLUSIVE if not interval or interval[0] <= 0 <= interval[1]
+                         else "pretrained better" if interval[0] > 0 else "scratch better")
+                for kind, value in harmful.items():
+                    tables[kind][(decision["verdict"], value)] += 1
+                    tables[kind + ", bootstrap alone"][(alone, value)] += 1
                 print(f"  {name} {budget or 'all':>4} slices seed {seed}: validation {base} {validation['pretrained']:.3f} "
-                      f"vs scratch {validation['scratch']:.3f} -> kept {decision['kept']}, warning "
-                      f"{'YES' if warned else 'no'}; test {base} {pretrained_dice:.3f} vs scratch {scratch_dice:.3f} "
-                      f"({'pretrained worse' if harmful else 'pretrained not worse'})", flush=True)
-        print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
+                      f"vs scratch {validation['scratch']:.3f}"
+                      + (f", 95% interval {interval[0]:+.3f}..{interval[1]:+.3f}" if interval else "")
+                      + f", {bootstrap.get('slices_with_structure', 0)} of {bootstrap.get('slices', '?')} validation slices "
+                      f"with liver -> {decision['verdict']}, kept {decision['kept']} (better mean {decision['better_mean']}), "
+                      f"warning {'YES' if warned else 'no'}; test {base} {pretrained_dice:.3f} vs scratch {scratch_dice:.3f} "
+                      f"({'harmful' if harmful['any drop'] else 'not harmful'}"
+                      f"{', beyond sd ' + format(spread, '.3f') if harmful['beyond sd'] else ''})", flush=True)
+        for kind, table in tables.items():
+            print(f"  {name}, harmful = {kind}: " + "; ".join(
+                f"{verdict}: {table[(verdict, True)]} harmful, {table[(verdict, False)]} not" for verdict in verdicts),
+                flush=True)
 
 
 def print_table(title, results, starts):
@@ -247,6 +319,18 @@ def print_table(title, results, starts):
             values = results[(start, budget)]
             cells.append(f"{np.mean(values):.3f}" + (f" ± {np.std(values):.3f}" if len(values) > 1 else ""))
         print(f"| {budget or 'all'} | " + " | ".join(cells) + " |", flush=True)
+
+
+def print_policies(results):
+    """The checked columns under each rule for an inconclusive verdict (the library's is ``INCONCLUSIVE_KEEPS``)."""
+    rules = INCONCLUSIVE_RULES + (("ensemble",) if (policy_name(next(iter(CHECKED)), "ensemble"), BUDGETS[0]) in results else ())
+    starts = ["scratch"] + [policy_name(name, rule) for name in CHECKED for rule in rules]
+    print_table(f"the same checks under each rule for an inconclusive verdict (library default: {INCONCLUSIVE_KEEPS})",
+                results, starts)
+    for name in CHECKED:
+        for rule in rules:
+            gains = [np.mean(results[(policy_name(name, rule), b)]) - np.mean(results[("scratch", b)]) for b in BUDGETS]
+            print(f"  {policy_name(name, rule)} vs scratch: " + " / ".join(f"{g:+.3f}" for g in gains), flush=True)
 
 
 def print_verdicts(results, pretrained):
@@ -282,11 +366,14 @@ def phantom_experiment(work: Path, args) -> None:
     tests = [make_ct_phantom(seed=200 + seed, size=size, spacing=spacing) for seed in range(args.test_phantoms)]
 
     def test_dice(path):
-        model = PolyCLSegmenter.from_checkpoint(path, CPU)
+        """As ``segssl segment``: probability > 0.5, largest component (several paths: their probabilities averaged)."""
+        models = [PolyCLSegmenter.from_checkpoint(p, CPU) for p in (path if isinstance(path, list) else [path])]
         per_volume = []
         for image, truth in tests:
-            predicted = model.segment(image) > 0
-            dice, _ = dice_and_hd95(predicted, sitk.GetArrayViewFromImage(truth) == LIVER, (1, 1, 1))
+            predicted = sum(model.probabilities(image) for model in models) / len(models) > 0.5
+            if predicted.any():
+                predicted = largest_component(predicted)
+            dice, _ = dice_and_hd95(predicted.numpy(), sitk.GetArrayViewFromImage(truth) == LIVER, (1, 1, 1))
             per_volume.append(dice)
         return float(np.mean(per_volume))
 
@@ -294,6 +381,7 @@ def phantom_experiment(work: Path, args) -> None:
     results, starts = run_all_starts(labelled, pretrained, args, work, test_dice)
     print_table(f"Phantom liver Dice on {args.test_phantoms} held-out phantoms (mean over phantoms; mean ± sd over "
                 f"{len(args.seeds)} fine-tuning seeds)", results, starts)
+    print_policies(results)
     print_verdicts(results, pretrained)
 
 
@@ -314,7 +402,8 @@ def real_experiment(work: Path, data: Path, args) -> None:
           f"({int(truth[test_slices].any(axis=(1, 2)).sum())} with liver)", flush=True)
 
     def test_dice(path):
-        predicted = PolyCLSegmenter.from_checkpoint(path, CPU).probabilities(image).numpy() > 0.5
+        models = [PolyCLSegmenter.from_checkpoint(p, CPU) for p in (path if isinstance(path, list) else [path])]
+        predicted = (sum(model.probabilities(image) for model in models) / len(models)).numpy() > 0.5
         dice, _ = dice_and_hd95(predicted[test_slices], truth[test_slices], (1, 1, 1))
         return float(dice)
 
@@ -322,6 +411,7 @@ def real_experiment(work: Path, data: Path, args) -> None:
     results, starts = run_all_starts(abdomen, pretrained, args, work, test_dice, excluded)
     print_table(f"abdomen_ct liver Dice on held-out slices {args.test_slab[0]}-{args.test_slab[1] - 1} "
                 f"(mean ± sd over {len(args.seeds)} fine-tuning seeds)", results, starts)
+    print_policies(results)
     print_verdicts(results, pretrained)
 
 

@@ -1,6 +1,7 @@
 """The scratch check: a pretrained start is kept only when it beats scratch on slices that never trained."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,13 +61,14 @@ def test_a_bad_encoder_gives_way_to_scratch_and_a_good_one_is_kept(data, encoder
     with caplog.at_level(logging.WARNING):
         worse = _checked(data, bad, tmp_path / "bad_start.pt")
     decision = worse["scratch_check"]
-    assert decision["kept"] == "scratch"
+    assert decision["kept"] == "scratch" and decision["verdict"] == scratch_check.SCRATCH_BETTER
     assert decision["validation_dice"]["pretrained"] < decision["validation_dice"]["scratch"]
+    assert decision["bootstrap"]["interval"][1] < 0 and decision["bootstrap"]["slices_with_structure"] >= 6
     # in_flags: an earlier in-process CLI test may have left its flag wording on the root logger.
     warnings = [in_flags(r.getMessage()) for r in caplog.records
                 if r.levelno == logging.WARNING and r.name.endswith("scratch_check")]
     assert warnings == [in_flags(worse["scratch_check_warning"])]
-    assert warnings[0].startswith("pretraining did not help on your validation slices") and "\n" not in warnings[0]
+    assert warnings[0].startswith("pretraining made fine-tuning worse on your validation slices") and "\n" not in warnings[0]
     assert "kept the scratch model" in warnings[0] and "`init`" in worse["scratch_check_warning"]
     # ``out`` is the scratch candidate's model, with the decision recorded.
     saved = load_checkpoint(tmp_path / "bad_start.pt", kinds=("polycl",))
@@ -75,12 +77,14 @@ def test_a_bad_encoder_gives_way_to_scratch_and_a_good_one_is_kept(data, encoder
     assert saved["provenance"]["initialisation"] == {"from": "scratch"}
     assert saved["provenance"]["scratch_check"]["kept"] == "scratch"
     assert saved["provenance"]["scratch_check"]["warning"] == worse["scratch_check_warning"]
+    assert saved["provenance"]["scratch_check"]["verdict"] == "scratch better"
 
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         better = _checked(data, good, tmp_path / "good_start.pt")
     decision = better["scratch_check"]
     assert decision["kept"] == "pretrained" and better["scratch_check_warning"] is None
+    assert decision["verdict"] == scratch_check.PRETRAINED_BETTER and better["scratch_check_note"] is None
     assert decision["validation_dice"]["pretrained"] > decision["validation_dice"]["scratch"]
     assert not [r for r in caplog.records if r.name.endswith("scratch_check")]
     saved = load_checkpoint(tmp_path / "good_start.pt", kinds=("polycl",))
@@ -98,30 +102,104 @@ def _summary(dice, loss, rule="validation Dice", slices=12):
             "validation_slices": slices}
 
 
+def _counts(dice_per_slice, reference=100, empty=0):
+    """Per-slice (intersection, predicted, reference) counts: one slice per Dice value, plus ``empty`` slices without the structure."""
+    rows = [(round(d * reference), reference, reference) for d in dice_per_slice] + [(0, 0, 0)] * empty
+    return np.array(rows, np.int64)
+
+
+def test_a_clear_difference_gives_a_confident_verdict_and_two_noisy_slices_do_not():
+    rng = np.random.default_rng(0)
+    good, poor = 0.85 + 0.05 * rng.standard_normal(12), 0.60 + 0.05 * rng.standard_normal(12)
+    clear = scratch_check.compare(_counts(good, empty=8), _counts(poor, empty=8))
+    assert clear["verdict"] == scratch_check.PRETRAINED_BETTER and clear["slices_with_structure"] == 12
+    assert 0 < clear["interval"][0] < clear["difference"] < clear["interval"][1]
+    assert scratch_check.compare(_counts(poor, empty=8), _counts(good, empty=8))["verdict"] == scratch_check.SCRATCH_BETTER
+    # Two slices with the structure that disagree: the interval straddles 0.
+    noisy = scratch_check.compare(_counts([0.9, 0.3], empty=4), _counts([0.5, 0.6], empty=4))
+    assert noisy["verdict"] == scratch_check.INCONCLUSIVE and noisy["interval"][0] < 0 < noisy["interval"][1]
+    # Two slices that agree: the bootstrap interval excludes 0, but 2 slices cannot be significant (sign test).
+    agreeing = scratch_check.compare(_counts([0.9, 0.85]), _counts([0.5, 0.55]))
+    assert agreeing["interval"][0] > 0 and agreeing["verdict"] == scratch_check.INCONCLUSIVE
+    assert scratch_check.minimum_slices(0.95) == 6 and scratch_check.minimum_slices(0.9) == 5
+    # The same seed gives the same interval; the draw is paired (equal candidates: a zero-width interval, no verdict).
+    assert scratch_check.compare(_counts(good), _counts(poor))["interval"] == scratch_check.compare(_counts(good), _counts(poor))["interval"]
+    same = scratch_check.compare(_counts(good), _counts(good))
+    assert same["interval"] == [0.0, 0.0] and same["verdict"] == scratch_check.INCONCLUSIVE
+    with pytest.raises(SegSSLError, match="different reference"):
+        scratch_check.compare(_counts([0.5, 0.5]), _counts([0.5, 0.5], reference=90))
+
+
+def test_a_confident_verdict_decides_and_an_inconclusive_one_follows_the_documented_rule():
+    clear = scratch_check.compare(_counts([0.6] * 8), _counts([0.8] * 8))  # scratch better, 8 slices
+    noisy = scratch_check.compare(_counts([0.9, 0.3]), _counts([0.5, 0.6]))  # inconclusive, pretrained mean higher
+    for rule in scratch_check.INCONCLUSIVE_RULES:
+        decision = scratch_check.choose(_summary(0.9, 0.3), _summary(0.5, 0.4), comparison=clear, inconclusive_keeps=rule)
+        assert decision["kept"] == "scratch" and decision["verdict_text"] == "scratch better"
+        assert decision["validation_dice"] == {"pretrained": pytest.approx(0.6), "scratch": pytest.approx(0.8)}
+    low = scratch_check.compare(_counts([0.5, 0.6]), _counts([0.9, 0.3]))  # inconclusive, scratch mean higher
+    assert scratch_check.choose(_summary(0.7, 0.4), _summary(0.7, 0.4), comparison=noisy,
+                                inconclusive_keeps="better mean")["kept"] == "pretrained"
+    assert scratch_check.choose(_summary(0.7, 0.4), _summary(0.7, 0.4), comparison=low,
+                                inconclusive_keeps="better mean")["kept"] == "scratch"
+    decision = scratch_check.choose(_summary(0.7, 0.4), _summary(0.7, 0.4), comparison=low, inconclusive_keeps="pretrained")
+    assert decision["kept"] == "pretrained" and decision["better_mean"] == "scratch"
+    assert decision["verdict_text"] == "inconclusive (2 validation slices with the structure)"
+    # The library's default is the rule docs/polycl.md states.
+    default = scratch_check.INCONCLUSIVE_KEEPS
+    assert scratch_check.choose(_summary(0.7, 0.4), _summary(0.7, 0.4), comparison=low)["inconclusive_keeps"] == default
+    phrase = {"better mean": "keeps the candidate with the better validation Dice",
+              "pretrained": "keeps the pretrained model the user asked for"}[default]
+    docs = " ".join((Path(__file__).resolve().parents[2] / "docs" / "polycl.md").read_text().split())
+    assert f"When the verdict is inconclusive, the check {phrase}" in docs
+    with pytest.raises(SegSSLError, match="`inconclusive_keeps`"):
+        scratch_check.choose(_summary(0.7, 0.4), _summary(0.7, 0.4), inconclusive_keeps="scratch")
+
+
 def test_the_choice_needs_a_strictly_better_pretrained_score():
-    assert scratch_check.choose(_summary(0.71, 0.5), _summary(0.70, 0.4))["kept"] == "pretrained"
-    assert scratch_check.choose(_summary(0.69, 0.3), _summary(0.70, 0.4))["kept"] == "scratch"
+    # Without per-slice counts the verdict is inconclusive and "better mean" compares best-epoch scores.
+    rule_kwargs = {"inconclusive_keeps": "better mean"}
+    assert scratch_check.choose(_summary(0.71, 0.5), _summary(0.70, 0.4), **rule_kwargs)["kept"] == "pretrained"
+    assert scratch_check.choose(_summary(0.69, 0.3), _summary(0.70, 0.4), **rule_kwargs)["kept"] == "scratch"
     # Equal Dice: the lower validation loss decides; equal everything: scratch (pretraining did not help).
-    assert scratch_check.choose(_summary(0.70, 0.3), _summary(0.70, 0.4))["kept"] == "pretrained"
-    assert scratch_check.choose(_summary(0.70, 0.4), _summary(0.70, 0.4))["kept"] == "scratch"
+    assert scratch_check.choose(_summary(0.70, 0.3), _summary(0.70, 0.4), **rule_kwargs)["kept"] == "pretrained"
+    assert scratch_check.choose(_summary(0.70, 0.4), _summary(0.70, 0.4), **rule_kwargs)["kept"] == "scratch"
     rule = "lowest validation loss (no validation slice shows label 1)"
-    decision = scratch_check.choose(_summary(None, 0.5, rule), _summary(None, 0.4, rule))
+    decision = scratch_check.choose(_summary(None, 0.5, rule), _summary(None, 0.4, rule), **rule_kwargs)
     assert decision["kept"] == "scratch" and decision["compared_by"] == rule
-    line = scratch_check.warning_line(decision)
-    assert "validation loss 0.5000 from `init` vs 0.4000 from scratch" in line and "\n" not in line
+    assert decision["verdict_text"] == "inconclusive (0 validation slices with the structure)"
+    assert scratch_check.warning_line(decision) is None
+    line = scratch_check.inconclusive_line(decision)
+    assert "no validation slice shows the structure" in line and "at least 6 slices with the structure" in line
     with pytest.raises(SegSSLError, match="ranked differently"):
         scratch_check.choose(_summary(0.7, 0.4), _summary(None, 0.4, rule))
 
 
-def test_the_warning_is_one_line_that_names_the_numbers_and_what_to_do():
-    decision = scratch_check.choose(_summary(0.41, 0.6, slices=16), _summary(0.52, 0.5, slices=16))
+def test_the_warning_and_the_inconclusive_note_are_one_line_each_and_say_what_to_do():
+    clear = scratch_check.compare(_counts([0.41] * 8, empty=8), _counts([0.52] * 8, empty=8))
+    decision = scratch_check.choose(_summary(0.41, 0.6, slices=16), _summary(0.52, 0.5, slices=16), comparison=clear)
     line = scratch_check.warning_line(decision)
     assert line == (
-        "pretraining did not help on your validation slices (Dice 0.410 from `init` vs 0.520 from scratch, 16 slices "
-        "that never trained): kept the scratch model — pretrain on more unlabelled scans of the body region you "
-        "segment, try `strategy` P (or O/M with organ flags), or fine-tune without `init`"
+        "pretraining made fine-tuning worse on your validation slices (Dice 0.410 from `init` vs 0.520 from scratch, "
+        "95% interval of the difference -0.110 to -0.110, 8 of 16 validation slices with the structure; they never "
+        "trained): kept the scratch model — pretrain on more unlabelled scans of the body region you segment, try "
+        "`strategy` P (or O/M with organ flags), or fine-tune without `init`"
     )
-    assert scratch_check.warning_line(scratch_check.choose(_summary(0.6, 0.5), _summary(0.5, 0.5))) is None
+    assert scratch_check.inconclusive_line(decision) is None
+    noisy = scratch_check.compare(_counts([0.9, 0.3], empty=4), _counts([0.5, 0.6], empty=4))
+    for rule, kept in (("better mean", "the pretrained model (better validation Dice, not significantly)"),
+                       ("pretrained", "the pretrained model you asked for")):
+        decision = scratch_check.choose(_summary(0.6, 0.5), _summary(0.55, 0.5), comparison=noisy, inconclusive_keeps=rule)
+        assert scratch_check.warning_line(decision) is None
+        note = scratch_check.inconclusive_line(decision)
+        assert note.startswith("the scratch check is inconclusive (Dice 0.600 from `init` vs 0.550 from scratch, 95% "
+                               "interval of the difference ") and "\n" not in note
+        assert f"2 validation slices with the structure): kept {kept} — to decide, give validation at least 6 slices" in note
+        assert note.endswith("or a higher `validation_fraction`)")
+    better = scratch_check.choose(_summary(0.6, 0.5), _summary(0.5, 0.5),
+                                  comparison=scratch_check.compare(_counts([0.8] * 8), _counts([0.6] * 8)))
+    assert better["verdict"] == "pretrained better" and scratch_check.warning_line(better) is None
+    assert scratch_check.inconclusive_line(better) is None
 
 
 def test_validation_slices_are_disjoint_from_training_and_held_out_slices(data):
@@ -166,12 +244,13 @@ def test_the_cli_checks_by_default_and_the_model_file_loads_without_running_code
               "--epoch-samples", "16", "--threads", "1", "--progress", "none", "--cache-dir", cache, "--seed", "3"]
     result = run_segssl("finetune", "--init", bad, "--out", out, *common)
     assert result.returncode == 0, result.stderr
-    lines = [line for line in result.stderr.splitlines() if "pretraining did not help" in line]
+    lines = [line for line in result.stderr.splitlines() if "pretraining made fine-tuning worse" in line]
     assert len(lines) == 1 and "--strategy P" in lines[0] and "--init" in lines[0] and "`" not in lines[0]
     assert "the scratch model; both candidates in liver.candidates/" in result.stderr
     # weights_only loading: plain data only, no pickled code runs.
     raw = torch.load(out, map_location="cpu", weights_only=True)
     assert raw["provenance"]["scratch_check"]["kept"] == "scratch"
+    assert raw["provenance"]["scratch_check"]["verdict"] == "scratch better"
     assert set(raw["provenance"]["scratch_check"]["candidates"]) == {"pretrained", "scratch"}
     for candidate in ("pretrained", "scratch"):
         assert torch.load(tmp_path / "liver.candidates" / f"{candidate}.pt", map_location="cpu", weights_only=True)["kind"] == "polycl"
@@ -179,7 +258,7 @@ def test_the_cli_checks_by_default_and_the_model_file_loads_without_running_code
     unchecked = tmp_path / "unchecked.pt"
     result = run_segssl("finetune", "--init", bad, "--out", unchecked, "--no-scratch-check", *common)
     assert result.returncode == 0, result.stderr
-    assert "pretraining did not help" not in result.stderr and not (tmp_path / "unchecked.candidates").exists()
+    assert "pretraining made fine-tuning worse" not in result.stderr and not (tmp_path / "unchecked.candidates").exists()
     assert "scratch_check" not in load_checkpoint(unchecked)["provenance"]
 
     result = run_segssl("finetune", "--init", bad, "--out", tmp_path / "none.pt", "--val-fraction", "0", *common)
@@ -222,10 +301,15 @@ def test_models_are_compared_as_segmented_largest_component_and_never_scored_on_
     # Every slice is segmented (a gap would cut the structure), held-out ones included; only validation ones score.
     assert sorted(round(v * 100) for v in model.seen) == [0, 1, 2, 3, 4, 5]
     assert scratch_check.inference_dice(model, [_Case(images, np.zeros_like(labels))], validation, 1, CPU) is None
+    # Per-slice counts in the order of ``validation``: slice 3 and slice 4, 9 voxels each, all found.
+    counts = scratch_check.slice_counts(model, [_Case(images, labels)], validation, 1, CPU, excluded_items=np.array([[0, 0]]))
+    assert counts.tolist() == [[9, 9, 9], [9, 9, 9]]
     # The segmented Dice decides when given; the best-epoch Dice is kept for the record.
-    decision = scratch_check.choose(_summary(0.80, 0.4), _summary(0.60, 0.4), {"pretrained": 0.5, "scratch": 0.7})
+    decision = scratch_check.choose(_summary(0.80, 0.4), _summary(0.60, 0.4), {"pretrained": 0.5, "scratch": 0.7},
+                                    inconclusive_keeps="better mean")
     assert decision["kept"] == "scratch" and decision["compared_by"] == scratch_check.INFERENCE_RULE
     assert decision["validation_dice"] == {"pretrained": 0.5, "scratch": 0.7}
     assert decision["best_epoch_dice"] == {"pretrained": 0.80, "scratch": 0.60}
-    assert "Dice 0.500 from `init` vs 0.700 from scratch" in scratch_check.warning_line(decision)
-    assert scratch_check.choose(_summary(0.6, 0.4), _summary(0.8, 0.4), {"pretrained": None, "scratch": None})["kept"] == "scratch"
+    assert "Dice 0.500 from `init` vs 0.700 from scratch" in scratch_check.inconclusive_line(decision)
+    assert scratch_check.choose(_summary(0.6, 0.4), _summary(0.8, 0.4), {"pretrained": None, "scratch": None},
+                                inconclusive_keeps="better mean")["kept"] == "scratch"
