@@ -234,6 +234,11 @@ def test_the_validation_share_is_the_smallest_that_lets_the_check_decide():
     cases = [_Labels([False, True, True, True, False]) for _ in range(5)]
     share = scratch_check.validation_share(cases, FinetuneOptions(label=1))
     assert (share["fraction"], share["validation_with_structure"], share["training_with_structure"]) == (0.3, 6, 9)
+    # The shares and the floor are the ones docs/polycl.md states.
+    docs = " ".join((Path(__file__).resolve().parents[2] / "docs" / "polycl.md").read_text().split())
+    shares = ", ".join(map(str, scratch_check.VALIDATION_SHARES[:-1])) + f", {scratch_check.VALIDATION_SHARES[-1]}"
+    assert (f"**smallest of {shares} that gives at least {scratch_check.minimum_slices()} validation slices with "
+            "the structure**") in docs
 
 
 def test_the_share_leaves_training_its_floor_and_says_when_none_can_decide():
