@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,9 @@ from SegSSLLib.progress import NO_PROGRESS, Progress
 log = logging.getLogger(__name__)
 
 SEGMENTATION_KIND = "polycl"
+# ``validation_fraction`` None: this share, or with the scratch check a share chosen from the labelled
+# data (``scratch_check.validation_share``).
+DEFAULT_VALIDATION_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class FinetuneOptions:
     seed: int = 0
     max_cases: int | None = None
     max_slices: int | None = None
-    validation_fraction: float = 0.2
+    validation_fraction: float | None = None  # None: DEFAULT_VALIDATION_FRACTION, or chosen by the scratch check
     freeze_epochs: int = 0  # epochs with the encoder frozen before everything trains
     epoch_samples: int = 256  # an epoch draws at least this many slices (repeating few labelled ones)
     augment: bool = True
@@ -68,6 +71,8 @@ class FinetuneOptions:
                 f"`unfreeze_epochs` must be 0 or more and fit after `freeze_epochs` within `epochs` ({self.epochs}), "
                 f"got {self.unfreeze_epochs}"
             )
+        if self.validation_fraction is not None and not 0 <= self.validation_fraction < 1:
+            raise SegSSLError(f"`validation_fraction` must be in [0, 1), got {self.validation_fraction}")
         for name in ("encoder_lr_factor", "layer_decay"):
             if not 0 < getattr(self, name) <= 1:
                 raise SegSSLError(f"`{name}` must be in (0, 1], got {getattr(self, name)}")
@@ -108,6 +113,8 @@ def finetune(
     ``excluded_items``: (case, slice) pairs that neither train nor validate (benchmarks hold out
     test slices this way). ``resume``: continue the run saved in ``out`` from its last epoch.
     """
+    if options.validation_fraction is None:
+        options = replace(options, validation_fraction=DEFAULT_VALIDATION_FRACTION)
     described = [load_dataset(folder)]
     require_label_maps(described, options.label, "fine-tuning")
     cases = cache_datasets(described, slicing, cache_dir, progress)

@@ -7,6 +7,8 @@ once from the pretrained encoder, once from scratch (same seed, same split, plai
 the model that scores better on the validation slices is kept. Validation slices never train
 (``datasets.split_labelled_slices``; held-out test slices, ``excluded_items``, take part in neither),
 and both candidates' epochs are chosen on them by the same rule, so neither side gets an advantage.
+Without a ``validation_fraction`` from the user, the share that validates is chosen from the labelled
+slices (``validation_share``): the smallest of ``VALIDATION_SHARES`` that lets the check decide.
 
 The two finished models are compared as ``segssl segment`` will use them (``inference_dice``):
 each validation case's slices go through the network, the foreground is the largest connected
@@ -41,7 +43,7 @@ from SegSSLLib.checkpoints import load_checkpoint, save_checkpoint
 from SegSSLLib.datasets import load_dataset
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.polycl import distributed
-from SegSSLLib.polycl.datasets import split_labelled_slices
+from SegSSLLib.polycl.datasets import require_label_maps, split_labelled_slices
 from SegSSLLib.polycl.finetuning import SEGMENTATION_KIND, FinetuneOptions, Initialisation, finetune, selection_score
 from SegSSLLib.polycl.inference import largest_component
 from SegSSLLib.polycl.model import SegmentationNet
@@ -72,7 +74,7 @@ def scratch_options(options: FinetuneOptions) -> FinetuneOptions:
 
 
 def check_validation(options: FinetuneOptions) -> None:
-    if options.validation_fraction <= 0:
+    if options.validation_fraction is not None and options.validation_fraction <= 0:
         raise SegSSLError(
             "`validation_fraction` 0 leaves no validation slices to compare the pretrained start with scratch — "
             "give `validation_fraction` above 0, or do without the scratch check (`scratch_check`)"
@@ -102,6 +104,76 @@ def minimum_slices(confidence: float = CONFIDENCE) -> int:
     while 2 * 0.5**n > 1 - confidence:
         n += 1
     return n
+
+
+# The validation share when the user gives none (``validation_fraction`` None): the smallest of these
+# that gives ``minimum_slices()`` validation slices with the structure, among those that leave training
+# at least ``training_floor`` slices with the structure; none reaching it: the largest such share;
+# none leaving the floor: the first (the plain default). Chosen from the labelled slices that take
+# part (never ``excluded_items``). docs/polycl.md, *Scratch check*.
+VALIDATION_SHARES = (0.2, 0.3, 0.4)
+
+
+def training_floor(validation_with_structure: int, max_slices: int | None) -> int:
+    """Fewest training slices with the structure a share may leave: the budget asked for (``max_slices``), at
+    least ``minimum_slices()``, and at least as many as validate — validation never takes most of the structure."""
+    return max(max_slices or 0, minimum_slices(), validation_with_structure)
+
+
+def validation_share(cases, options: FinetuneOptions, excluded_items: np.ndarray | None = None) -> dict:
+    """The ``validation_fraction`` the check runs with, and why: a ``validation_fraction`` the user gave is
+    kept ("given"); None chooses one of ``VALIDATION_SHARES`` from the labelled data ("automatic").
+
+    Returns {"fraction", "rule", "reached" (at least ``minimum_slices()`` validation slices with the
+    structure), "shares": per share tried its slice counts and whether it leaves the training floor}.
+    """
+    given = options.validation_fraction is not None
+    shares = [options.validation_fraction] if given else list(VALIDATION_SHARES)
+    tried = [_share_counts(cases, options, share, excluded_items) for share in shares]
+    needed = minimum_slices()
+    if given:
+        chosen = tried[0]
+    else:
+        allowed = [counts for counts in tried if counts["leaves_floor"]]
+        reaching = [counts for counts in allowed if counts["validation_with_structure"] >= needed]
+        chosen = reaching[0] if reaching else allowed[-1] if allowed else tried[0]
+    return {"fraction": chosen["fraction"], "rule": "given" if given else "automatic",
+            "reached": chosen["validation_with_structure"] >= needed, "minimum_slices": needed,
+            "validation_slices": chosen["validation_slices"],
+            "validation_with_structure": chosen["validation_with_structure"],
+            "training_with_structure": chosen["training_with_structure"], "shares": tried}
+
+
+def _share_counts(cases, options: FinetuneOptions, share: float, excluded_items) -> dict:
+    """Slice counts of one share's split: validation (all, with the structure), training with the structure."""
+    counts = {"fraction": share, "validation_slices": 0, "validation_with_structure": 0,
+              "training_with_structure": 0, "leaves_floor": False}
+    try:
+        train, validation = split_labelled_slices(cases, options.label, share, options.max_cases, None, options.seed,
+                                                  exclude=excluded_items)
+    except SegSSLError:  # e.g. `max_cases` too many for this share: not a candidate (the run itself says why)
+        return counts
+    shown = lambda items: int(sum(bool(cases[c].flags(options.label)[s]) for c, s in items))  # noqa: E731
+    counts.update(validation_slices=int(len(validation)), validation_with_structure=shown(validation),
+                  training_with_structure=shown(train))
+    counts["leaves_floor"] = counts["training_with_structure"] >= training_floor(
+        counts["validation_with_structure"], options.max_slices)
+    return counts
+
+
+def share_line(share: dict) -> str:
+    """The one log line of the chosen validation share and its slice counts."""
+    if share["rule"] == "given":
+        how = "given"
+    elif share["reached"]:
+        how = (f"chosen: the smallest of {', '.join(map(str, VALIDATION_SHARES))} with at least "
+               f"{share['minimum_slices']} validation slices with the structure")
+    else:
+        how = (f"chosen: none of {', '.join(map(str, VALIDATION_SHARES))} gives {share['minimum_slices']} validation "
+               "slices with the structure and leaves training enough, so the largest that does")
+    return (f"scratch check: `validation_fraction` {share['fraction']} ({how}): {share['validation_slices']} validation "
+            f"slices, {share['validation_with_structure']} with the structure; {share['training_with_structure']} "
+            "training slices with the structure")
 
 
 def pooled_dice(counts: np.ndarray) -> float | None:
@@ -250,8 +322,12 @@ def inconclusive_line(decision: dict) -> str | None:
         measured = (f"Dice {dice['pretrained']:.3f} from `init` vs {dice['scratch']:.3f} from scratch, "
                     f"{_interval_text(bootstrap)}, {bootstrap['slices_with_structure']} validation slices with the "
                     f"structure")
+    share = decision.get("validation_share") or {}
+    chosen = (f"; `validation_fraction` {share['fraction']} is the largest of {', '.join(map(str, VALIDATION_SHARES))} "
+              "that leaves training enough slices with the structure"
+              if share.get("rule") == "automatic" and not share.get("reached") else "")
     return (
-        f"the scratch check is inconclusive ({measured}): kept {kept} — to decide, give validation at least "
+        f"the scratch check is inconclusive ({measured}{chosen}): kept {kept} — to decide, give validation at least "
         f"{minimum_slices(bootstrap['confidence'] if bootstrap else CONFIDENCE)} slices with the structure, more for "
         "a small difference (more labelled slices or cases, or a higher `validation_fraction`)"
     )
@@ -284,6 +360,11 @@ def finetune_checked(
     if not applies(init):
         raise SegSSLError("the scratch check (`scratch_check`) needs a `segssl pretrain` file as `init` — give one, or do without the check")
     check_validation(options)
+    described = [load_dataset(folder)]
+    require_label_maps(described, options.label, "fine-tuning")
+    share = validation_share(cache_datasets(described, slicing, cache_dir, progress), options, excluded_items)
+    options = replace(options, validation_fraction=share["fraction"])
+    log.info("%s", share_line(share))
     paths = candidate_paths(out)
     if distributed.is_main():
         paths["pretrained"].parent.mkdir(parents=True, exist_ok=True)
@@ -300,6 +381,7 @@ def finetune_checked(
     counts = _segmented_counts(folder, paths, options, model_config, slicing, device, cache_dir, excluded_items)
     comparison = compare(counts["pretrained"], counts["scratch"], seed=options.seed)
     decision = choose(summaries["pretrained"], summaries["scratch"], comparison=comparison)
+    decision["validation_share"] = share
     decision["candidates"] = {name: str(path.resolve()) for name, path in paths.items()}
     warning, note = warning_line(decision), inconclusive_line(decision)
     if warning:

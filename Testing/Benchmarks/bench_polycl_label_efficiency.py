@@ -65,9 +65,10 @@ from SegSSLLib.polycl.inference import PolyCLSegmenter, largest_component  # noq
 from SegSSLLib.polycl.model import ModelConfig  # noqa: E402
 from SegSSLLib.polycl.pretraining import PretrainOptions, pretrain  # noqa: E402
 from SegSSLLib.polycl.scratch_check import (  # noqa: E402
-    INCONCLUSIVE, INCONCLUSIVE_KEEPS, INCONCLUSIVE_RULES, candidate_paths, finetune_checked,
+    INCONCLUSIVE, INCONCLUSIVE_KEEPS, INCONCLUSIVE_RULES, candidate_paths, finetune_checked, share_line,
+    validation_share,
 )
-from SegSSLLib.polycl.slice_cache import SlicingSettings  # noqa: E402
+from SegSSLLib.polycl.slice_cache import SlicingSettings, cache_datasets  # noqa: E402
 from SegSSLLib.checkpoints import load_checkpoint  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -95,8 +96,9 @@ def main() -> None:
                         help="do not re-run the first checked cell from nothing")
     parser.add_argument("--budgets", nargs="+", default=["5", "10", "all"],
                         help="labelled-slice budgets (numbers or all; default: 5 10 all)")
-    parser.add_argument("--validation-fraction", type=float, default=0.2,
-                        help="share of the labelled slices that validate (the library's default: 0.2)")
+    parser.add_argument("--validation-fraction", type=float, default=None,
+                        help="share of the labelled slices that validate (default: the library's choice with the "
+                        "scratch check, scratch_check.validation_share, for every column)")
     parser.add_argument("--ensemble", action="store_true",
                         help="also score the mean of the pretrained and scratch candidates' probabilities")
     parser.add_argument("--test-slab", type=int, nargs=2, default=(50, 90), metavar=("FIRST", "END"),
@@ -145,11 +147,12 @@ def run_pretraining(name, folders, args, work) -> dict:
     return {"path": out, "warned": report["warning"] is not None}
 
 
-def finetune_options(name, budget, seed, args) -> FinetuneOptions:
+def finetune_options(name, budget, seed, args, fraction=None) -> FinetuneOptions:
+    """``fraction`` None: ``--validation-fraction`` (None: the check chooses, ``validation_share``)."""
     careful = name.startswith("SegSSL")
     return FinetuneOptions(
         label=LIVER, epochs=args.finetune_epochs, epoch_samples=args.epoch_samples, max_slices=budget, seed=seed,
-        validation_fraction=args.validation_fraction,
+        validation_fraction=args.validation_fraction if fraction is None else fraction,
         batch_size=8, encoder_lr_factor=args.encoder_lr_factor if careful else 1.0,
         unfreeze_epochs=args.unfreeze_epochs if careful else 0,
     )
@@ -165,7 +168,9 @@ def run_finetuning(folder, start, budget, seed, args, work, excluded=None) -> di
     out = work / f"ft_{slug(name)}_{budget}_{seed}.pt"
     init = Initialisation.load(init_path) if init_path else None
     began = time.perf_counter()
-    summary = finetune(folder, out, finetune_options(name, budget, seed, args), CPU, model, slicing, init,
+    # Every column validates on the share the check chooses, so the plain runs are the check's candidates.
+    fraction = SHARES[(budget, seed)]["fraction"]
+    summary = finetune(folder, out, finetune_options(name, budget, seed, args, fraction), CPU, model, slicing, init,
                        cache_dir=work / "cache", excluded_items=excluded)
     return {"path": out, "summary": summary, "seconds": time.perf_counter() - began}
 
@@ -188,6 +193,7 @@ def run_checked(folder, name, init_path, budget, seed, args, work, runs, exclude
                                Initialisation.load(init_path), cache_dir=work / "cache", excluded_items=excluded,
                                resume=not fresh)
     seconds = time.perf_counter() - began
+    assert summary["scratch_check"]["validation_share"]["fraction"] == SHARES[(budget, seed)]["fraction"]
     if not fresh and args.verify_reuse and (budget, seed) == (BUDGETS[0], args.seeds[0]):
         again = run_checked(folder, name, init_path, budget, seed, args, work, runs, excluded, fresh=True)
         same = states_equal(load_checkpoint(out)["state_dict"], load_checkpoint(again["path"])["state_dict"])
@@ -201,8 +207,24 @@ def states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+SHARES = {}  # (budget, seed) -> scratch_check.validation_share of this experiment
+
+
+def choose_shares(folder, args, work, excluded=None) -> None:
+    """The validation share of every budget and seed, as the check chooses it (from the labelled slices only)."""
+    _, slicing = settings(args)
+    cases = cache_datasets([load_dataset(folder)], slicing, work / "cache")
+    SHARES.clear()
+    for budget in BUDGETS:
+        for seed in args.seeds:
+            SHARES[(budget, seed)] = validation_share(cases, finetune_options("scratch", budget, seed, args), excluded)
+        lines = {share_line(SHARES[(budget, seed)]) for seed in args.seeds}
+        print(f"  {budget or 'all'} slices: " + " | ".join(sorted(lines)), flush=True)
+
+
 def run_all_starts(folder, pretrained, args, work, test_dice, excluded=None):
     """Every start × budget × seed; returns ({(start, budget): [Dice per seed]}, start names) and prints the runs."""
+    choose_shares(folder, args, work, excluded)
     inits = {"scratch": None, **{name: run["path"] for name, run in pretrained.items()}}
     runs, results, seconds = {}, {}, {}
     for name, init in inits.items():

@@ -78,6 +78,10 @@ def test_a_bad_encoder_gives_way_to_scratch_and_a_good_one_is_kept(data, encoder
     assert saved["provenance"]["scratch_check"]["kept"] == "scratch"
     assert saved["provenance"]["scratch_check"]["warning"] == worse["scratch_check_warning"]
     assert saved["provenance"]["scratch_check"]["verdict"] == "scratch better"
+    # No `validation_fraction` given: the share was chosen from the labelled data, and recorded.
+    share = saved["provenance"]["scratch_check"]["validation_share"]
+    assert share["rule"] == "automatic" and share["fraction"] in scratch_check.VALIDATION_SHARES
+    assert share["reached"] and share["validation_with_structure"] == decision["bootstrap"]["slices_with_structure"]
 
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -200,6 +204,71 @@ def test_the_warning_and_the_inconclusive_note_are_one_line_each_and_say_what_to
                                   comparison=scratch_check.compare(_counts([0.8] * 8), _counts([0.6] * 8)))
     assert better["verdict"] == "pretrained better" and scratch_check.warning_line(better) is None
     assert scratch_check.inconclusive_line(better) is None
+
+
+class _Labels:
+    """A labelled case as the split sees it: its slices and which show the structure."""
+
+    def __init__(self, flags):
+        self._flags = np.asarray(flags, bool)
+        self.num_slices = len(self._flags)
+
+    def flags(self, label):
+        return self._flags.copy()
+
+
+def _one_case(with_structure, without=20):
+    return [_Labels([True] * with_structure + [False] * without)]
+
+
+def test_the_validation_share_is_the_smallest_that_lets_the_check_decide():
+    # One case, blocks of 4 slices: 48 slices with the structure give 8 validating ones at 0.2;
+    # 24 give 4 at 0.2 and 8 at 0.3; 20 give 4 at 0.2 and 0.3 and 8 at 0.4.
+    for with_structure, expected in ((48, 0.2), (24, 0.3), (20, 0.4)):
+        share = scratch_check.validation_share(_one_case(with_structure), FinetuneOptions(label=1))
+        assert (share["fraction"], share["rule"], share["reached"]) == (expected, "automatic", True)
+        assert share["validation_with_structure"] >= scratch_check.minimum_slices() == 6
+        assert share["training_with_structure"] == with_structure - share["validation_with_structure"]
+        assert [row["fraction"] for row in share["shares"]] == list(scratch_check.VALIDATION_SHARES)
+    # Several cases: whole cases validate; five cases with 3 slices of the structure each need two of them.
+    cases = [_Labels([False, True, True, True, False]) for _ in range(5)]
+    share = scratch_check.validation_share(cases, FinetuneOptions(label=1))
+    assert (share["fraction"], share["validation_with_structure"], share["training_with_structure"]) == (0.3, 6, 9)
+    # The shares and the floor are the ones docs/polycl.md states.
+    docs = " ".join((Path(__file__).resolve().parents[2] / "docs" / "polycl.md").read_text().split())
+    shares = ", ".join(map(str, scratch_check.VALIDATION_SHARES[:-1])) + f", {scratch_check.VALIDATION_SHARES[-1]}"
+    assert (f"**smallest of {shares} that gives at least {scratch_check.minimum_slices()} validation slices with "
+            "the structure**") in docs
+
+
+def test_the_share_leaves_training_its_floor_and_says_when_none_can_decide():
+    # 0.4 would leave 12 training slices with the structure: fewer than the 13 that `max_slices` asks for.
+    share = scratch_check.validation_share(_one_case(20), FinetuneOptions(label=1, max_slices=13))
+    assert (share["fraction"], share["reached"], share["validation_with_structure"]) == (0.3, False, 4)
+    assert [row["leaves_floor"] for row in share["shares"]] == [True, True, False]
+    assert scratch_check.training_floor(8, None) == 8 and scratch_check.training_floor(2, 13) == 13
+    assert scratch_check.training_floor(2, None) == scratch_check.minimum_slices()
+    line = scratch_check.share_line(share)
+    assert line.startswith("scratch check: `validation_fraction` 0.3 (chosen: none of 0.2, 0.3, 0.4 gives 6") and "\n" not in line
+    assert line.endswith("8 validation slices, 4 with the structure; 16 training slices with the structure")
+    decision = scratch_check.choose(_summary(0.6, 0.5), _summary(0.55, 0.5),
+                                    comparison=scratch_check.compare(_counts([0.9, 0.3], empty=4), _counts([0.5, 0.6], empty=4)))
+    decision["validation_share"] = share
+    note = scratch_check.inconclusive_line(decision)
+    assert "`validation_fraction` 0.3 is the largest of 0.2, 0.3, 0.4 that leaves training enough slices" in note
+    # No share leaves the floor (8 slices with the structure): the plain default.
+    share = scratch_check.validation_share(_one_case(8), FinetuneOptions(label=1))
+    assert (share["fraction"], share["reached"]) == (0.2, False) and not any(r["leaves_floor"] for r in share["shares"])
+
+
+def test_a_validation_fraction_the_user_gives_is_kept():
+    for given in (0.2, 0.25, 0.5):
+        share = scratch_check.validation_share(_one_case(20), FinetuneOptions(label=1, validation_fraction=given))
+        assert (share["fraction"], share["rule"]) == (given, "given") and len(share["shares"]) == 1
+    assert scratch_check.share_line(share).startswith("scratch check: `validation_fraction` 0.5 (given): ")
+    assert FinetuneOptions(label=1).validation_fraction is None
+    with pytest.raises(SegSSLError, match="`validation_fraction` must be in"):
+        FinetuneOptions(label=1, validation_fraction=1.0)
 
 
 def test_validation_slices_are_disjoint_from_training_and_held_out_slices(data):
