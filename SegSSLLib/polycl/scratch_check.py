@@ -153,7 +153,10 @@ def _share_counts(cases, options: FinetuneOptions, share: float, excluded_items)
                                                   exclude=excluded_items)
     except SegSSLError:  # e.g. `max_cases` too many for this share: not a candidate (the run itself says why)
         return counts
-    shown = lambda items: int(sum(bool(cases[c].flags(options.label)[s]) for c, s in items))  # noqa: E731
+
+    def shown(items) -> int:  # slices of ``items`` that show the structure
+        return int(sum(bool(cases[c].flags(options.label)[s]) for c, s in items))
+
     counts.update(validation_slices=int(len(validation)), validation_with_structure=shown(validation),
                   training_with_structure=shown(train))
     counts["leaves_floor"] = counts["training_with_structure"] >= training_floor(
