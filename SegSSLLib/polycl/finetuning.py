@@ -94,6 +94,16 @@ class Initialisation:
         return cls(Path(path), checkpoint["kind"], checkpoint["config"], checkpoint["state_dict"], checkpoint["provenance"])
 
 
+def labelled_cases(folder, label: int, slicing: SlicingSettings, cache_dir=None, progress: Progress = NO_PROGRESS):
+    """(data sets, their cases sliced and cached) for fine-tuning, after checking each case has a label map with
+    ``label`` and computing its per-slice structure flags (a second call finds the slices in the cache)."""
+    described = [load_dataset(folder)]
+    require_label_maps(described, label, "fine-tuning")
+    cases = cache_datasets(described, slicing, cache_dir, progress)
+    structure_flags(cases, label, described)
+    return described, cases
+
+
 def finetune(
     folder: str | os.PathLike,
     out: str | os.PathLike,
@@ -115,10 +125,7 @@ def finetune(
     """
     if options.validation_fraction is None:
         options = replace(options, validation_fraction=DEFAULT_VALIDATION_FRACTION)
-    described = [load_dataset(folder)]
-    require_label_maps(described, options.label, "fine-tuning")
-    cases = cache_datasets(described, slicing, cache_dir, progress)
-    structure_flags(cases, options.label, described)
+    described, cases = labelled_cases(folder, options.label, slicing, cache_dir, progress)
     train, validation = split_labelled_slices(
         cases, options.label, options.validation_fraction, options.max_cases, options.max_slices, options.seed,
         exclude=excluded_items,

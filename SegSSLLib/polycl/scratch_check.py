@@ -43,8 +43,15 @@ from SegSSLLib.checkpoints import load_checkpoint, save_checkpoint
 from SegSSLLib.datasets import load_dataset
 from SegSSLLib.errors import SegSSLError
 from SegSSLLib.polycl import distributed
-from SegSSLLib.polycl.datasets import require_label_maps, split_labelled_slices
-from SegSSLLib.polycl.finetuning import SEGMENTATION_KIND, FinetuneOptions, Initialisation, finetune, selection_score
+from SegSSLLib.polycl.datasets import split_labelled_slices
+from SegSSLLib.polycl.finetuning import (
+    SEGMENTATION_KIND,
+    FinetuneOptions,
+    Initialisation,
+    finetune,
+    labelled_cases,
+    selection_score,
+)
 from SegSSLLib.polycl.inference import largest_component
 from SegSSLLib.polycl.model import SegmentationNet
 from SegSSLLib.polycl.pretraining import PRETRAIN_KIND
@@ -363,9 +370,8 @@ def finetune_checked(
     if not applies(init):
         raise SegSSLError("the scratch check (`scratch_check`) needs a `segssl pretrain` file as `init` — give one, or do without the check")
     check_validation(options)
-    described = [load_dataset(folder)]
-    require_label_maps(described, options.label, "fine-tuning")
-    share = validation_share(cache_datasets(described, slicing, cache_dir, progress), options, excluded_items)
+    _, cases = labelled_cases(folder, options.label, slicing, cache_dir, progress)
+    share = validation_share(cases, options, excluded_items)
     options = replace(options, validation_fraction=share["fraction"])
     log.info("%s", share_line(share))
     paths = candidate_paths(out)
